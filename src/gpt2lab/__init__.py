@@ -1,0 +1,16 @@
+"""gpt2lab: a GPT-2 you can read, run, train and look inside.
+
+    >>> from gpt2lab import GPT2, GPT2Config
+    >>> model = GPT2(GPT2Config.from_preset("gpt2"))      # random weights, 124,439,808 parameters
+    >>> model = GPT2.from_pretrained("gpt2")             # the released weights (hub or local dir)
+
+Start reading at ``gpt2lab/model.py``: the whole network in one file.
+"""
+
+from .config import PRESETS, GPT2Config
+from .errors import CheckpointError, ConfigError, GPT2LabError
+from .model import GPT2, KVCache
+
+__version__ = "0.1.0"
+
+__all__ = ["GPT2", "GPT2Config", "KVCache", "PRESETS", "GPT2LabError", "ConfigError", "CheckpointError", "__version__"]

@@ -1,0 +1,13 @@
+"""Errors a user can act on. The CLI prints their message as one line and exits with code 2."""
+
+
+class GPT2LabError(Exception):
+    """Base class: the message says what went wrong and what to do about it."""
+
+
+class ConfigError(GPT2LabError, ValueError):
+    """A configuration that is invalid or describes a network gpt2lab does not implement."""
+
+
+class CheckpointError(GPT2LabError, ValueError):
+    """A checkpoint that is missing, unreadable, or does not fit the model."""

@@ -1,0 +1,467 @@
+"""GPT-2, written from scratch in tensor operations.
+
+Read this file top to bottom: GELU, LayerNorm, attention, the MLP, one Block, then the whole GPT2.
+Shapes in comments use
+    B batch, T new positions in this call, P positions already in the KV cache, S = P + T,
+    C n_embd, H n_head, D head_dim = C / H, V vocab_size, L n_layer.
+
+Two paths compute the same function:
+  * the fast path (default) hands attention to ``F.scaled_dot_product_attention`` (flash kernels on
+    GPU), LayerNorm to ``F.layer_norm`` and GELU to ``F.gelu(approximate="tanh")``;
+  * the explicit path (``explicit=True``) writes every formula out, and is the one that can hand back
+    the attention probabilities (B, H, T, S) of every layer.
+The tests hold the two equal, and both equal to Hugging Face transformers' GPT-2.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import GPT2Config
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation
+# ---------------------------------------------------------------------------------------------
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU: the tanh approximation of x * Phi(x), as in the original TensorFlow code.
+
+    nanoGPT uses the exact erf form (``nn.GELU()``), which differs by up to ~1e-3 and so breaks
+    exact parity with the released weights; this is the one GPT-2 was trained with.
+    """
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def gelu_exact(x: torch.Tensor) -> torch.Tensor:
+    """The exact GELU, x * Phi(x) with Phi the standard normal CDF."""
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# LayerNorm
+# ---------------------------------------------------------------------------------------------
+
+
+class LayerNorm(nn.Module):
+    """Normalise each position's vector to mean 0 and variance 1, then scale and shift.
+
+    y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, statistics over the last axis only,
+    variance without Bessel's correction (as TensorFlow and ``nn.LayerNorm`` compute it).
+    """
+
+    def __init__(self, n_embd: int, eps: float = 1e-5, bias: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_embd))
+        self.bias = nn.Parameter(torch.zeros(n_embd)) if bias else None
+
+    def forward(self, x: torch.Tensor, explicit: bool = False) -> torch.Tensor:
+        if not explicit:
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        mean = x.mean(dim=-1, keepdim=True)  # (B, T, 1)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # (B, T, 1)
+        x_hat = (x - mean) / torch.sqrt(var + self.eps)  # (B, T, C), each row mean 0, variance 1
+        y = x_hat * self.weight  # (B, T, C)
+        return y + self.bias if self.bias is not None else y
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------------
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    *,
+    dropout_p: float = 0.0,
+    explicit: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """softmax(q kᵀ / sqrt(D) + mask) v, on every head at once.
+
+    Args:
+        q: queries (B, H, T, D); k, v: keys and values (B, H, S, D), S >= T.
+        mask: additive (B or 1, 1, T, S) with 0 where a query may look and a very negative number
+            where it may not; ``None`` means plain causal attention with S == T (or T == 1, which
+            may see every key).
+        dropout_p: dropout on the probabilities (training only).
+        explicit: compute the formula step by step and return the probabilities too.
+
+    Returns:
+        y (B, H, T, D) and, on the explicit path, the probabilities (B, H, T, S) (else ``None``).
+    """
+    T, S = q.size(-2), k.size(-2)
+    is_causal = mask is None and T > 1
+    if not explicit:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        return y, None
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
+    if is_causal:
+        # query i may look at keys 0..i: everything above the diagonal is the future
+        future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(diagonal=1)  # (T, S)
+        scores = scores.masked_fill(future, torch.finfo(scores.dtype).min)
+    elif mask is not None:
+        scores = scores + mask
+    probs = F.softmax(scores, dim=-1)  # (B, H, T, S), each row sums to 1
+    if dropout_p > 0.0:
+        probs_dropped = F.dropout(probs, p=dropout_p, training=True)
+    else:
+        probs_dropped = probs
+    y = probs_dropped @ v  # (B, H, T, D): a weighted average of the values
+    return y, probs
+
+
+class KVCache:
+    """The keys and values of every layer for positions already seen, preallocated once.
+
+    Each decoding step then costs one new position of work instead of re-running the whole
+    prefix. Storage is ``(L, B, H, max_len, D)`` for keys and the same for values; ``pos`` is how
+    many positions are filled. ``GPT2.forward`` writes new positions in place and moves ``pos``.
+    """
+
+    def __init__(
+        self,
+        config: GPT2Config,
+        batch_size: int,
+        max_len: int | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.max_len = max_len or config.block_size
+        shape = (config.n_layer, batch_size, config.n_head, self.max_len, config.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, H, max_len, D)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, H, max_len, D)
+        self.pos = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.size(1)
+
+    def update(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, H, T, D) new keys/values of ``layer`` after the filled ones; return all (B, H, P+T, D)."""
+        end = self.pos + k_new.size(-2)
+        self.k[layer, :, :, self.pos : end] = k_new
+        self.v[layer, :, :, self.pos : end] = v_new
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+    def reset(self) -> None:
+        self.pos = 0
+
+    def crop(self, n: int) -> None:
+        """Forget every position from ``n`` on (keep the first ``n``)."""
+        self.pos = min(self.pos, n)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees itself and the positions before it."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.head_dim
+        self.dropout_p = config.attn_pdrop
+        # one matrix makes queries, keys and values at once: (C) -> (3C), as GPT-2's "c_attn"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.qkv_bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # heads back to the stream
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        *,
+        layer: int = 0,
+        kv_cache: KVCache | None = None,
+        explicit: bool = False,
+        attn_probs_out: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        # split the width into H heads of D and put heads before time: (B, T, C) -> (B, H, T, D)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)  # (B, H, S, D)
+        dropout_p = self.dropout_p if self.training else 0.0
+        y, probs = attention(q, k, v, mask, dropout_p=dropout_p, explicit=explicit or attn_probs_out is not None)
+        if attn_probs_out is not None:
+            attn_probs_out.append(probs)  # (B, H, T, S)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+
+
+# ---------------------------------------------------------------------------------------------
+# MLP and Block
+# ---------------------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: widen (C -> 4C), GELU, narrow back (4C -> C)."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_dim, bias=config.bias)
+        self.c_proj = nn.Linear(config.mlp_dim, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.activation = config.activation
+
+    def act(self, h: torch.Tensor, explicit: bool = False) -> torch.Tensor:
+        if self.activation == "gelu":
+            return gelu_exact(h) if explicit else F.gelu(h)
+        return gelu_tanh(h) if explicit else F.gelu(h, approximate="tanh")
+
+    def forward(self, x: torch.Tensor, explicit: bool = False) -> torch.Tensor:
+        h = self.c_fc(x)  # (B, T, 4C)
+        h = self.act(h, explicit)  # (B, T, 4C)
+        return self.dropout(self.c_proj(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """One transformer block, pre-LayerNorm as in GPT-2:
+    x = x + attn(ln_1(x));  x = x + mlp(ln_2(x)).
+    The residual additions give gradients a straight path through all L blocks.
+    """
+
+    def __init__(self, config: GPT2Config, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.ln_1 = LayerNorm(config.n_embd, config.layer_norm_epsilon, config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, config.layer_norm_epsilon, config.bias)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        *,
+        kv_cache: KVCache | None = None,
+        explicit: bool = False,
+        attn_probs_out: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(
+            self.ln_1(x, explicit), mask, layer=self.layer, kv_cache=kv_cache, explicit=explicit, attn_probs_out=attn_probs_out
+        )  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x, explicit), explicit)  # (B, T, C)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole network
+# ---------------------------------------------------------------------------------------------
+
+
+def attention_mask_bias(
+    T: int,
+    past: int,
+    attention_mask: torch.Tensor | None,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """The additive mask for T new queries after ``past`` cached positions.
+
+    Query i (absolute position past + i) may see key j when j <= past + i and, if an
+    ``attention_mask`` (B, past + T) of 1 = real token / 0 = padding is given, when key j is real.
+    Blocked entries get ``finfo(dtype).min`` as in transformers (not -inf: a row with every key
+    blocked, a padding query, then stays finite instead of turning into NaN).
+
+    Returns ``None`` when plain causal attention says it all (no cache offset, no padding).
+    """
+    S = past + T
+    if attention_mask is None and (past == 0 or T == 1):
+        return None
+    keys = torch.arange(S, device=device)  # (S,)
+    queries = torch.arange(past, S, device=device)  # (T,)
+    allowed = keys[None, :] <= queries[:, None]  # (T, S)
+    allowed = allowed[None, None]  # (1, 1, T, S)
+    if attention_mask is not None:
+        if attention_mask.shape[-1] != S:
+            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, expected past + T = {S}")
+        allowed = allowed & attention_mask[:, None, None, :].bool()  # (B, 1, T, S)
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return bias.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+class GPT2(nn.Module):
+    """The GPT-2 language model: ids (B, T) -> next-token logits (B, T, V).
+
+    Module names follow OpenAI's and Hugging Face's (``transformer.wte``, ``transformer.h.0.attn.c_attn``,
+    ...) so the checkpoint key table in ``weights.py`` is nearly the identity.
+    """
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding (V, C)
+                wpe=nn.Embedding(config.block_size, config.n_embd),  # position embedding (block_size, C)
+                drop=nn.Dropout(config.embd_pdrop),
+                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                ln_f=LayerNorm(config.n_embd, config.layer_norm_epsilon, config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # (C) -> (V)
+        self.tie_weights()
+        self.reset_parameters()
+
+    def tie_weights(self) -> None:
+        """Make the LM head *the same tensor* as the token embedding (GPT-2 ties them).
+
+        Reading a token in and writing a token out then share one (V, C) matrix: 38.6M of the
+        124M parameters of ``gpt2``. Safe to call again after weights are moved or replaced.
+        """
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    def reset_parameters(self) -> None:
+        """GPT-2's initialisation: N(0, 0.02) for every matrix and embedding, zero biases, LayerNorm
+        at identity, and the two projections that write into the residual stream (``c_proj``)
+        scaled down by 1/sqrt(2 L), so the stream's variance does not grow with depth."""
+        std = self.config.initializer_range
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                proj = name.endswith("c_proj")
+                nn.init.normal_(module.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer) if proj else std)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, LayerNorm):
+                nn.init.ones_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    # -- convenience ---------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.wte.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.wte.weight.dtype
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Number of distinct parameters (a tied matrix counts once). With ``non_embedding``,
+        leave out the position embedding, and the token embedding unless it is untied from the head."""
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty KV cache on this model's device and dtype."""
+        return KVCache(self.config, batch_size, max_len, dtype=self.dtype, device=self.device)
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        kv_cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        explicit: bool = False,
+        attn_probs_out: list[torch.Tensor] | None = None,
+        last_logits_only: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits for every position.
+
+        Args:
+            idx: token ids (B, T).
+            targets: the ids that should come next, (B, T) (``idx`` shifted left by one); positions
+                with -100 are ignored. When given, returns ``(logits, loss)``.
+            kv_cache: continue after the ``kv_cache.pos`` positions it holds, and store these.
+            attention_mask: (B, P + T), 1 for real tokens and 0 for padding (batched prompts of
+                different lengths, padded on the left).
+            position_ids: (B, T) positions to embed; by default P, P+1, ... P+T-1.
+            explicit: the step-by-step path (see the module docstring).
+            attn_probs_out: a list; each layer appends its attention probabilities (B, H, T, P + T).
+                Implies the explicit attention path.
+            last_logits_only: compute logits only for the last position, (B, 1, V): what decoding
+                needs, and it skips the largest matrix product of a long prompt.
+
+        Returns:
+            logits (B, T, V), or ``(logits, loss)`` when ``targets`` is given.
+        """
+        B, T = idx.shape
+        past = kv_cache.pos if kv_cache is not None else 0
+        if past + T > self.config.block_size and position_ids is None:
+            raise ValueError(
+                f"sequence of {past + T} positions exceeds the context length block_size={self.config.block_size}; "
+                "crop the input to its last block_size tokens"
+            )
+        if kv_cache is not None and past + T > kv_cache.max_len:
+            raise ValueError(f"KV cache holds {kv_cache.max_len} positions; {past} used, {T} more do not fit")
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=idx.device).unsqueeze(0)  # (1, T)
+
+        tok = self.transformer.wte(idx)  # (B, T, C): what each token is
+        pos = self.transformer.wpe(position_ids)  # (B or 1, T, C): where it is
+        x = self.transformer.drop(tok + pos)  # (B, T, C)
+
+        mask = attention_mask_bias(T, past, attention_mask, dtype=x.dtype, device=x.device)
+        for block in self.transformer.h:
+            x = block(x, mask, kv_cache=kv_cache, explicit=explicit, attn_probs_out=attn_probs_out)  # (B, T, C)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+
+        if last_logits_only:
+            x = x[:, -1:, :]  # (B, 1, C)
+        x = self.transformer.ln_f(x, explicit)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, V): a score for every token of the vocabulary
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    # -- generation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor | Iterator[torch.Tensor]:
+        """Continue ``idx`` (B, T) by ``max_new_tokens`` tokens; see ``gpt2lab.generate.generate``.
+
+        ``temperature=0`` is greedy (argmax); returns (B, T + max_new_tokens).
+        """
+        from .generate import generate
+
+        return generate(self, idx, max_new_tokens, **kwargs)
+
+    # -- checkpoints (implemented in weights.py) ---------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+    ) -> "GPT2":
+        """Load a Hugging Face GPT-2: a local directory or a hub id such as ``"gpt2"``."""
+        from .weights import from_pretrained
+
+        return from_pretrained(name_or_path, dtype=dtype, device=device)
+
+    def save_pretrained(self, directory: str, max_shard_size: int | str | None = None) -> None:
+        """Write ``config.json`` + ``model.safetensors`` that transformers' ``GPT2LMHeadModel`` loads."""
+        from .weights import save_pretrained
+
+        save_pretrained(self, directory, max_shard_size=max_shard_size)
