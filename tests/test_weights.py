@@ -11,7 +11,7 @@ import torch
 from conftest import TINY, perturbed_hf_model
 
 from gpt2lab import GPT2, CheckpointError, ConfigError, GPT2Config
-from gpt2lab.weights import iter_safetensors, read_safetensors_header, write_safetensors
+from gpt2lab.weights import read_safetensors, read_safetensors_header, write_safetensors
 
 TOL = 1e-4  # DESIGN.md: fp32 logits max |delta| <= 1e-4
 
@@ -212,8 +212,9 @@ def test_our_safetensors_files_are_standard(tmp_path):
         for name, t in tensors.items():
             assert torch.equal(f.get_tensor(name), t)
     save_file({k: v.contiguous() for k, v in tensors.items()}, tmp_path / "theirs.safetensors")
-    assert {k: v for k, v in iter_safetensors(tmp_path / "theirs.safetensors")}.keys() == tensors.keys()
-    for name, t in iter_safetensors(tmp_path / "theirs.safetensors"):
+    ours = read_safetensors(tmp_path / "theirs.safetensors")
+    assert ours.keys() == tensors.keys()
+    for name, t in ours.items():
         assert torch.equal(t, tensors[name])
 
 

@@ -14,3 +14,5 @@ from .model import GPT2, KVCache
 __version__ = "0.1.0"
 
 __all__ = ["GPT2", "GPT2Config", "KVCache", "PRESETS", "GPT2LabError", "ConfigError", "CheckpointError", "__version__"]
+from .explain import Explanation, explain  # the function; "from gpt2lab.explain import explain_repr" still reaches the module
+__all__ += ["explain", "Explanation"]

@@ -46,6 +46,38 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# explain
+# ---------------------------------------------------------------------------------------------
+
+
+def _explain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl), a checkpoint directory or a hub id "
+                                    "(only config.json is read); default gpt2")
+    p.add_argument("--from-repr", metavar="FILE", help="explain the text print(model) showed (HF or gpt2lab GPT-2); '-' reads stdin")
+    p.add_argument("--seq-len", type=int, metavar="T", help="sequence length for shapes, memory and FLOPs (default: the full context)")
+    p.add_argument("--batch", type=int, default=1, metavar="B", help="batch size for shapes and memory (default 1)")
+    p.add_argument("--format", choices=("text", "md"), default="text", help="plain text (default) or Markdown")
+
+
+@command("explain", "the architecture in plain words: module tree, parameter arithmetic, memory and FLOPs", _explain_args)
+def _explain(args: argparse.Namespace) -> None:
+    from .explain import explain, explain_repr
+
+    if args.model and args.from_repr:
+        raise UsageError("give --model or --from-repr, not both")
+    if args.from_repr:
+        try:
+            text = sys.stdin.read() if args.from_repr == "-" else open(args.from_repr, encoding="utf-8").read()
+        except UnicodeDecodeError:
+            raise UsageError(f"{args.from_repr} is not a text file; paste the output of print(model) into it") from None
+        source = "stdin" if args.from_repr == "-" else args.from_repr
+        ex = explain_repr(text, seq_len=args.seq_len, batch=args.batch, source=f"printed model ({source})")
+    else:
+        ex = explain(args.model or "gpt2", seq_len=args.seq_len, batch=args.batch)
+    print(ex.to_markdown() if args.format == "md" else ex.to_text(), end="")
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

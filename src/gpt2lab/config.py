@@ -219,8 +219,12 @@ def parameter_counts(config: GPT2Config) -> dict[str, int]:
     C, V, F_ = config.n_embd, config.vocab_size, config.mlp_dim
     b = 1 if config.bias else 0
     ln = C + b * C  # weight (+ bias)
-    attn = C * 3 * C + (3 * C if config.qkv_bias else 0) + C * C + b * C  # c_attn + c_proj
-    mlp = C * F_ + b * F_ + F_ * C + b * C  # c_fc + c_proj
+    c_attn = C * 3 * C + (3 * C if config.qkv_bias else 0)  # queries, keys and values at once
+    attn_proj = C * C + b * C
+    c_fc = C * F_ + b * F_
+    mlp_proj = F_ * C + b * C
+    attn = c_attn + attn_proj
+    mlp = c_fc + mlp_proj
     block = 2 * ln + attn + mlp
     counts = {
         "wte": V * C,
@@ -230,6 +234,16 @@ def parameter_counts(config: GPT2Config) -> dict[str, int]:
         "ln": config.n_layer * 2 * ln + ln,  # ln_1 and ln_2 per block, and ln_f
         "per_block": block,
         "lm_head": 0 if config.tie_word_embeddings else V * C,  # tied: it *is* wte
+        # one block, part by part (what ``explain`` prints line by line)
+        "block.ln_1": ln,
+        "block.attn.c_attn": c_attn,
+        "block.attn.c_proj": attn_proj,
+        "block.attn": attn,
+        "block.ln_2": ln,
+        "block.mlp.c_fc": c_fc,
+        "block.mlp.c_proj": mlp_proj,
+        "block.mlp": mlp,
+        "ln_f": ln,
     }
     counts["total"] = counts["wte"] + counts["wpe"] + config.n_layer * block + ln + counts["lm_head"]
     return counts

@@ -119,20 +119,46 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
     return header, data_start
 
 
-def iter_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, CPU tensor) one at a time, each read with a plain file read (no mmap, so
-    no file pages stay mapped and counted against the process)."""
+class StoredTensor:
+    """A tensor inside an open safetensors file, not read yet: the loader decides where its bytes go
+    (straight into a parameter when the layout matches, else into a reused scratch buffer)."""
+
+    def __init__(self, handle, path: Path, name: str, shape: list[int], dtype: torch.dtype, offset: int, nbytes: int) -> None:
+        self.handle, self.path, self.name = handle, path, name
+        self.shape, self.dtype, self.offset, self.nbytes = torch.Size(shape), dtype, offset, nbytes
+
+    def read_into(self, out: torch.Tensor) -> torch.Tensor:
+        """Fill ``out`` (contiguous, on the CPU, this dtype and size) with the stored bytes."""
+        if self.nbytes:
+            self.handle.seek(self.offset)
+            if self.handle.readinto(memoryview(out.reshape(-1).view(torch.uint8).numpy())) != self.nbytes:
+                raise CheckpointError(f"{self.path} is truncated inside tensor {self.name!r}; download it again")
+        return out
+
+    def load(self, scratch: dict[torch.dtype, torch.Tensor] | None = None) -> torch.Tensor:
+        """The tensor; with ``scratch``, read into a buffer reused across calls (valid until the next one)."""
+        numel = self.shape.numel()
+        if scratch is None:
+            return self.read_into(torch.empty(self.shape, dtype=self.dtype))
+        buffer = scratch.get(self.dtype)
+        if buffer is None or buffer.numel() < numel:
+            buffer = scratch[self.dtype] = torch.empty(numel, dtype=self.dtype)
+        return self.read_into(buffer[:numel].view(self.shape))
+
+
+def iter_safetensors(path: Path) -> Iterator[StoredTensor]:
+    """The tensors of a safetensors file in file order, unread. Reading uses plain file reads, not
+    mmap, so no file pages stay mapped and counted against the process."""
     header, data_start = read_safetensors_header(path)
     with open(path, "rb") as handle:
         for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
             begin, end = info["data_offsets"]
-            tensor = torch.empty(info["shape"], dtype=_ST_DTYPES[info["dtype"]])
-            handle.seek(data_start + begin)
-            if end > begin:
-                buffer = tensor.reshape(-1).view(torch.uint8).numpy()
-                if handle.readinto(memoryview(buffer)) != end - begin:
-                    raise CheckpointError(f"{path} is truncated inside tensor {name!r}; download it again")
-            yield name, tensor
+            yield StoredTensor(handle, path, name, info["shape"], _ST_DTYPES[info["dtype"]], data_start + begin, end - begin)
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, read into memory."""
+    return {stored.name: stored.load() for stored in iter_safetensors(path)}
 
 
 def write_safetensors(path: Path, tensors: list[tuple[str, torch.Tensor]], metadata: dict[str, str] | None = None) -> None:
@@ -236,11 +262,11 @@ def weight_files(directory: Path) -> list[Path]:
     )
 
 
-def iter_checkpoint(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every (key, tensor) of the checkpoint, one at a time."""
+def iter_checkpoint(files: list[Path]) -> Iterator[tuple[str, torch.Tensor | StoredTensor]]:
+    """Every (key, tensor) of the checkpoint, one at a time; safetensors entries come unread."""
     for file in files:
         if file.suffix == ".safetensors":
-            yield from iter_safetensors(file)
+            yield from ((stored.name, stored) for stored in iter_safetensors(file))
         else:
             try:
                 # weights_only: a pickle can run code when loaded; this refuses anything but tensors
@@ -269,9 +295,14 @@ def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
 
 
 @torch.no_grad()
-def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor]]) -> None:
+def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | StoredTensor]]) -> None:
     """Copy checkpoint tensors into ``model``, checking that every parameter is filled exactly once
-    with a tensor of the right shape, and that nothing in the checkpoint is left over."""
+    with a tensor of the right shape, and that nothing in the checkpoint is left over.
+
+    A stored tensor whose layout, dtype and device already match its parameter is read from disk
+    straight into it; the others (the transposed Conv1D matrices, a dtype change, a GPU) pass
+    through one scratch buffer that is reused, so memory stays at one model plus one tensor.
+    """
     cfg = model.config
     expected: dict[str, tuple[torch.Tensor, bool]] = {}
     for name, param in model.named_parameters():  # a tied lm_head is the same tensor as wte: listed once
@@ -279,6 +310,7 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor]]) -> No
         expected[key] = (param, transposed)
     filled: set[str] = set()
     unexpected: list[str] = []
+    scratch: dict[torch.dtype, torch.Tensor] = {}
     for raw_key, tensor in tensors:
         key = normalize_key(raw_key)
         if is_ignored_key(key):
@@ -286,19 +318,23 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor]]) -> No
         if key not in expected:
             if key == "lm_head.weight" and cfg.tie_word_embeddings:
                 continue  # some checkpoints store the tied head as well; it is wte by definition
-            if key.endswith(".bias") and not torch.count_nonzero(tensor):
+            if key.endswith(".bias") and not torch.count_nonzero(_materialize(tensor, scratch)):
                 continue  # zero biases stand for the biases a bias-free model does not have
             unexpected.append(raw_key)
             continue
         param, transposed = expected[key]
-        source = tensor.t() if transposed else tensor
-        if source.shape != param.shape:
-            want = tuple(param.shape[::-1] if transposed else param.shape)
+        want = torch.Size(param.shape[::-1] if transposed else param.shape)  # in the checkpoint's layout
+        if tensor.shape != want:
             raise CheckpointError(
-                f"shape mismatch for {raw_key}: the checkpoint has {tuple(tensor.shape)}, the model expects {want}; "
+                f"shape mismatch for {raw_key}: the checkpoint has {tuple(tensor.shape)}, the model expects {tuple(want)}; "
                 "does config.json match these weights?"
             )
-        param.copy_(source)
+        direct = isinstance(tensor, StoredTensor) and not transposed and tensor.dtype == param.dtype and param.device.type == "cpu"
+        if direct:
+            tensor.read_into(param.data)
+        else:
+            source = _materialize(tensor, scratch)
+            param.copy_(source.t() if transposed else source)
         filled.add(key)
     missing = [k for k in expected if k not in filled]
     if missing or unexpected:
@@ -308,6 +344,10 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor]]) -> No
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} tensor(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
         raise CheckpointError("checkpoint does not fit the model: " + "; ".join(parts))
+
+
+def _materialize(tensor: torch.Tensor | StoredTensor, scratch: dict[torch.dtype, torch.Tensor]) -> torch.Tensor:
+    return tensor.load(scratch) if isinstance(tensor, StoredTensor) else tensor
 
 
 def from_pretrained(
