@@ -370,6 +370,8 @@ def from_pretrained(
     device = torch.device(device) if device is not None else torch.device("cpu")
     with torch.device("meta"):  # shapes only: no memory, no random init that is overwritten anyway
         model = GPT2(config)
+    if config.tie_word_embeddings:
+        del model.lm_head.weight  # shared with wte: give storage once, then tie again
     model = model.to(dtype=dtype).to_empty(device=device)
     model.tie_weights()
     load_weights(model, iter_checkpoint(files))
