@@ -78,6 +78,60 @@ def _explain(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# attention
+# ---------------------------------------------------------------------------------------------
+
+
+def _attention_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a checkpoint directory (config.json + weights) or a hub id such as gpt2")
+    text = p.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text", help="the text to look at")
+    text.add_argument("--text-file", metavar="FILE", help="read the text from FILE ('-' for stdin)")
+    p.add_argument("--tokenizer", metavar="PATH", help="a vocabulary file or directory (default: the model's own, else GPT-2's)")
+    p.add_argument("--layer", type=int, help="layer for the head picture and the token mapping (default: mapping averages all layers)")
+    p.add_argument("--head", type=int, help="head within --layer (default: the mean over the layer's heads)")
+    p.add_argument("--top-k", type=int, metavar="K", help="attended tokens shown per token (default 5); also the edges "
+                   "kept per token in the HTML page (default: all for short texts, 8 for long ones)")
+    p.add_argument("--token", type=int, metavar="I", help="print the mapping for token I only")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for head.png, grid.png, layers.png and attention.html")
+
+
+@command("attention", "attention of every layer and head: PNG heatmaps, token mapping, an interactive HTML page", _attention_args)
+def _attention(args: argparse.Namespace) -> None:
+    from .attention import attention
+    from .model import GPT2
+    from .tokenizer import Tokenizer
+    from .views import save_attention
+
+    if args.text_file is not None:
+        try:
+            text = sys.stdin.read() if args.text_file == "-" else open(args.text_file, encoding="utf-8").read()
+        except UnicodeDecodeError:
+            raise UsageError(f"{args.text_file} is not UTF-8 text") from None
+    else:
+        text = args.text
+    if args.head is not None and args.layer is None:
+        raise UsageError("--head needs --layer (which layer's head?)")
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    tokenizer = Tokenizer.from_file(args.tokenizer) if args.tokenizer else Tokenizer.from_pretrained(args.model)
+    model = GPT2.from_pretrained(args.model)
+    result = attention(model, tokenizer, text, model_name=str(args.model))
+    result.check_head(args.layer, args.head)
+    if args.token is not None and not 0 <= args.token < len(result):
+        raise UsageError(f"--token {args.token} does not exist: the text has tokens 0..{len(result) - 1}")
+    print(result.mapping(layer=args.layer, head=args.head, token=args.token, k=args.top_k or 5))
+    roles = [f"L{r['layer']}H{r['head']} {r['label']}" for r in result.stats.table() if r["label"] not in ("mixed", "broad")]
+    if roles:
+        print(f"\nheads with a clear pattern: {', '.join(roles)}")
+    paths = save_attention(result, args.out, layer=args.layer, head=args.head, top_k=args.top_k)
+    print(f"\n{len(result)} tokens, {result.n_layer} layers x {result.n_head} heads. Wrote:")
+    for what, path in (("one head", paths["head"]), ("all heads", paths["grid"]), ("layer means", paths["layers"]),
+                       ("interactive page (open in a browser)", paths["html"])):
+        print(f"  {path}  ({what})")
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,3 +11,7 @@ class ConfigError(GPT2LabError, ValueError):
 
 class CheckpointError(GPT2LabError, ValueError):
     """A checkpoint that is missing, unreadable, or does not fit the model."""
+
+
+class InputError(GPT2LabError, ValueError):
+    """An input that cannot be used as given: text too long for the context, a layer that does not exist..."""
