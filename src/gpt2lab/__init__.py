@@ -8,13 +8,14 @@ Start reading at ``gpt2lab/model.py``: the whole network in one file.
 """
 
 from .config import PRESETS, GPT2Config
-from .errors import CheckpointError, ConfigError, GPT2LabError
+from .errors import CheckpointError, ConfigError, GPT2LabError, TokenizerError
 from .model import GPT2, KVCache
+from .tokenizer import Tokenizer
 from .attention import AttentionResult, attention  # the function; "from gpt2lab.attention import ..." still reaches the module
 
 __version__ = "0.1.0"
 
-__all__ = ["GPT2", "GPT2Config", "KVCache", "PRESETS", "GPT2LabError", "ConfigError", "CheckpointError", "__version__"]
+__all__ = ["GPT2", "GPT2Config", "KVCache", "PRESETS", "GPT2LabError", "ConfigError", "CheckpointError", "Tokenizer", "TokenizerError", "__version__"]
 from .explain import Explanation, explain  # the function; "from gpt2lab.explain import explain_repr" still reaches the module
 __all__ += ["explain", "Explanation"]
 __all__ += ["attention", "AttentionResult"]

@@ -15,3 +15,7 @@ class CheckpointError(GPT2LabError, ValueError):
 
 class InputError(GPT2LabError, ValueError):
     """An input that cannot be used as given: text too long for the context, a layer that does not exist..."""
+
+
+class TokenizerError(GPT2LabError, ValueError):
+    """A vocabulary that is missing or unreadable, an id outside it, or text it refuses to encode."""

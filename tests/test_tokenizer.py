@@ -1,0 +1,574 @@
+"""The tokenizer: GPT-2's ids on every kind of text, both backends, the file formats, training, the CLI.
+
+The reference is tiktoken's r50k_base (GPT-2's vocabulary) built straight from the same ranks file
+(``gpt2_vocab_path``, fetched offline by ``tests/assets.py``) with GPT-2's pattern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sysconfig
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import tiktoken
+import tiktoken.load
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpt2lab import Tokenizer, TokenizerError
+from gpt2lab.cli import main
+from gpt2lab.tokenizer import (
+    GPT2_PATTERN,
+    R50K_URL,
+    bytes_to_unicode,
+    count_pieces,
+    learn_bpe,
+    read_tiktoken_ranks,
+    token_to_str,
+)
+
+BACKENDS = ["tiktoken", "python"]
+EOT = "<|endoftext|>"
+HYPOTHESIS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def reference(gpt2_vocab_path) -> tiktoken.Encoding:
+    """tiktoken's r50k_base, built from the file rather than downloaded."""
+    ranks = tiktoken.load.load_tiktoken_bpe(str(gpt2_vocab_path))
+    return tiktoken.Encoding("r50k_base", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
+
+
+@pytest.fixture(scope="session")
+def gpt2(gpt2_vocab_path) -> dict[str, Tokenizer]:
+    fast = Tokenizer.from_file(gpt2_vocab_path)
+    return {"tiktoken": fast, "python": fast.with_backend("python")}
+
+
+@pytest.fixture(scope="session")
+def gpt2_hf_dir(gpt2, tmp_path_factory) -> Path:
+    """GPT-2's vocabulary written by ``save`` in Hugging Face's format."""
+    path = tmp_path_factory.mktemp("gpt2_hf")
+    gpt2["tiktoken"].save(path)
+    return path
+
+
+def stdlib_text(names: tuple[str, ...] = ("argparse.py", "textwrap.py", "json/decoder.py")) -> str:
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    return "".join((lib / n).read_text(encoding="utf-8") for n in names)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> str:
+    """~150 KB of English prose and code, the same on every machine with this Python."""
+    return stdlib_text()
+
+
+@pytest.fixture(scope="session")
+def trained(corpus) -> Tokenizer:
+    return Tokenizer.train(corpus, 256 + 500 + 1, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# identical ids, many kinds of text
+# ---------------------------------------------------------------------------------------------
+
+TEXTS = {
+    "empty": "",
+    "prose": "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst of times.",
+    "code": 'def f(x: int) -> list[int]:\n    """Doc."""\n    return [i ** 2 for i in range(x) if i % 3 == 0]  # squares\n',
+    "whitespace runs": "a  b   c    d\t\te\n\n\nf \n \n g\r\n\r\nh\x0b\x0ci",
+    "trailing whitespace": "trailing spaces   \ntrailing newline\n\n\n   ",
+    "leading whitespace": "   \n\t leading",
+    "contractions": "I'm you're he's we've they'll I'd don't I'M YOU'RE HE'S WE'VE THEY'LL I'D DON'T We'Ve 'S 's 'tis rock'n'roll",
+    "contractions alone": "'s't're've'm'll'd ' '' '''",
+    "digits": "0 1 12 123 1234 12345 3.14159 1,000,000 2026-11-22 0x1F 1e-9 ٠١٢٣ १२३ ½ ² Ⅻ",
+    "punctuation": "!!! ??? ... --- ''' \"\"\" ((( ))) {{{ }}} <<< >>> ~~~ @#$%^&*",
+    "emoji": "👍 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 🇫🇷🇩🇪 ❤️ 🤷‍♂️ 😀😃😄",
+    "combining marks": "e\u0301 cafe\u0301 n\u0303 Z\u0351\u0337\u0353a\u0308\u0324l\u0316g\u0342o \u0301lonely",
+    "CJK": "日本語のテキストと中文文本和한국어 텍스트",
+    "Arabic": "مرحبا بالعالم، كيف حالك؟ السَّلَامُ عَلَيْكُمْ",
+    "Devanagari": "नमस्ते दुनिया, यह हिंदी का वाक्य है। क्षत्रिय",
+    "Cyrillic and Greek": "Привет, мир! Γειά σου Κόσμε ΑΒΓ",
+    "zero-width": "zero\u200bwidth\u200cnon\u200djoiner\ufeffbom\u2060wj",
+    "non-breaking spaces": "a\u00a0b \u00a0c\u202fd\u2009e\u3000f\u2007g\u1680h\u00a0\u00a0",
+    "line separators": "a\u2028b\u2029c\x85d\x1ce\x1df",
+    "special token text": f"before {EOT} after <|endoftext <|endoftext|>|> <|fim_prefix|>",
+    "control characters": "\x00\x01\x02\x7f\x1b[31mred\x1b[0m",
+    "long space run": " " * 5000 + "x",
+    "long letter run": "a" * 20000,
+    "long digit run": "7" * 20000,
+    "long newline run": "\n" * 10000,
+    "long punctuation run": "!" * 10000,
+    "long accent run": "é" * 10000,
+    "long nbsp run": "\u00a0" * 5000,
+    "long emoji run": "😀" * 3000,
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(TEXTS))
+def test_ids_identical_to_tiktoken(gpt2, reference, backend, name):
+    text = TEXTS[name]
+    tok = gpt2[backend]
+    expected = reference.encode_ordinary(text)
+    assert tok.encode_ordinary(text) == expected
+    assert tok.encode(text, disallowed_special=()) == reference.encode(text, disallowed_special=())
+    assert tok.encode(text, allowed_special="all") == reference.encode(text, allowed_special="all")
+    assert tok.decode(expected) == text
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_known_ids(gpt2, backend):
+    tok = gpt2[backend]
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.encode(EOT, allowed_special="all") == [50256]
+    assert tok.n_vocab == 50257 and tok.eot_token == 50256 and tok.max_token_value == 50256
+    assert tok.special_tokens_set == {EOT}
+    assert tok.decode_single_token_bytes(995) == b" world"
+    assert tok.decode_tokens_bytes([15496, 995]) == [b"Hello", b" world"]
+    assert tok.encode_single_token(" world") == 995 and tok.encode_single_token(EOT) == 50256
+    assert f"backend={backend!r}" in repr(tok)
+
+
+def test_pickles(gpt2, trained):
+    import pickle
+
+    for tok in [*gpt2.values(), trained]:
+        copy = pickle.loads(pickle.dumps(tok))
+        assert (copy.backend, copy.special_tokens, copy.mergeable_ranks) == (tok.backend, tok.special_tokens, tok.mergeable_ranks)
+        assert copy.encode(TEXTS["prose"]) == tok.encode(TEXTS["prose"])
+
+
+def test_every_code_point(gpt2, reference):
+    """The pre-tokenisation regex classifies every character as tiktoken's Rust regex does:
+    each code point next to a letter, a space, a digit and an apostrophe."""
+    # every code point of the planes that hold assigned characters (0-3, 14), a sample of the rest
+    codes = [*range(0xD800), *range(0xE000, 0x40000), *range(0xE0000, 0xE1000), *range(0x40000, 0x110000, 97)]
+    chars = [chr(c) for c in codes]
+    for chunk in range(0, len(chars), 1 << 16):
+        text = "".join(f"{c}a {c}{c}1'{c}\n" for c in chars[chunk : chunk + (1 << 16)])
+        assert gpt2["python"].encode_ordinary(text) == reference.encode_ordinary(text), f"block at U+{chunk:04X}"
+
+
+def test_lone_surrogates_as_tiktoken(gpt2, reference):
+    text = "a\ud800b \udfff"
+    for tok in gpt2.values():
+        assert tok.encode(text) == reference.encode(text)
+        assert tok.decode(tok.encode(text)) == "a\ufffdb \ufffd"
+
+
+# a small alphabet that hits the pattern's corners far more often than random Unicode does
+TRICKY = st.lists(
+    st.sampled_from(list(" \t\n\r\x0b\u00a0\u2009\u3000\u200b'sStTdDmMlLvVrReE019٣.,!?-_ aZé\u0301😀\u200d日ب") + [EOT, "'ll", "'re"]),
+    max_size=40,
+).map("".join)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@HYPOTHESIS
+@given(text=st.text())
+def test_round_trip_and_ids_any_text(gpt2, reference, backend, text):
+    ids = gpt2[backend].encode(text, disallowed_special=())
+    assert gpt2[backend].decode(ids) == text
+    assert ids == reference.encode(text, disallowed_special=())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@HYPOTHESIS
+@given(text=TRICKY)
+def test_round_trip_and_ids_tricky_text(gpt2, reference, backend, text):
+    tok = gpt2[backend]
+    assert tok.decode(tok.encode(text, disallowed_special=())) == text
+    assert tok.encode_ordinary(text) == reference.encode_ordinary(text)
+    assert tok.encode(text, allowed_special="all") == reference.encode(text, allowed_special="all")
+
+
+# ---------------------------------------------------------------------------------------------
+# special tokens
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_special_tokens_as_tiktoken(gpt2, reference, backend):
+    tok = gpt2[backend]
+    text = f"one{EOT}two"
+    # by default the text of a special token is refused, as tiktoken does (a ValueError)
+    with pytest.raises(ValueError):
+        reference.encode(text)
+    with pytest.raises(TokenizerError, match="allowed_special"):
+        tok.encode(text)
+    assert tok.encode(text, allowed_special="all") == reference.encode(text, allowed_special="all") == [505, 50256, 11545]
+    assert tok.encode(text, allowed_special={EOT}) == [505, 50256, 11545]
+    assert tok.encode(text, disallowed_special=()) == reference.encode(text, disallowed_special=())
+    assert tok.encode_ordinary(text) == reference.encode_ordinary(text)
+    assert 50256 not in tok.encode_ordinary(text)
+    with pytest.raises(TokenizerError, match="not a special token"):
+        tok.encode("x", allowed_special={"<|nope|>"})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_encode_batch(gpt2, backend):
+    tok = gpt2[backend]
+    texts = [TEXTS[k] for k in ("prose", "code", "CJK", "empty", "emoji")] + [f"a{EOT}b"]
+    assert tok.encode_batch(texts, allowed_special="all") == [tok.encode(t, allowed_special="all") for t in texts]
+    assert tok.encode_ordinary_batch(texts, num_threads=2) == [tok.encode_ordinary(t) for t in texts]
+    with pytest.raises(TokenizerError):
+        tok.encode_batch(texts)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding arbitrary ids
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decode_invalid_utf8(gpt2, backend):
+    tok = gpt2[backend]
+    ids = tok.encode("日")  # three bytes, more than one token
+    assert len(ids) > 1
+    assert tok.decode(ids[:1]) == "\ufffd"
+    with pytest.raises(UnicodeDecodeError):
+        tok.decode(ids[:1], errors="strict")
+    assert tok.decode(ids[:1], errors="ignore") == ""
+    assert tok.decode_bytes(ids[:1]) == "日".encode()[: len(tok.decode_single_token_bytes(ids[0]))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@HYPOTHESIS
+@given(ids=st.lists(st.integers(0, 50256), max_size=40))
+def test_decode_arbitrary_ids(gpt2, reference, backend, ids):
+    assert gpt2[backend].decode(ids) == reference.decode(ids)
+    assert gpt2[backend].decode_bytes(ids) == reference.decode_bytes(ids)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", [50257, -1, 10**20, "a", 1.5])
+def test_unknown_ids_raise_clearly(gpt2, backend, bad):
+    tok = gpt2[backend]
+    with pytest.raises(TokenizerError, match="not in this vocabulary"):
+        tok.decode([15496, bad])
+    with pytest.raises(TokenizerError, match="not in this vocabulary"):
+        tok.decode_single_token_bytes(bad)
+
+
+def test_decode_accepts_arrays(gpt2):
+    import numpy as np
+    import torch
+
+    ids = gpt2["tiktoken"].encode("Hello world")
+    for tok in gpt2.values():
+        assert tok.decode(np.array(ids)) == "Hello world"
+        assert tok.decode(torch.tensor(ids)) == "Hello world"
+
+
+# ---------------------------------------------------------------------------------------------
+# file formats and finding GPT-2's vocabulary
+# ---------------------------------------------------------------------------------------------
+
+
+def test_byte_table():
+    table = bytes_to_unicode()
+    assert len(set(table.values())) == 256
+    assert table[ord(" ")] == "Ġ" and table[ord("\n")] == "Ċ" and table[ord("a")] == "a"
+    assert token_to_str(b" the") == "Ġthe"
+
+
+def test_hf_format_round_trip(gpt2, gpt2_hf_dir):
+    tok = gpt2["tiktoken"]
+    vocab = json.loads((gpt2_hf_dir / "vocab.json").read_text(encoding="utf-8"))
+    merges = (gpt2_hf_dir / "merges.txt").read_text(encoding="utf-8").splitlines()
+    # the same files as OpenAI's / Hugging Face's GPT-2
+    assert len(vocab) == 50257 and vocab["Ġthe"] == 262 and vocab["!"] == 0 and vocab[EOT] == 50256
+    assert merges[0] == "#version: 0.2" and len(merges) == 50001
+    assert merges[1:7] == ["Ġ t", "Ġ a", "h e", "i n", "r e", "o n"]
+    for path in (gpt2_hf_dir, gpt2_hf_dir / "vocab.json", gpt2_hf_dir / "merges.txt"):
+        loaded = Tokenizer.from_file(path)
+        assert loaded.mergeable_ranks == tok.mergeable_ranks
+        assert loaded.special_tokens == {EOT: 50256}
+
+
+def test_openai_format(gpt2, gpt2_hf_dir, tmp_path):
+    shutil.copy(gpt2_hf_dir / "vocab.json", tmp_path / "encoder.json")
+    shutil.copy(gpt2_hf_dir / "merges.txt", tmp_path / "vocab.bpe")
+    for path in (tmp_path, tmp_path / "encoder.json", tmp_path / "vocab.bpe"):
+        loaded = Tokenizer.from_file(path, backend="python")
+        assert loaded.mergeable_ranks == gpt2["tiktoken"].mergeable_ranks and loaded.eot_token == 50256
+
+
+def test_tiktoken_format_round_trip(gpt2, gpt2_vocab_path, tmp_path):
+    written = gpt2["tiktoken"].save(tmp_path / "copy.tiktoken")
+    assert written[0].read_bytes() == gpt2_vocab_path.read_bytes()  # byte for byte the original file
+
+
+def test_transformers_reads_our_hf_files(gpt2, gpt2_hf_dir, corpus, tmp_path):
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(str(gpt2_hf_dir))
+    text = corpus[:50000] + "".join(TEXTS.values())
+    assert hf.encode(text) == gpt2["tiktoken"].encode(text, allowed_special="all")
+    assert hf.eos_token_id == 50256 and hf.convert_tokens_to_ids(EOT) == 50256
+    assert AutoTokenizer.from_pretrained(str(gpt2_hf_dir)).encode("Hello world") == [15496, 995]
+    # and a tokenizer.json written by transformers reads back into the same vocabulary
+    hf.save_pretrained(str(tmp_path))
+    assert (tmp_path / "tokenizer.json").is_file()
+    for path in (tmp_path, tmp_path / "tokenizer.json"):
+        loaded = Tokenizer.from_file(path)
+        assert loaded.mergeable_ranks == gpt2["tiktoken"].mergeable_ranks
+        assert loaded.special_tokens == {EOT: 50256} and loaded.pattern == GPT2_PATTERN
+
+
+def test_from_file_errors(tmp_path, gpt2_hf_dir):
+    with pytest.raises(TokenizerError, match="no tokenizer vocabulary"):
+        Tokenizer.from_file(tmp_path / "missing")
+    with pytest.raises(TokenizerError, match="no tokenizer files"):
+        Tokenizer.from_file(tmp_path)
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    shutil.copy(gpt2_hf_dir / "vocab.json", lonely / "vocab.json")
+    with pytest.raises(TokenizerError, match="partner"):
+        Tokenizer.from_file(lonely / "vocab.json")
+    bad = tmp_path / "bad.tiktoken"
+    bad.write_text("not base64!! x\n")
+    with pytest.raises(TokenizerError, match="bad.tiktoken:1"):
+        Tokenizer.from_file(bad)
+    few = tmp_path / "few.tiktoken"
+    few.write_text("YQ== 0\nYg== 1\n")
+    with pytest.raises(TokenizerError, match="256 single bytes"):
+        Tokenizer.from_file(few)
+    wordpiece = tmp_path / "wp" / "tokenizer.json"
+    wordpiece.parent.mkdir()
+    wordpiece.write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {}}}))
+    with pytest.raises(TokenizerError, match="not byte-level BPE"):
+        Tokenizer.from_file(wordpiece)
+    garbled = tmp_path / "garbled"
+    garbled.mkdir()
+    (garbled / "vocab.json").write_text("{not json")
+    (garbled / "merges.txt").write_text("#version: 0.2\n")
+    with pytest.raises(TokenizerError, match="could not read"):
+        Tokenizer.from_file(garbled)
+    with pytest.raises(TokenizerError, match="unknown tokenizer backend"):
+        Tokenizer.from_file(gpt2_hf_dir, backend="rust")
+
+
+@pytest.fixture
+def no_vocab_anywhere(monkeypatch, tmp_path):
+    """An environment where none of gpt2()'s places holds GPT-2's vocabulary and the network is off."""
+    monkeypatch.delenv("GPT2LAB_VOCAB", raising=False)
+    monkeypatch.setenv("GPT2LAB_OFFLINE", "1")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return tmp_path
+
+
+def test_gpt2_lookup_chain(no_vocab_anywhere, monkeypatch, gpt2_vocab_path, gpt2_hf_dir, tmp_path):
+    with pytest.raises(TokenizerError, match="GPT2LAB_VOCAB") as err:
+        Tokenizer.gpt2()
+    assert "openai-whisper" in str(err.value) and "\n" not in str(err.value)
+    # 1. an explicit path, a model directory holding tokenizer files included
+    assert Tokenizer.gpt2(gpt2_vocab_path).n_vocab == 50257
+    assert Tokenizer.gpt2(gpt2_hf_dir).n_vocab == 50257
+    # 2. the environment
+    monkeypatch.setenv("GPT2LAB_VOCAB", str(gpt2_vocab_path))
+    assert Tokenizer.gpt2().encode("Hello world") == [15496, 995]
+    monkeypatch.setenv("GPT2LAB_VOCAB", str(tmp_path / "nowhere.tiktoken"))
+    with pytest.raises(TokenizerError, match="does not exist"):
+        Tokenizer.gpt2()
+    monkeypatch.delenv("GPT2LAB_VOCAB")
+    # 3. the Hugging Face hub cache of "gpt2" (a snapshot, as huggingface_hub lays it out)
+    repo = no_vocab_anywhere / "hf-cache" / "models--gpt2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    shutil.copytree(gpt2_hf_dir, repo / "snapshots" / "0123abcd")
+    assert Tokenizer.gpt2().eot_token == 50256
+    shutil.rmtree(repo)
+    # 4. tiktoken's cache of r50k_base: a file named by the SHA-1 of the URL
+    cache = no_vocab_anywhere / "tiktoken-cache"
+    cache.mkdir()
+    (cache / hashlib.sha1(R50K_URL.encode()).hexdigest()).write_bytes(gpt2_vocab_path.read_bytes())
+    assert Tokenizer.gpt2(backend="python").encode("Hello world") == [15496, 995]
+
+
+def test_from_pretrained(no_vocab_anywhere, monkeypatch, gpt2_vocab_path, trained, tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    trained.save(model_dir)
+    assert Tokenizer.from_pretrained(model_dir).mergeable_ranks == trained.mergeable_ranks  # its own files
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(TokenizerError, match="not found"):
+        Tokenizer.from_pretrained(bare)
+    monkeypatch.setenv("GPT2LAB_VOCAB", str(gpt2_vocab_path))
+    assert Tokenizer.from_pretrained(bare).n_vocab == 50257  # no files: GPT-2's vocabulary
+    assert Tokenizer.from_pretrained("gpt2").n_vocab == 50257
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+
+
+def naive_bpe(pieces: Counter, n_merges: int) -> list[tuple[bytes, bytes]]:
+    """Training the slow, obvious way: recount every pair of the whole corpus before each merge."""
+    words = {tuple(bytes([b]) for b in piece): count for piece, count in pieces.items()}
+    merges = []
+    ids = {bytes([b]): b for b in range(256)}
+    for _ in range(n_merges):
+        stats: Counter = Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:]):
+                stats[pair] += count
+        if not stats:
+            break
+        best = max(stats.items(), key=lambda kv: (kv[1], -ids[kv[0][0]], -ids[kv[0][1]]))[0]
+        merges.append(best)
+        ids[best[0] + best[1]] = len(ids)
+        new_words: Counter = Counter()
+        for word, count in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            new_words[tuple(out)] += count
+        words = new_words
+    return merges
+
+
+def test_incremental_training_matches_naive():
+    text = stdlib_text(("textwrap.py",)) + " aaaa aaaaa abab ababab " * 5
+    pieces = count_pieces([text], GPT2_PATTERN)
+    ranks, merges = learn_bpe(pieces, 120, progress=False)
+    assert merges == naive_bpe(pieces, 120)
+    assert [ranks[a + b] for a, b in merges] == list(range(256, 256 + len(merges)))
+
+
+def test_trained_vocabulary(trained, corpus):
+    assert len(trained.merges) == 500 and trained.n_vocab == 757 and trained.eot_token == 756
+    ids = trained.encode(corpus, allowed_special="all")
+    assert trained.decode(ids) == corpus
+    assert len(ids) < len(corpus.encode()) / 2  # it compresses the text it was trained on
+    py = trained.with_backend("python")
+    for text in [corpus, *TEXTS.values()]:
+        assert py.encode(text, disallowed_special=()) == trained.encode(text, disallowed_special=())
+
+
+@HYPOTHESIS
+@given(text=st.one_of(st.text(), TRICKY))
+def test_trained_round_trip_both_backends(trained, text):
+    ids = trained.encode(text, disallowed_special=())
+    assert trained.decode(ids) == text
+    assert trained.with_backend("python").encode(text, disallowed_special=()) == ids
+
+
+def test_training_is_deterministic(corpus, trained):
+    half = len(corpus) // 2
+    again = Tokenizer.train([corpus[half:], corpus[:half]], 256 + 500 + 1, progress=False)
+    assert again.mergeable_ranks == trained.mergeable_ranks and again.merges == trained.merges
+
+
+def test_training_special_tokens_and_files(tmp_path, corpus):
+    path = tmp_path / "corpus.txt"
+    path.write_text(("<|pad|>" + corpus[:20000]) * 3, encoding="utf-8")
+    tok = Tokenizer.train([path], 300, special_tokens=[EOT, "<|pad|>"], progress=False)
+    assert tok.special_tokens == {EOT: 298, "<|pad|>": 299} and tok.n_vocab == 300
+    assert not any(b"<|" in t for t in tok.mergeable_ranks)  # no merge learned across a special token
+    assert tok.encode("<|pad|>hi", allowed_special="all")[0] == 299
+
+
+def test_training_errors(tmp_path):
+    with pytest.raises(TokenizerError, match="too small"):
+        Tokenizer.train("text", 200)
+    with pytest.raises(TokenizerError, match="no training file"):
+        Tokenizer.train([tmp_path / "missing.txt"], 300)
+    with pytest.raises(TokenizerError, match="str"):
+        Tokenizer.train([b"bytes"], 300)
+
+
+def test_small_corpus_stops_early():
+    tok = Tokenizer.train("ab ab ab", 1000, progress=False)
+    assert [(a, b) for a, b in tok.merges] == [(b"a", b"b"), (b" ", b"ab")]
+    assert tok.eot_token == 258 and tok.encode("ab ab") == [256, 257]
+
+
+def test_trained_saves_and_loads_in_both_formats(trained, tmp_path, corpus):
+    trained.save(tmp_path / "hf")
+    trained.save(tmp_path / "hf" / "tokenizer.tiktoken")
+    for path in (tmp_path / "hf", tmp_path / "hf" / "vocab.json", tmp_path / "hf" / "tokenizer.tiktoken"):
+        loaded = Tokenizer.from_file(path)
+        assert loaded.mergeable_ranks == trained.mergeable_ranks
+        assert loaded.special_tokens == trained.special_tokens
+        assert loaded.merges == trained.merges
+    assert read_tiktoken_ranks(tmp_path / "hf" / "tokenizer.tiktoken") == trained.mergeable_ranks
+
+
+def test_trained_loads_in_transformers(trained, tmp_path, corpus):
+    from transformers import GPT2TokenizerFast
+
+    trained.save(tmp_path)
+    hf = GPT2TokenizerFast.from_pretrained(str(tmp_path))
+    for text in [corpus, *TEXTS.values(), f"x{EOT}y"]:
+        assert hf.encode(text) == trained.encode(text, allowed_special="all"), text[:40]
+    assert hf.eos_token_id == trained.eot_token
+    assert hf.decode(trained.encode(corpus[:2000])) == corpus[:2000]
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cli_encode_decode(gpt2_vocab_path, capsys):
+    vocab = ["--tokenizer", str(gpt2_vocab_path)]
+    assert main(["tokenizer", "encode", "Hello world!", *vocab]) == 0
+    out = capsys.readouterr().out
+    assert "Hello| world|!" in out and "b' world'" in out and "ids: 15496 995 0" in out
+    assert main(["tokenizer", "encode", "--ids", "--special", f"a{EOT}", *vocab]) == 0
+    assert capsys.readouterr().out.split() == ["64", "50256"]
+    assert main(["tokenizer", "decode", "--text", "15496,", "995", *vocab]) == 0
+    assert capsys.readouterr().out == "Hello world\n"
+    assert main(["tokenizer", "decode", "[15496, 10545]", *vocab, "--backend", "python"]) == 0
+    out = capsys.readouterr().out
+    assert "part of a character" in out and "'Hello \ufffd'" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tokenizer", "decode", "50257"], "not in this vocabulary"),
+        (["tokenizer", "decode", "1", "two"], "must be integers"),
+        (["tokenizer", "encode", "x", "--tokenizer", "/nonexistent/vocab"], "no tokenizer vocabulary"),
+        (["tokenizer", "train", "/nonexistent.txt", "--vocab-size", "300", "--out", "x"], "no such file"),
+    ],
+)
+def test_cli_mistakes(gpt2_vocab_path, monkeypatch, capsys, argv, message):
+    monkeypatch.setenv("GPT2LAB_VOCAB", str(gpt2_vocab_path))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_train(tmp_path, corpus, capsys):
+    text = tmp_path / "corpus.txt"
+    text.write_text(corpus[:30000], encoding="utf-8")
+    out = tmp_path / "vocab"
+    assert main(["tokenizer", "train", str(text), "--vocab-size", "400", "--out", str(out)]) == 0
+    assert "learned 143 merges" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} >= {"vocab.json", "merges.txt", "tokenizer.tiktoken", "tokenizer_config.json"}
+    assert main(["tokenizer", "encode", "--ids", "def __init__(self):", "--tokenizer", str(out)]) == 0
+    ids = [int(i) for i in capsys.readouterr().out.split()]
+    assert Tokenizer.from_file(out).decode(ids) == "def __init__(self):"
+    assert main(["tokenizer", "train", str(text), "--vocab-size", "10", "--out", str(out)]) == 2
+    assert "too small" in capsys.readouterr().err
