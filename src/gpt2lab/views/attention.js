@@ -375,9 +375,14 @@ window.GPT2LabAttention = window.GPT2LabAttention || (function () {
     }
 
     // ---- export -------------------------------------------------------------------------------
-    function download(url, name) {
-      var a = el("a"); a.href = url; a.download = name; a.style.display = "none";
-      root.appendChild(a); a.click(); root.removeChild(a);
+    function download(canvasEl, name) {
+      // a Blob URL, not a data: URL: Chrome refuses to navigate to long data: URLs
+      canvasEl.toBlob(function (blob) {
+        var url = URL.createObjectURL(blob), a = el("a");
+        a.href = url; a.download = name; a.style.display = "none";
+        root.appendChild(a); a.click(); root.removeChild(a);
+        setTimeout(function () { URL.revokeObjectURL(url); }, 10000);
+      }, "image/png");
     }
     function exportPNG() {
       var pad = 10, head = 30, out = el("canvas");
@@ -388,7 +393,8 @@ window.GPT2LabAttention = window.GPT2LabAttention || (function () {
       ctx.fillText(cut((data.model ? data.model + ": " : "") + "layer " + state.layer + ", " + headName() + " (" + T + " tokens)", 90), pad, pad + head / 2);
       ctx.drawImage(canvas, pad, pad + head);
       ctx.drawImage(overlay, pad, pad + head);
-      return (api.lastExport = out.toDataURL("image/png"));
+      api.lastExport = out.toDataURL("image/png");
+      return out;
     }
     function exportGridPNG() {
       var cellPx = 64, gap = 4, lab = 30, out = el("canvas");
@@ -402,7 +408,8 @@ window.GPT2LabAttention = window.GPT2LabAttention || (function () {
         ctx.fillText("L" + l, lab / 2, lab + l * (cellPx + gap) + cellPx / 2);
         for (h = 0; h < H; h++) ctx.drawImage(thumbs[l * H + h].firstChild, lab + h * (cellPx + gap), lab + l * (cellPx + gap), cellPx, cellPx);
       }
-      return (api.lastExport = out.toDataURL("image/png"));
+      api.lastExport = out.toDataURL("image/png");
+      return out;
     }
     function headTag() { return typeof state.head === "number" ? "h" + state.head : state.head; }
 
@@ -445,8 +452,8 @@ window.GPT2LabAttention = window.GPT2LabAttention || (function () {
 
     api.select = select;
     api.setFocus = setFocus;
-    api.exportPNG = exportPNG;
-    api.exportGridPNG = exportGridPNG;
+    api.exportPNG = function () { exportPNG(); return api.lastExport; };          // data: URL of the PNG
+    api.exportGridPNG = function () { exportGridPNG(); return api.lastExport; };
     api.rowOf = rowOf;
     buildTable();
     select(state.layer, state.head);
