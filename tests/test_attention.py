@@ -233,6 +233,8 @@ def test_attention_accepts_ids_in_every_form_and_restores_training_mode(tiny):
     finally:
         model.eval()
     torch.testing.assert_close(a.probs, b.probs)  # eval mode inside: no dropout, identical
+    c = attention_fn(model, [1, 2, 3, 4], induction=False)  # ids in the tokenizer's place
+    torch.testing.assert_close(a.probs, c.probs)
     assert a.stats.induction is None
 
 

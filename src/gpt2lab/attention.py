@@ -130,10 +130,9 @@ def _rows(probs: torch.Tensor) -> torch.Tensor:
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """Mean normalised entropy of each pattern, (..., T, T) -> (...): row i divided by log(i + 1)."""
     T = probs.size(-1)
-    p = _rows(probs).double()  # (..., T-1, T)
-    plogp = torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p))
-    h = -plogp.sum(-1)  # (..., T-1): entropy of rows 1..T-1
-    visible_keys = torch.arange(2, T + 1, dtype=torch.float64, device=p.device)  # row i sees i + 1 keys
+    p = _rows(probs)  # (..., T-1, T)
+    h = -torch.special.xlogy(p, p).sum(-1)  # (..., T-1): entropy of rows 1..T-1 (0 log 0 = 0)
+    visible_keys = torch.arange(2, T + 1, dtype=p.dtype, device=p.device)  # row i sees i + 1 keys
     return (h / visible_keys.log()).mean(-1).to(probs.dtype)
 
 
@@ -380,12 +379,32 @@ def _as_ids(tokenizer, text_or_ids) -> list[int]:
     return [int(i) for i in text_or_ids]
 
 
+class _ProbsSink(list):
+    """Stands in for the ``attn_probs_out`` list: each layer's (B, H, T, S) probabilities are copied
+    into one preallocated CPU tensor as soon as they are made, and not kept. Peak memory is then one
+    copy of (B, L, H, T, T) plus one layer's worth on the model's device, not two full copies."""
+
+    def __init__(self, out: torch.Tensor) -> None:
+        super().__init__()
+        self.out = out  # (B, L, H, T, T)
+        self.layer = 0
+
+    def append(self, probs: torch.Tensor) -> None:  # called by each layer, in order
+        self.out[:, self.layer].copy_(probs)
+        self.layer += 1
+
+
 @torch.no_grad()
 def capture(model: GPT2, ids: torch.Tensor) -> torch.Tensor:
     """Run ``ids`` (B, T) through the model's explicit attention path; return probs (B, L, H, T, T), float32, CPU."""
-    per_layer: list[torch.Tensor] = []
-    model(ids.to(model.device), attn_probs_out=per_layer, last_logits_only=True)  # each (B, H, T, T)
-    return torch.stack([p.float().cpu() for p in per_layer], dim=1)  # (B, L, H, T, T)
+    B, T = ids.shape
+    cfg = model.config
+    out = torch.empty(B, cfg.n_layer, cfg.n_head, T, T, dtype=torch.float32)
+    sink = _ProbsSink(out)
+    model(ids.to(model.device), attn_probs_out=sink, last_logits_only=True)
+    if sink.layer != cfg.n_layer:  # pragma: no cover - a model that skips layers would be a bug
+        raise RuntimeError(f"captured {sink.layer} layers of {cfg.n_layer}")
+    return out
 
 
 def attention(
@@ -414,6 +433,8 @@ def attention(
     Returns:
         an ``AttentionResult`` with ``tokens``, ``probs`` (L, H, T, T) and ``stats``.
     """
+    if isinstance(tokenizer, (list, tuple, torch.Tensor)) and isinstance(text_or_ids, str) and text_or_ids == "":
+        tokenizer, text_or_ids = None, tokenizer  # attention(model, ids): ids in the tokenizer's place
     ids = _as_ids(tokenizer, text_or_ids)
     T, cfg = len(ids), model.config
     if T < 2:

@@ -47,6 +47,7 @@ window.GPT2LabAttention = window.GPT2LabAttention || (function () {
   function cut(s, n) { return s.length <= n ? s : s.slice(0, n - 1) + "\u2026"; }
 
   function mount(root, data) {
+    var started = (window.performance && performance.now) ? performance.now() : Date.now();
     var L = data.n_layer, H = data.n_head, T = data.T;
     var off = decode(data.offsets, Uint32Array);
     var keys = decode(data.keys, data.key_bytes === 4 ? Uint32Array : Uint16Array);
@@ -458,6 +459,7 @@ window.GPT2LabAttention = window.GPT2LabAttention || (function () {
     buildTable();
     select(state.layer, state.head);
     root.gpt2labAttention = api;
+    api.mountMs = ((window.performance && performance.now) ? performance.now() : Date.now()) - started;
     root.setAttribute("data-ready", "1");
     return api;
   }
