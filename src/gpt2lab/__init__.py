@@ -19,3 +19,7 @@ __all__ = ["GPT2", "GPT2Config", "KVCache", "PRESETS", "GPT2LabError", "ConfigEr
 from .explain import Explanation, explain  # the function; "from gpt2lab.explain import explain_repr" still reaches the module
 __all__ += ["explain", "Explanation"]
 __all__ += ["attention", "AttentionResult"]
+from .errors import GenerationError  # noqa: E402
+from .generate import GenerationSettings, generate_text  # noqa: E402
+
+__all__ += ["GenerationError", "GenerationSettings", "generate_text"]

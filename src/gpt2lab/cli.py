@@ -240,6 +240,128 @@ def _tokenizer_decode(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# generate / compare
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a checkpoint directory (config.json + weights) or a hub id such as gpt2")
+    p.add_argument("--prompt", required=True, help="the text to continue; '-' reads standard input; '' starts from <|endoftext|>")
+    p.add_argument("--tokenizer", metavar="PATH", help="a vocabulary file or directory (default: the model's own, else GPT-2's)")
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    _model_source_args(p)
+    p.add_argument("--max-new-tokens", type=int, default=100, metavar="N", help="tokens to add at most (default 100)")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 = greedy; < 1 sharper, > 1 flatter (default 1.0)")
+    p.add_argument("--top-k", type=int, metavar="K", help="sample only from the K most likely tokens")
+    p.add_argument("--top-p", type=float, metavar="P", help="sample from the smallest set of tokens whose probability reaches P")
+    p.add_argument("--min-p", type=float, metavar="P", help="drop tokens less likely than P times the most likely one")
+    p.add_argument("--repetition-penalty", type=float, metavar="R", help="> 1 discourages tokens already in the text (1 = off)")
+    p.add_argument("--stop", action="append", metavar="S", help="stop before this text (repeatable)")
+    p.add_argument("--no-stop-at-eot", dest="stop_at_eot", action="store_false", help="go on past <|endoftext|>")
+    p.add_argument("--seed", type=int, metavar="S", help="make sampling reproducible")
+    p.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations to write, one after another (default 1)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights' precision (default fp32)")
+    p.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (with CUDA graphs on a GPU); slow to start")
+
+
+def _generation_device(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: this PyTorch sees no CUDA GPU; use --device cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps: Apple's Metal backend is not available here; use --device cpu")
+    return device
+
+
+def _read_prompt(prompt: str) -> str:
+    if prompt != "-":
+        return prompt
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError:
+        raise UsageError("standard input is not UTF-8 text") from None
+
+
+@command("generate", "continue a prompt: greedy or sampled (top-k, top-p, min-p), streamed to the terminal", _generate_args)
+def _generate(args: argparse.Namespace) -> int:
+    import time
+
+    from .generate import GenerationSettings, generate_text
+    from .model import GPT2
+    from .tokenizer import Tokenizer
+
+    # every setting is checked before the model is loaded
+    GenerationSettings(args.temperature, args.top_k, args.top_p, args.min_p, args.repetition_penalty)
+    if args.max_new_tokens < 0:
+        raise UsageError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if args.num_samples < 1:
+        raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.stop and not all(args.stop):
+        raise UsageError("--stop needs a non-empty text")
+    device = _generation_device(args.device)
+    prompt = _read_prompt(args.prompt)
+    model = GPT2.from_pretrained(args.model, dtype=args.dtype, device=device)
+    tokenizer = Tokenizer.from_file(args.tokenizer) if args.tokenizer else Tokenizer.from_pretrained(args.model)
+    if tokenizer.n_vocab > model.config.vocab_size:
+        raise UsageError(f"the tokenizer has {tokenizer.n_vocab} tokens but the model only {model.config.vocab_size}; pass the model's --tokenizer")
+    import torch
+
+    generator = torch.Generator(device=device).manual_seed(args.seed) if args.seed is not None else None
+    tokens, seconds, interrupted = 0, 0.0, False
+    for sample in range(args.num_samples):
+        if sample:
+            print("\n" + "-" * 40, flush=True)
+        stream = generate_text(model, tokenizer, prompt, args.max_new_tokens, stream=True, stop=args.stop, stop_at_eot=args.stop_at_eot,
+                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                               repetition_penalty=args.repetition_penalty, generator=generator, compile=args.compile)
+        print(prompt, end="", flush=True)
+        start = time.perf_counter()
+        try:
+            for piece in stream:
+                print(piece, end="", flush=True)
+        except KeyboardInterrupt:  # Ctrl-C: keep what was produced, say so, stop cleanly
+            interrupted = True
+            stream.close()
+        tokens += stream.tokens
+        seconds += time.perf_counter() - start
+        print(flush=True)
+        if interrupted:
+            break
+    rate = tokens / seconds if seconds > 0 else 0.0
+    note = "interrupted; " if interrupted else ""
+    print(f"[{note}{tokens} tokens in {seconds:.2f} s: {rate:.1f} tokens/s]", file=sys.stderr)
+    return 130 if interrupted else 0
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    _model_source_args(p)
+    p.add_argument("--max-new-tokens", type=int, default=20, metavar="N", help="length of the continuations compared (default 20)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sampled comparisons (default 0)")
+
+
+@command("compare", "gpt2lab next to transformers on the same weights: hidden states, logits, top tokens, continuations", _compare_args)
+def _compare(args: argparse.Namespace) -> None:
+    from .compare import compare
+
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    print(compare(args.model, _read_prompt(args.prompt), tokenizer=args.tokenizer, max_new_tokens=args.max_new_tokens, seed=args.seed).report())
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

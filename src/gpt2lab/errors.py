@@ -19,3 +19,7 @@ class InputError(GPT2LabError, ValueError):
 
 class TokenizerError(GPT2LabError, ValueError):
     """A vocabulary that is missing or unreadable, an id outside it, or text it refuses to encode."""
+
+
+class GenerationError(GPT2LabError, ValueError):
+    """A decoding setting or input that cannot work (a negative temperature, top_p outside (0, 1], ...)."""

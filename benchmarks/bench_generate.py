@@ -1,0 +1,127 @@
+"""Greedy decoding and prefill speed: gpt2lab vs transformers, same weights, same process.
+
+    python benchmarks/bench_generate.py                          # CPU, fp32, batch 1 and 8
+    python benchmarks/bench_generate.py --device cuda --dtype bf16 --compile
+
+The model is GPT-2 124M with random weights (the released ones give the same speed; no download).
+For each batch size it times ``GPT2.generate`` and ``GPT2LMHeadModel.generate`` (greedy, a 32-token
+prompt, 48 new tokens, eos disabled so both make every token), and the *weight-streaming floor*: a
+bare chain of the model's own matrix products for one token per row, which is the time any
+implementation needs just to read the weights once per step. Then it times the prefill of a
+512-token prompt (``max_new_tokens=1``: the prompt pass and one token) in both libraries.
+
+Timings interleave the two libraries and keep the best of ``--repeats`` runs, which is the figure
+least disturbed by other work on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from gpt2lab import GPT2, GPT2Config
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_time(fn, repeats: int, device: str) -> float:
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@torch.no_grad()
+def floor_step(model: GPT2, x: torch.Tensor) -> torch.Tensor:
+    """The matrix products of one decode step and nothing else: each weight read once."""
+    for block in model.transformer.h:
+        F.linear(x, block.attn.c_attn.weight)  # (B, 3C)
+        F.linear(x, block.attn.c_proj.weight)  # (B, C)
+        h = F.linear(x, block.mlp.c_fc.weight)  # (B, 4C)
+        F.linear(h, block.mlp.c_proj.weight)  # (B, C)
+    return F.linear(x, model.lm_head.weight)  # (B, V)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--compile", action="store_true", help="gpt2lab decodes with the torch.compile'd static-cache step")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--prompt-len", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=48)
+    ap.add_argument("--prefill-len", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n-layer", type=int, default=12, help="fewer layers for a quick look (default: gpt2's 12)")
+    args = ap.parse_args()
+
+    from transformers import GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    device = args.device
+    torch.manual_seed(0)
+    config = GPT2Config.from_preset("gpt2")
+    if args.n_layer != config.n_layer:
+        config = dataclasses.replace(config, n_layer=args.n_layer)
+    ours = GPT2(config).eval()
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_pretrained(d)  # transformers loads the very same weights
+        hf = GPT2LMHeadModel.from_pretrained(d).eval()
+    ours = ours.to(device=device, dtype=dtype)
+    hf = hf.to(device=device, dtype=dtype)
+    hf.generation_config.eos_token_id = None  # make every token, like gpt2lab without eos_token_id
+    hf.generation_config.pad_token_id = 0
+    print(f"GPT-2 {ours.num_parameters() / 1e6:.0f}M ({config.n_layer} layers), random weights; device {device}, {args.dtype}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}"
+          + (", gpt2lab compiled static-cache step" if args.compile else ""))
+
+    gen = torch.Generator().manual_seed(1)
+    N = args.new_tokens
+    for B in args.batch_sizes:
+        prompt = torch.randint(0, config.vocab_size, (B, args.prompt_len), generator=gen).to(device)
+        x = torch.randn(B, config.n_embd, generator=gen).to(device=device, dtype=dtype)
+        with torch.no_grad():
+            a = ours.generate(prompt, N, temperature=0.0, compile=args.compile)  # warm-up (and compile)
+            b = hf.generate(prompt, max_new_tokens=N, do_sample=False)
+            floor_step(ours, x)
+        same = torch.equal(a, b)
+        t_ours, t_hf, t_floor = float("inf"), float("inf"), float("inf")
+        for _ in range(args.repeats):  # interleaved, so a busy moment hurts both alike
+            t_ours = min(t_ours, best_time(lambda: ours.generate(prompt, N, temperature=0.0, compile=args.compile), 1, device))
+            t_hf = min(t_hf, best_time(lambda: hf.generate(prompt, max_new_tokens=N, do_sample=False), 1, device))
+            t_floor = min(t_floor, best_time(lambda: [floor_step(ours, x) for _ in range(N)], 1, device))
+        r_ours, r_hf, r_floor = B * N / t_ours, B * N / t_hf, B * N / t_floor
+        print(f"batch {B}, {args.prompt_len}-token prompt, {N} new tokens, greedy: gpt2lab {r_ours:7.1f} tok/s | "
+              f"transformers {r_hf:7.1f} tok/s | floor {r_floor:7.1f} tok/s | "
+              f"gpt2lab/transformers {r_ours / r_hf:.2f}x, gpt2lab/floor {r_ours / r_floor:.0%} | same tokens: {'yes' if same else 'NO'}")
+
+    P = args.prefill_len
+    prompt = torch.randint(0, config.vocab_size, (1, P), generator=gen).to(device)
+    with torch.no_grad():
+        ours.generate(prompt, 1, temperature=0.0)
+        hf.generate(prompt, max_new_tokens=1, do_sample=False)
+    t_ours, t_hf = float("inf"), float("inf")
+    for _ in range(args.repeats):
+        t_ours = min(t_ours, best_time(lambda: ours.generate(prompt, 1, temperature=0.0), 1, device))
+        t_hf = min(t_hf, best_time(lambda: hf.generate(prompt, max_new_tokens=1, do_sample=False), 1, device))
+    print(f"prefill {P} tokens (+1 new): gpt2lab {t_ours * 1e3:7.1f} ms ({P / t_ours:6.0f} tok/s) | "
+          f"transformers {t_hf * 1e3:7.1f} ms ({P / t_hf:6.0f} tok/s) | gpt2lab/transformers speed {t_hf / t_ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
