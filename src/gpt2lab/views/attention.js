@@ -387,11 +387,20 @@ window.GPT2LabAttention = window.GPT2LabAttention || (function () {
     }
     function exportPNG() {
       var pad = 10, head = 30, out = el("canvas");
-      out.width = Math.max(side, 420) + 2 * pad; out.height = side + head + 2 * pad;
+      var legendRow = state.head === "all" ? 24 : 0;  // the head colours, so the picture reads without the page
+      out.width = Math.max(side, 420) + 2 * pad; out.height = side + head + 2 * pad + legendRow;
       var ctx = out.getContext("2d");
       ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, out.width, out.height);
       ctx.fillStyle = "#222"; ctx.font = "14px sans-serif"; ctx.textBaseline = "middle";
       ctx.fillText(cut((data.model ? data.model + ": " : "") + "layer " + state.layer + ", " + headName() + " (" + T + " tokens)", 90), pad, pad + head / 2);
+      if (legendRow) {
+        var lx = pad, ly = pad + head + side + 14;
+        ctx.font = "12px sans-serif";
+        for (var hh = 0; hh < H && lx < out.width - 40; hh++) {
+          ctx.fillStyle = rgba(colours[hh], 1); ctx.fillRect(lx, ly - 5, 10, 10);
+          ctx.fillStyle = "#222"; ctx.fillText("h" + hh, lx + 13, ly); lx += 44;
+        }
+      }
       ctx.drawImage(canvas, pad, pad + head);
       ctx.drawImage(overlay, pad, pad + head);
       api.lastExport = out.toDataURL("image/png");
