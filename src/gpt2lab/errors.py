@@ -23,3 +23,11 @@ class TokenizerError(GPT2LabError, ValueError):
 
 class GenerationError(GPT2LabError, ValueError):
     """A decoding setting or input that cannot work (a negative temperature, top_p outside (0, 1], ...)."""
+
+
+class DataError(GPT2LabError, ValueError):
+    """Training or evaluation data that is missing, empty, too short, or does not fit the model."""
+
+
+class TrainingError(GPT2LabError, RuntimeError):
+    """A training run that cannot start or continue (diverged loss, full disk, a run directory in the way)."""

@@ -1,0 +1,769 @@
+"""Training data: text in, token ids out, and batches of windows for the training loop.
+
+``prepare`` turns files, folders or a Hugging Face dataset into a DATA_DIR holding
+
+    train.bin   the training token ids, one flat array (uint16, or uint32 for vocabularies > 65536)
+    val.bin     the validation token ids, same format
+    meta.json   the tokenizer, the counts, the sources and a fingerprint of the inputs
+
+Documents are separated by ``<|endoftext|>``. The flat files are read back with ``numpy.memmap``,
+so training never loads a corpus into memory; ``prepare`` streams too (text is read in chunks and
+tokenised by a pool of worker processes, a bounded number of chunks in flight), so its memory stays
+flat however large the corpus.
+
+``BatchSampler`` cuts a flat file into windows of ``block_size + 1`` tokens and deals them out in a
+seeded random order. Its whole state is one integer (how many windows the run has consumed), so a
+resumed run continues with exactly the batches the uninterrupted run would have seen, and under
+DistributedDataParallel every rank takes its own slice of each global batch.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+from .files import atomic_write, atomic_write_bytes
+
+FORMAT_VERSION = 1
+META = "meta.json"
+TRAIN = "train.bin"
+VAL = "val.bin"
+
+# Suffixes taken when walking a folder. A file named on the command line is read whatever its suffix.
+TEXT_SUFFIXES = frozenset(
+    ".txt .text .md .markdown .rst .tex .csv .tsv .html .htm .xml .yaml .yml .toml .ini .cfg"
+    " .py .pyi .c .h .cc .cpp .hpp .java .js .ts .go .rs .rb .sh .sql .css".split()
+)
+RECORD_SUFFIXES = frozenset({".jsonl", ".json", ".parquet"})
+SUFFIXES = TEXT_SUFFIXES | RECORD_SUFFIXES
+
+CHUNK_CHARS = 1 << 20  # text handed to a worker at a time (~1 MB: big enough to amortise the hand-off)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tokenizer, named so that worker processes can rebuild it
+# ---------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(spec: str | os.PathLike | None):
+    """``None`` or ``"gpt2"``: GPT-2's vocabulary; otherwise a tokenizer file or a model directory."""
+    from .tokenizer import Tokenizer
+
+    if spec is None or str(spec) == "gpt2":
+        return Tokenizer.gpt2()
+    path = Path(spec)
+    if path.is_dir():
+        return Tokenizer.from_pretrained(path)
+    if not path.exists():
+        raise DataError(f"no such tokenizer file: {spec}")
+    return Tokenizer.from_file(path)
+
+
+def tokenizer_fingerprint(tok) -> str:
+    """A short hash of what the tokenizer maps: its tokens' bytes, special tokens and pattern.
+
+    Two tokenizers with the same fingerprint give the same ids for every text, so it is what
+    ``meta.json`` records and what training and evaluation compare with a model's own tokenizer.
+    """
+    h = hashlib.sha256()
+    for token, rank in sorted(tok.mergeable_ranks.items(), key=lambda kv: kv[1]):
+        h.update(rank.to_bytes(4, "little") + len(token).to_bytes(2, "little") + token)
+    h.update(json.dumps(sorted(tok.special_tokens.items())).encode())
+    h.update(tok.pattern.encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the sources
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """One input: a file on disk or a Hugging Face dataset split."""
+
+    kind: str  # "text", "jsonl", "json", "parquet" or "hf"
+    name: str  # path (absolute) or "hf:NAME:split"
+    size: int = 0  # bytes on disk (0 for hf)
+    mtime_ns: int = 0
+
+    def key(self) -> list:
+        return [self.kind, self.name, self.size, self.mtime_ns]
+
+
+def _kind(path: Path) -> str:
+    return {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}.get(path.suffix.lower(), "text")
+
+
+def find_sources(inputs: Sequence[str | os.PathLike], suffixes: Iterable[str] = SUFFIXES) -> list[Source]:
+    """Expand files, folders (recursively, sorted, hidden entries skipped) and ``hf:`` names."""
+    suffixes = {s.lower() for s in suffixes}
+    sources: list[Source] = []
+    if not inputs:
+        raise DataError("no input given: name files, folders or hf:NAME[:split]")
+    for item in inputs:
+        text = str(item)
+        if text.startswith("hf:"):
+            name, _, split = text[3:].partition(":")
+            if not name:
+                raise DataError(f"{text!r}: expected hf:NAME or hf:NAME:split")
+            sources.append(Source("hf", f"hf:{name}:{split or 'train'}"))
+            continue
+        path = Path(text).expanduser()
+        if path.is_file():
+            files = [path]
+        elif path.is_dir():
+            files = []
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+                files += [Path(root, n) for n in sorted(names) if not n.startswith(".") and Path(n).suffix.lower() in suffixes]
+            files.sort()  # path order, as `find | sort` lists them
+            if not files:
+                raise DataError(f"no text files in {path} (looked for {', '.join(sorted(suffixes))})")
+        else:
+            raise DataError(f"no such file or folder: {text}")
+        for f in files:
+            st = f.stat()
+            sources.append(Source(_kind(f), str(f.resolve()), st.st_size, st.st_mtime_ns))
+    return sources
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading documents, streamed
+# ---------------------------------------------------------------------------------------------
+
+
+def _incomplete_tail(data: bytes) -> int:
+    """How many bytes at the end of ``data`` start a UTF-8 sequence that the next read completes."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return 0  # ASCII: nothing pending
+        if byte >= 0xC0:  # a lead byte: how long should its sequence be?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return back if back < need else 0
+    return 0
+
+
+def _safe_cut(text: str, limit: int) -> int:
+    """A position near ``limit`` where cutting ``text`` in two does not change how it tokenises.
+
+    GPT-2's pre-tokeniser treats runs of whitespace specially (a run before a word gives its last
+    space to the word), so we cut only just after a single newline that sits between two
+    non-space characters: on both sides of such a cut the pieces are the same as in the whole.
+    Returns 0 when there is no such newline before ``limit``.
+    """
+    pos = text.rfind("\n", 0, limit)
+    while pos > 0:
+        if pos + 1 < len(text) and not text[pos - 1].isspace() and not text[pos + 1].isspace():
+            return pos + 1
+        pos = text.rfind("\n", 0, pos)
+    return 0
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.documents = 0
+        self.empty: list[str] = []
+        self.invalid_utf8: list[str] = []
+
+
+def _read_text_file(path: str, stats: _Stats) -> Iterator[tuple[str, bool]]:
+    """Yield (piece, starts_document) of one text file, decoded in chunks.
+
+    Bytes that are not valid UTF-8 become U+FFFD (the replacement character) and the file is
+    counted; a multi-byte character split across two reads is carried over, not damaged.
+    """
+    pending = b""
+    carry = ""
+    first = True
+    invalid = False
+    with open(path, "rb") as handle:
+        while True:
+            raw = handle.read(CHUNK_CHARS)
+            data = pending + raw
+            if raw:
+                cut = len(data) - _incomplete_tail(data)
+                data, pending = data[:cut], data[cut:]
+            else:
+                pending = b""
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = data.decode("utf-8", errors="replace")
+                invalid = True
+            text = carry + text
+            carry = ""
+            if raw:  # more follows: hand on only what ends at a safe cut, carry the rest
+                cut = _safe_cut(text, len(text))
+                if cut == 0 and len(text) > 16 * CHUNK_CHARS:
+                    cut = len(text)  # pages without a single safe newline: cut anyway (rare)
+                text, carry = text[:cut], text[cut:]
+            if text:
+                yield text, first
+                first = False
+            if not raw:
+                break
+    if invalid:
+        stats.invalid_utf8.append(path)
+    if first:
+        stats.empty.append(path)
+    else:
+        stats.documents += 1
+
+
+def _record_text(record: Any, text_field: str, where: str) -> str:
+    if isinstance(record, str):
+        return record
+    if isinstance(record, dict):
+        if text_field not in record:
+            raise DataError(f"{where} has no {text_field!r} field (it has {', '.join(map(str, record)) or 'none'}); use --text-field")
+        value = record[text_field]
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field {text_field!r} holds {type(value).__name__}, not text")
+        return value
+    raise DataError(f"{where}: expected a JSON object with a {text_field!r} field or a string, got {type(record).__name__}")
+
+
+def _records(source: Source, text_field: str) -> Iterator[str]:
+    """The texts of a record file (JSONL, JSON, Parquet) or a Hugging Face dataset, one per record."""
+    if source.kind == "jsonl":
+        with open(source.name, "rb") as handle:
+            for n, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line.decode("utf-8", errors="replace"))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{source.name}:{n} is not valid JSON ({err.msg})") from None
+                yield _record_text(record, text_field, f"{source.name}:{n}")
+    elif source.kind == "json":  # a JSON document has to be parsed whole; use JSONL for big corpora
+        try:
+            data = json.loads(Path(source.name).read_bytes().decode("utf-8", errors="replace"))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{source.name} is not valid JSON ({err.msg} at line {err.lineno})") from None
+        records = data if isinstance(data, list) else [data]
+        for n, record in enumerate(records):
+            yield _record_text(record, text_field, f"{source.name}[{n}]")
+    elif source.kind == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError(f"reading {source.name} needs pyarrow: pip install pyarrow") from None
+        pf = pq.ParquetFile(source.name)
+        if text_field not in pf.schema_arrow.names:
+            raise DataError(f"{source.name} has no column {text_field!r} (it has {', '.join(pf.schema_arrow.names)}); use --text-field")
+        for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
+            for value in batch.column(0).to_pylist():
+                yield value or ""
+    elif source.kind == "hf":
+        _, name, split = source.name.split(":", 2)
+        for n, record in enumerate(_hf_dataset(name, split)):
+            yield _record_text(record, text_field, f"{source.name} row {n}")
+    else:  # pragma: no cover - kinds are fixed above
+        raise AssertionError(source.kind)
+
+
+def _hf_dataset(name: str, split: str):
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("hf: inputs need the datasets library: pip install 'gpt2lab[data]' (or pip install datasets)") from None
+    try:
+        # memory-mapped Arrow on disk (cached after the first download), so rows stream from disk
+        return datasets.load_dataset(name, split=split)
+    except Exception as err:  # datasets raises many types; all mean "could not get it"
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise DataError(f"could not load dataset {name!r} split {split!r}: {reason}") from None
+
+
+def _hf_fingerprint(name: str, split: str) -> str:
+    return str(getattr(_hf_dataset(name, split), "_fingerprint", ""))
+
+
+def iter_pieces(sources: Sequence[Source], text_field: str, stats: _Stats, progress=None) -> Iterator[tuple[str, bool]]:
+    """Every source's text as (piece, starts_document): a long document comes in several pieces."""
+    for source in sources:
+        if source.kind == "text":
+            if source.size == 0:
+                stats.empty.append(source.name)
+            else:
+                yield from _read_text_file(source.name, stats)
+        else:
+            any_text = False
+            for text in _records(source, text_field):
+                if not text:
+                    continue
+                any_text = True
+                stats.documents += 1
+                start = 0
+                while start < len(text):  # a very long record is split like a long file
+                    end = len(text) if len(text) - start <= CHUNK_CHARS else start + (_safe_cut(text[start:], CHUNK_CHARS) or CHUNK_CHARS)
+                    yield text[start:end], start == 0
+                    start = end
+            if not any_text:
+                stats.empty.append(source.name)
+        if progress is not None:
+            progress.update(source.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenising, in worker processes
+# ---------------------------------------------------------------------------------------------
+
+_WORKER_TOKENIZER = None
+
+
+def _worker_init(spec) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = load_tokenizer(spec)
+
+
+def _encode_task(task: list[tuple[str, bool]], eot: int, dtype: str, tok=None) -> np.ndarray:
+    """Token ids of a list of (piece, put <|endoftext|> before it)."""
+    tok = tok or _WORKER_TOKENIZER
+    ids: list[int] = []
+    for text, sep in task:
+        if sep:
+            ids.append(eot)
+        ids.extend(tok.encode_ordinary(text))  # "<|endoftext|>" inside a text is plain text, not the token
+    return np.asarray(ids, dtype=dtype)
+
+
+def _tasks(pieces: Iterator[tuple[str, bool]], target: int = CHUNK_CHARS) -> Iterator[list[tuple[str, bool]]]:
+    """Group pieces into tasks of about ``target`` characters, each piece marked with whether an
+    ``<|endoftext|>`` goes before it (a new document other than the very first)."""
+    task: list[tuple[str, bool]] = []
+    size = 0
+    first = True
+    for text, starts in pieces:
+        task.append((text, starts and not first))
+        first = False
+        size += len(text)
+        if size >= target:
+            yield task
+            task, size = [], 0
+    if task:
+        yield task
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedData:
+    """What ``prepare`` wrote (or found already written): the contents of ``meta.json``."""
+
+    directory: Path
+    meta: dict[str, Any]
+    skipped: bool = False  # True when the inputs were unchanged and nothing was done
+
+    @property
+    def train_tokens(self) -> int:
+        return int(self.meta["train_tokens"])
+
+    @property
+    def val_tokens(self) -> int:
+        return int(self.meta["val_tokens"])
+
+    def summary(self) -> str:
+        m = self.meta
+        if self.skipped:
+            return f"{self.directory}: inputs unchanged since the last prepare; nothing to do ({m['train_tokens']:,} train / {m['val_tokens']:,} val tokens)"
+        line = (
+            f"{self.directory}: {m['train_tokens']:,} train + {m['val_tokens']:,} val tokens ({m['dtype']}) "
+            f"from {m['documents']:,} documents in {m['files']:,} source(s)"
+        )
+        notes = []
+        if m["empty_files"]:
+            notes.append(f"{len(m['empty_files'])} empty skipped")
+        if m["invalid_utf8_files"]:
+            notes.append(f"{len(m['invalid_utf8_files'])} not valid UTF-8 (decoded with replacement characters)")
+        return line + (f"; {', '.join(notes)}" if notes else "")
+
+
+def val_ranges(n: int, val_fraction: float, segment: int = 1 << 16) -> list[tuple[int, int]]:
+    """Where the validation tokens come from in a stream of ``n``: evenly spaced segments.
+
+    A small corpus gives its last ``val_fraction`` (one segment, as nanoGPT's Shakespeare split);
+    a large one gives up to 100 segments spread over the whole stream, so validation samples every
+    part of the corpus rather than only the last files.
+    """
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    if n_val <= 0:
+        return []
+    k = max(1, min(100, n_val // segment))
+    ranges = []
+    for i in range(k):  # segment i ends at the end of the i-th of k equal parts of the stream
+        length = n_val // k + (1 if i < n_val % k else 0)
+        end = (i + 1) * n // k
+        ranges.append((end - length, end))
+    return ranges
+
+
+def _fingerprint(sources: list[Source], tok_fp: str, val_fraction: float, text_field: str) -> str:
+    keys = []
+    for s in sources:
+        key = s.key()
+        if s.kind == "hf":
+            key.append(_hf_fingerprint(*s.name.split(":", 2)[1:]))
+        keys.append(key)
+    blob = json.dumps([FORMAT_VERSION, tok_fp, val_fraction, text_field, keys])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def prepare(
+    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tokenizer: str | os.PathLike | None = None,
+    val_fraction: float = 0.05,
+    text_field: str = "text",
+    num_workers: int | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> PreparedData:
+    """Tokenise text files, folders, JSON/JSONL/Parquet records or ``hf:NAME[:split]`` into ``out``.
+
+    Args:
+        inputs: paths or ``hf:`` names; folders are walked recursively for ``SUFFIXES``.
+        out: the DATA_DIR to write ``train.bin``, ``val.bin`` and ``meta.json`` into.
+        tokenizer: ``None``/``"gpt2"`` for GPT-2's vocabulary, a tokenizer file, or a model directory.
+        val_fraction: share of tokens held out for validation (see ``val_ranges``).
+        text_field: the field holding the text in JSON/JSONL/Parquet/dataset records.
+        num_workers: tokenising processes; default one per CPU (1 means in this process).
+        progress: show a progress bar (bytes read).
+        force: redo the work even when the inputs are unchanged.
+
+    Returns:
+        A ``PreparedData`` whose ``meta`` is what ``meta.json`` holds and whose ``skipped`` says
+        the inputs were unchanged since the last run, which then did nothing.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    out = Path(out)
+    sources = find_sources(inputs)
+    tok = load_tokenizer(tokenizer)
+    tok_fp = tokenizer_fingerprint(tok)
+    fingerprint = _fingerprint(sources, tok_fp, val_fraction, text_field)
+
+    if not force and (out / META).is_file():
+        try:
+            old = json.loads((out / META).read_text(encoding="utf-8"))
+            itemsize = np.dtype(old["dtype"]).itemsize
+            same = (
+                old.get("fingerprint") == fingerprint
+                and (out / TRAIN).stat().st_size == old["train_tokens"] * itemsize
+                and (out / VAL).stat().st_size == old["val_tokens"] * itemsize
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        if same:
+            return PreparedData(out, old, skipped=True)
+
+    dtype = "uint16" if tok.n_vocab <= 1 << 16 else "uint32"
+    out.mkdir(parents=True, exist_ok=True)
+    stats = _Stats()
+    workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+    total_bytes = sum(s.size for s in sources)
+    if total_bytes < 4 * CHUNK_CHARS and not any(s.kind == "hf" for s in sources):
+        workers = 1  # starting processes would cost more than it saves
+    bar = _progress_bar(total_bytes, progress)
+    all_path = out / ".all.bin.tmp"
+    n = 0
+    max_id = -1
+    try:
+        with open(all_path, "wb") as sink:
+            for ids in _encode_all(_tasks(iter_pieces(sources, text_field, stats, bar)), tok, tokenizer, dtype, workers):
+                sink.write(ids.tobytes())
+                n += ids.size
+                if ids.size:
+                    max_id = max(max_id, int(ids.max()))
+        if n == 0:
+            raise DataError(f"no text in the inputs: all {len(sources)} source(s) are empty")
+        train_n, val_n = _split(all_path, out, n, dtype, val_fraction)
+    finally:
+        all_path.unlink(missing_ok=True)
+        if bar is not None:
+            bar.close()
+
+    tok.save(out / "tokenizer")  # training copies it next to the model, so the model/ dir is complete
+    meta = {
+        "format": FORMAT_VERSION,
+        "dtype": dtype,
+        "train_tokens": train_n,
+        "val_tokens": val_n,
+        "documents": stats.documents,
+        "files": len(sources),
+        "max_token_id": max_id,
+        "tokenizer": {"name": str(tokenizer) if tokenizer is not None else "gpt2", "n_vocab": tok.n_vocab,
+                      "eot_token": tok.eot_token, "fingerprint": tok_fp},
+        "val_fraction": val_fraction,
+        "text_field": text_field,
+        "empty_files": stats.empty,
+        "invalid_utf8_files": stats.invalid_utf8,
+        "sources": [s.name for s in sources],
+        "fingerprint": fingerprint,
+    }
+    atomic_write_bytes(out / META, (json.dumps(meta, indent=2) + "\n").encode())
+    return PreparedData(out, meta)
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc="tokenising", dynamic_ncols=True)
+
+
+def _encode_all(tasks: Iterator[list[tuple[str, bool]]], tok, spec, dtype: str, workers: int) -> Iterator[np.ndarray]:
+    """Token ids of each task, in order. With workers > 1 a pool tokenises while this process
+    reads; at most ``2 * workers`` tasks are in flight, so memory does not grow with the corpus
+    (``Pool.imap`` would read the whole input ahead)."""
+    eot = tok.eot_token
+    if workers <= 1:
+        for task in tasks:
+            yield _encode_task(task, eot, dtype, tok)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context().Pool(workers, initializer=_worker_init, initargs=(spec,)) as pool:
+        in_flight: collections.deque = collections.deque()
+        for task in tasks:
+            in_flight.append(pool.apply_async(_encode_task, (task, eot, dtype)))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().get()
+        while in_flight:
+            yield in_flight.popleft().get()
+
+
+def _split(all_path: Path, out: Path, n: int, dtype: str, val_fraction: float) -> tuple[int, int]:
+    """Copy the token stream into train.bin and val.bin (streamed, each written atomically)."""
+    ranges = val_ranges(n, val_fraction)
+    src = np.memmap(all_path, dtype=dtype, mode="r", shape=(n,))
+    step = 1 << 22
+
+    def copy(spans: list[tuple[int, int]]):
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                for a, b in spans:
+                    for i in range(a, b, step):
+                        handle.write(np.ascontiguousarray(src[i : min(b, i + step)]).tobytes())
+
+        return write
+
+    train_spans, start = [], 0
+    for a, b in ranges:
+        train_spans.append((start, a))
+        start = b
+    train_spans.append((start, n))
+    atomic_write(out / TRAIN, copy(train_spans))
+    atomic_write(out / VAL, copy(ranges))
+    del src
+    return sum(b - a for a, b in train_spans), sum(b - a for a, b in ranges)
+
+
+def save_tokens(
+    out: str | os.PathLike,
+    train_ids: Sequence[int] | np.ndarray,
+    val_ids: Sequence[int] | np.ndarray,
+    *,
+    n_vocab: int,
+    eot_token: int | None = None,
+    name: str = "ids",
+) -> PreparedData:
+    """Write ids you already have (a synthetic corpus, another tokenizer's output) as a DATA_DIR
+    that ``train`` and ``eval`` read like a prepared one."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = "uint16" if n_vocab <= 1 << 16 else "uint32"
+    arrays = {TRAIN: np.asarray(train_ids).astype(dtype), VAL: np.asarray(val_ids).astype(dtype)}
+    max_id = max((int(a.max()) for a in arrays.values() if a.size), default=-1)
+    if max_id >= n_vocab:
+        raise DataError(f"token id {max_id} is outside a vocabulary of {n_vocab}")
+    for fname, arr in arrays.items():
+        atomic_write(out / fname, lambda tmp, arr=arr: tmp.write_bytes(arr.tobytes()))
+    digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()
+    meta = {
+        "format": FORMAT_VERSION,
+        "dtype": dtype,
+        "train_tokens": int(arrays[TRAIN].size),
+        "val_tokens": int(arrays[VAL].size),
+        "documents": None,
+        "files": 0,
+        "max_token_id": max_id,
+        "tokenizer": {"name": name, "n_vocab": n_vocab, "eot_token": eot_token, "fingerprint": f"ids-{n_vocab}"},
+        "val_fraction": None,
+        "text_field": None,
+        "empty_files": [],
+        "invalid_utf8_files": [],
+        "sources": [],
+        "fingerprint": digest,
+    }
+    atomic_write_bytes(out / META, (json.dumps(meta, indent=2) + "\n").encode())
+    return PreparedData(out, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a DATA_DIR back
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenData:
+    """A prepared DATA_DIR opened for reading: memory-mapped ``train`` and ``val`` id arrays."""
+
+    directory: Path
+    meta: dict[str, Any]
+    train: np.ndarray
+    val: np.ndarray
+
+    @property
+    def n_vocab(self) -> int:
+        return int(self.meta["tokenizer"]["n_vocab"])
+
+
+def open_data(directory: str | os.PathLike) -> TokenData:
+    """Open a DATA_DIR written by ``prepare``, with a clear error for what is missing or empty."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"no such data directory: {directory}; create one with: gpt2lab prepare INPUT... --out {directory}")
+    meta_path = directory / META
+    if not meta_path.is_file():
+        raise DataError(f"{directory} has no {META}: it is not a prepared data directory; run: gpt2lab prepare INPUT... --out {directory}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        dtype = np.dtype(meta["dtype"])
+        counts = {name: int(meta[f"{name}_tokens"]) for name in ("train", "val")}
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{meta_path} is damaged ({type(err).__name__}: {err}); run gpt2lab prepare again") from None
+    arrays = {}
+    for name, count in counts.items():
+        path = directory / f"{name}.bin"
+        if not path.is_file():
+            raise DataError(f"{directory} has no {name}.bin; run gpt2lab prepare again")
+        if path.stat().st_size != count * dtype.itemsize:
+            raise DataError(f"{path} holds {path.stat().st_size // dtype.itemsize} tokens but {META} says {count}; run gpt2lab prepare again")
+        arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=(count,)) if count else np.zeros(0, dtype=dtype)
+    if counts["train"] == 0:
+        raise DataError(f"{directory}/train.bin is empty: prepare it from more text")
+    return TokenData(directory, meta, arrays["train"], arrays["val"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchSampler:
+    """Windows of a flat token array, dealt in a seeded random order that is exactly resumable.
+
+    Epoch ``e`` shifts the window grid by a random offset in [0, block_size) and shuffles the
+    windows, both from ``seed`` and ``e`` alone; the stream of windows is the epochs one after
+    another. ``position`` counts windows consumed by all ranks together, so it is the whole state.
+
+    With ``world_size`` ranks, each micro-batch takes the next ``batch_size * world_size`` windows
+    of the stream and rank r keeps the r-th slice of ``batch_size``: one process with
+    ``batch_size * world_size`` (or with gradient accumulation) sees the same windows.
+    """
+
+    data: np.ndarray
+    block_size: int
+    batch_size: int
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    position: int = 0
+    _epoch: int = field(default=-1, repr=False)
+    _order: np.ndarray | None = field(default=None, repr=False)
+    _offset: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.data)
+        if n < self.block_size + 1:
+            raise DataError(
+                f"the corpus has {n:,} tokens, fewer than one window of block_size + 1 = {self.block_size + 1}; "
+                "use a smaller --block-size or more text"
+            )
+        fit = (n - 1) // self.block_size
+        # with room for more than one window, keep one spare so every offset in [0, block_size) fits
+        self.shifted = fit > 1
+        self.n_windows = fit - 1 if self.shifted else fit
+
+    def _prepare_epoch(self, epoch: int) -> None:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._offset = int(rng.integers(self.block_size)) if self.shifted else 0
+            self._order = rng.permutation(self.n_windows)
+            self._epoch = epoch
+
+    def window_starts(self, start: int, count: int) -> np.ndarray:
+        """Token offsets of windows ``start .. start + count - 1`` of the stream."""
+        starts = np.empty(count, dtype=np.int64)
+        for i in range(count):
+            epoch, j = divmod(start + i, self.n_windows)
+            self._prepare_epoch(epoch)
+            starts[i] = self._offset + int(self._order[j]) * self.block_size
+        return starts
+
+    def next_batch(self) -> tuple["torch.Tensor", "torch.Tensor"]:  # noqa: F821
+        """This rank's next (x, y), both (batch_size, block_size) int64; y is x shifted by one."""
+        first = self.position + self.rank * self.batch_size
+        starts = self.window_starts(first, self.batch_size)
+        self.position += self.batch_size * self.world_size
+        return windows(self.data, starts, self.block_size)
+
+    @property
+    def epoch(self) -> float:
+        return self.position / self.n_windows
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position, "seed": self.seed, "n_windows": self.n_windows, "block_size": self.block_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("n_windows") != self.n_windows or state.get("block_size") != self.block_size:
+            raise DataError(
+                "the data does not match the checkpoint's (a different number of windows); "
+                "resume with the same --data directory the run started with"
+            )
+        self.seed = int(state["seed"])
+        self.position = int(state["position"])
+
+
+def windows(data: np.ndarray, starts: np.ndarray, block_size: int):
+    """Inputs and next-token targets for windows starting at ``starts``: two (len(starts), block_size) tensors."""
+    import torch
+
+    rows = np.stack([np.asarray(data[s : s + block_size + 1], dtype=np.int64) for s in starts])  # (B, T+1)
+    rows_t = torch.from_numpy(rows)
+    return rows_t[:, :-1], rows_t[:, 1:]  # (B, T) each
+
+
+def eval_starts(data: np.ndarray, block_size: int, count: int) -> np.ndarray:
+    """``count`` fixed, evenly spread window offsets for validation (the same at every evaluation,
+    so the curve compares like with like)."""
+    n_fit = (len(data) - 1) // block_size
+    if n_fit < 1:
+        return np.zeros(0, dtype=np.int64)
+    picks = np.unique(np.linspace(0, n_fit - 1, num=min(count, n_fit)).round().astype(np.int64))
+    return picks * block_size

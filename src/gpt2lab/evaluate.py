@@ -1,0 +1,208 @@
+"""Loss and perplexity of a model on a long text, with a sliding window.
+
+A model sees at most ``block_size`` tokens. Cutting a long text into disjoint windows scores the
+first tokens of each window with almost no context, which overstates the loss. A sliding window
+moves by ``stride`` < ``block_size`` and scores only the tokens that are new in each window, each
+with at least ``block_size - stride`` tokens of context. This is exactly the procedure of
+transformers' perplexity guide (https://huggingface.co/docs/transformers/perplexity):
+
+    for begin in 0, stride, 2*stride, ...:
+        end = min(begin + block_size, n)
+        score tokens [max(prev_end, begin + 1), end)   (token j is predicted from tokens begin..j-1)
+        prev_end = end; stop when end == n
+
+loss = mean negative log-likelihood per scored token (nats); perplexity = exp(loss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError, DataError
+from .model import GPT2
+
+
+@dataclass
+class EvalResult:
+    loss: float  # mean negative log-likelihood per scored token, in nats
+    perplexity: float  # exp(loss)
+    tokens: int  # tokens scored
+    windows: int  # forward passes (windows) it took
+    block_size: int
+    stride: int
+
+    def summary(self) -> str:
+        return (
+            f"loss {self.loss:.4f}  perplexity {self.perplexity:.2f}  "
+            f"({self.tokens:,} tokens scored in {self.windows:,} windows of {self.block_size}, stride {self.stride})"
+        )
+
+
+def sliding_windows(n: int, block_size: int, stride: int) -> Iterator[tuple[int, int, int]]:
+    """(begin, end, first scored position) of each window over ``n`` tokens (see the module docstring)."""
+    prev_end = 0
+    for begin in range(0, n, stride):
+        end = min(begin + block_size, n)
+        first = max(prev_end, begin + 1)
+        if first < end:
+            yield begin, end, first
+        prev_end = end
+        if end == n:
+            break
+
+
+@torch.no_grad()
+def evaluate(
+    model: GPT2,
+    ids: np.ndarray | torch.Tensor | list[int],
+    *,
+    block_size: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 4,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Sliding-window loss and perplexity of ``model`` on the token ids ``ids`` (1-D, any length >= 2).
+
+    Args:
+        block_size: window length; default (and at most) the model's context.
+        stride: how far each window moves; default ``block_size // 2`` (each scored token sees at
+            least half a window of context). ``stride == block_size`` gives disjoint windows.
+        batch_size: windows per forward pass.
+        dtype: autocast precision for the forward pass (default: the model's own).
+    """
+    ctx = model.config.block_size
+    block_size = block_size or ctx
+    if block_size > ctx:
+        raise ConfigError(f"--block-size {block_size} is over the model's context of {ctx} positions; use at most {ctx}")
+    if block_size < 2:
+        raise ConfigError("block_size must be at least 2")
+    stride = stride or max(1, block_size // 2)
+    if not 1 <= stride <= block_size:
+        raise ConfigError(f"stride must be between 1 and block_size ({block_size}), got {stride}")
+    if isinstance(ids, list):
+        ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    if n < 2:
+        raise DataError(f"the text has {n} token(s); it takes at least 2 to score one")
+    vocab = model.config.vocab_size
+    device = model.device
+    was_training = model.training
+    model.eval()
+
+    plan = list(sliding_windows(n, block_size, stride))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(plan), desc="eval", unit="window", dynamic_ncols=True)
+    nll = torch.zeros((), dtype=torch.float64)
+    scored = 0
+    i = 0
+    try:
+        while i < len(plan):
+            # windows of equal length go through together (all but the last one, usually)
+            length = plan[i][1] - plan[i][0]
+            group = [plan[i]]
+            while i + len(group) < len(plan) and len(group) < batch_size and plan[i + len(group)][1] - plan[i + len(group)][0] == length:
+                group.append(plan[i + len(group)])
+            rows = np.stack([np.asarray(ids[b:e], dtype=np.int64) for b, e, _ in group])  # (b, L)
+            x = torch.from_numpy(rows).to(device)
+            if int(x.max()) >= vocab:
+                raise DataError(f"token id {int(x.max())} is outside the model's vocabulary of {vocab}: tokenizer mismatch")
+            ctx_manager = torch.autocast(device.type, dtype=dtype) if dtype not in (None, torch.float32) else contextlib.nullcontext()
+            with ctx_manager:
+                logits = model(x)  # (b, L, V)
+            # position t's logits predict token t + 1
+            per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, L-1)
+            for row, (begin, _, first) in enumerate(group):
+                keep = per_token[row, first - begin - 1 :]  # targets first..end-1
+                nll += keep.double().sum().cpu()
+                scored += keep.numel()
+            i += len(group)
+            if bar is not None:
+                bar.update(len(group))
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    loss = (nll / scored).item()
+    return EvalResult(loss, math.exp(loss) if loss < 700 else float("inf"), scored, len(plan), block_size, stride)
+
+
+def evaluate_path(
+    model: GPT2 | str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    tokenizer: str | os.PathLike | None = None,
+    block_size: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 4,
+    max_tokens: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """``gpt2lab eval``: a model (or its directory / hub id) on a prepared DATA_DIR's validation
+    split or on a text file.
+
+    A text file is tokenised with ``tokenizer``, else the model directory's own tokenizer, else
+    GPT-2's. A DATA_DIR's ids are checked against the model's vocabulary (and its tokenizer, when
+    the model directory has one).
+    """
+    from .data import META, load_tokenizer, open_data, tokenizer_fingerprint
+    from .tokenizer import Tokenizer, _find_vocab_files
+    from .weights import _parse_dtype, resolve_checkpoint_dir
+
+    model_dir = None
+    if not isinstance(model, GPT2):
+        model_dir = resolve_checkpoint_dir(model)
+        model = GPT2.from_pretrained(model_dir, device=device)
+    elif device is not None:
+        model = model.to(device)
+    amp = _parse_dtype(dtype) if dtype not in (None, "fp32", "auto") else None
+    data = Path(data)
+    if data.is_dir():
+        if not (data / META).is_file():
+            raise DataError(f"{data} is a folder without {META}: pass a prepared DATA_DIR (gpt2lab prepare) or a text file")
+        prepared = open_data(data)
+        meta = prepared.meta["tokenizer"]
+        if int(meta["n_vocab"]) > model.config.vocab_size or int(prepared.meta.get("max_token_id", -1)) >= model.config.vocab_size:
+            raise DataError(
+                f"vocabulary mismatch: {data} was tokenised with {meta['n_vocab']:,} tokens, the model has {model.config.vocab_size:,}; "
+                "prepare the data with the model's tokenizer (--tokenizer)"
+            )
+        if model_dir is not None and _find_vocab_files(model_dir) is not None:
+            if tokenizer_fingerprint(Tokenizer.from_file(model_dir)) != meta["fingerprint"]:
+                raise DataError(f"tokenizer mismatch: {data} was tokenised with {meta['name']!r}, not {model_dir}'s tokenizer; prepare it again with --tokenizer {model_dir}")
+        ids = prepared.val
+        if len(ids) < 2:
+            raise DataError(f"{data} has no validation tokens (prepared with --val-fraction 0?); evaluate a text file instead")
+    elif data.is_file():
+        if tokenizer is not None:
+            tok = load_tokenizer(tokenizer)
+        elif model_dir is not None:
+            tok = Tokenizer.from_pretrained(model_dir)
+        else:
+            tok = load_tokenizer(None)
+        if tok.n_vocab > model.config.vocab_size:
+            raise DataError(f"vocabulary mismatch: the tokenizer has {tok.n_vocab:,} tokens, the model {model.config.vocab_size:,}; pass the model's --tokenizer")
+        text = data.read_bytes().decode("utf-8", errors="replace")
+        ids = np.asarray(tok.encode_ordinary(text), dtype=np.int64)
+    else:
+        raise DataError(f"no such data directory or text file: {data}")
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    return evaluate(model, ids, block_size=block_size, stride=stride, batch_size=batch_size, dtype=amp, progress=progress)
+
+
+__all__ = ["EvalResult", "evaluate", "evaluate_path", "sliding_windows"]

@@ -1,0 +1,224 @@
+"""prepare (files, folders, records, streaming, workers, no-op re-runs, errors) and batch sampling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import gpt2lab.data as data_mod
+from gpt2lab.data import BatchSampler, DataError, eval_starts, open_data, prepare, save_tokens, val_ranges
+from gpt2lab.tokenizer import Tokenizer
+
+CORPUS = "the cat sat on the mat. the dog ate the bone! 12 apples, 7 pears; déjà vu, naïve café — ünïcödé 😀\n" * 20
+
+
+@pytest.fixture(scope="module")
+def tok_path(tmp_path_factory):
+    """A small trained BPE vocabulary saved in Hugging Face's format."""
+    path = tmp_path_factory.mktemp("tok") / "tok"
+    Tokenizer.train(CORPUS, 320, progress=False).save(path)
+    return path
+
+
+def read_ids(directory, split="train"):
+    return open_data(directory).__dict__[split].tolist()
+
+
+def test_folder_records_and_separators_round_trip(tmp_path, tok_path):
+    tok = Tokenizer.from_file(tok_path)
+    src = tmp_path / "in"
+    (src / "sub" / ".hidden").mkdir(parents=True)
+    (src / "a.txt").write_text("first document.\nline two")
+    (src / "sub" / "b.md").write_text("# second\n\ndocument")
+    (src / "sub" / ".hidden" / "c.txt").write_text("hidden: skipped")
+    (src / "sub" / "ignored.bin").write_bytes(b"\x00\x01")
+    (src / "sub" / "d.jsonl").write_text(json.dumps({"text": "record one"}) + "\n\n" + json.dumps({"text": "record <|endoftext|> two"}) + "\n")
+    (src / "z.json").write_text(json.dumps([{"body": "x"}, "plain string record"]).replace('"body"', '"text"'))
+    result = prepare([src], tmp_path / "out", tokenizer=tok_path, val_fraction=0.0, progress=False)
+    docs = ["first document.\nline two", "# second\n\ndocument", "record one", "record <|endoftext|> two", "x", "plain string record"]
+    ids = read_ids(tmp_path / "out")
+    # documents in sorted walk order, one <|endoftext|> between each; the literal text inside a record is not the token
+    assert ids.count(tok.eot_token) == len(docs) - 1
+    assert tok.decode(ids) == "<|endoftext|>".join(docs)
+    assert result.meta["documents"] == len(docs) and result.meta["files"] == 4 and result.val_tokens == 0
+    assert result.meta["tokenizer"]["n_vocab"] == tok.n_vocab and result.meta["dtype"] == "uint16"
+    assert Tokenizer.from_file(tmp_path / "out" / "tokenizer").encode("the cat") == tok.encode("the cat")
+
+
+def test_invalid_utf8_and_empty_files_are_counted(tmp_path, tok_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.txt").write_bytes(b"caf\xe9 ok \xff end")  # latin-1 bytes: not UTF-8
+    (tmp_path / "in" / "empty.txt").write_bytes(b"")
+    (tmp_path / "in" / "good.txt").write_text("good text")
+    result = prepare([tmp_path / "in"], tmp_path / "out", tokenizer=tok_path, val_fraction=0.0, progress=False)
+    assert [p.rsplit("/", 1)[-1] for p in result.meta["invalid_utf8_files"]] == ["bad.txt"]
+    assert [p.rsplit("/", 1)[-1] for p in result.meta["empty_files"]] == ["empty.txt"]
+    assert result.meta["documents"] == 2
+    text = Tokenizer.from_file(tok_path).decode(read_ids(tmp_path / "out"))
+    assert text == "caf\ufffd ok \ufffd end<|endoftext|>good text"
+    assert "1 empty skipped" in result.summary() and "1 not valid UTF-8" in result.summary()
+
+
+def test_rerun_is_a_noop_until_the_input_changes(tmp_path, tok_path):
+    f = tmp_path / "a.txt"
+    f.write_text(CORPUS)
+    first = prepare([f], tmp_path / "out", tokenizer=tok_path, progress=False)
+    assert not first.skipped
+    stamp = (tmp_path / "out" / "train.bin").stat().st_mtime_ns
+    again = prepare([f], tmp_path / "out", tokenizer=tok_path, progress=False)
+    assert again.skipped and "nothing to do" in again.summary()
+    assert (tmp_path / "out" / "train.bin").stat().st_mtime_ns == stamp
+    f.write_text(CORPUS + "more")
+    changed = prepare([f], tmp_path / "out", tokenizer=tok_path, progress=False)
+    assert not changed.skipped and changed.train_tokens + changed.val_tokens > first.train_tokens + first.val_tokens
+    other_split = prepare([f], tmp_path / "out", tokenizer=tok_path, val_fraction=0.2, progress=False)
+    assert not other_split.skipped  # a different setting is a different result
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_streamed_chunks_and_workers_give_the_ids_of_the_whole_text(tmp_path, tok_path, monkeypatch, workers):
+    # small chunks: a file is read, decoded (multi-byte characters cut across reads) and tokenised in ~40 pieces
+    monkeypatch.setattr(data_mod, "CHUNK_CHARS", 256)
+    f = tmp_path / "long.txt"
+    f.write_text(CORPUS * 5, encoding="utf-8")
+    prepare([f], tmp_path / "out", tokenizer=tok_path, val_fraction=0.0, num_workers=workers, progress=False)
+    assert read_ids(tmp_path / "out") == Tokenizer.from_file(tok_path).encode_ordinary(CORPUS * 5)
+
+
+def test_validation_split(tmp_path, tok_path):
+    f = tmp_path / "a.txt"
+    f.write_text(CORPUS * 3)
+    result = prepare([f], tmp_path / "out", tokenizer=tok_path, val_fraction=0.1, progress=False)
+    everything = Tokenizer.from_file(tok_path).encode_ordinary(CORPUS * 3)
+    n = len(everything)
+    assert result.val_tokens == round(0.1 * n) and result.train_tokens + result.val_tokens == n
+    assert read_ids(tmp_path / "out", "val") == everything[n - result.val_tokens :]  # small corpus: the tail
+    assert read_ids(tmp_path / "out", "train") == everything[: n - result.val_tokens]
+
+
+def test_val_ranges_spread_over_a_large_stream():
+    n = 10_000_000
+    ranges = val_ranges(n, 0.05)
+    assert len(ranges) == 7  # 500k val tokens in segments of ~64k
+    assert sum(b - a for a, b in ranges) == 500_000
+    assert all(0 <= a < b <= n for a, b in ranges) and all(b1 <= a2 for (_, b1), (a2, _) in zip(ranges, ranges[1:]))
+    assert ranges[-1][1] == n and ranges[0][0] > n // 10  # spread, not bunched at the start
+    assert val_ranges(100, 0.0) == [] and val_ranges(10, 0.01) == [(9, 10)]
+    assert len(val_ranges(10**10, 0.5)) == 100
+
+
+def test_large_vocabulary_uses_uint32(tmp_path):
+    tok = Tokenizer({bytes([i]): i for i in range(256)}, {"<|endoftext|>": 70000})
+    tok.save(tmp_path / "big")
+    (tmp_path / "a.txt").write_text("hi")
+    (tmp_path / "b.txt").write_text("yo")
+    result = prepare([tmp_path / "a.txt", tmp_path / "b.txt"], tmp_path / "out", tokenizer=tmp_path / "big", val_fraction=0.0, progress=False)
+    assert result.meta["dtype"] == "uint32"
+    assert read_ids(tmp_path / "out") == [104, 105, 70000, 121, 111]
+
+
+def test_parquet_and_hf_need_their_libraries(tmp_path, tok_path):
+    pq = tmp_path / "x.parquet"
+    pq.write_bytes(b"PAR1")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        with pytest.raises(DataError, match="needs pyarrow"):
+            prepare([pq], tmp_path / "out", tokenizer=tok_path, progress=False)
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(DataError, match="pip install"):
+            prepare(["hf:some/dataset:train"], tmp_path / "out", tokenizer=tok_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    "setup, inputs, match",
+    [
+        (lambda p: None, ["missing.txt"], "no such file or folder"),
+        (lambda p: (p / "d").mkdir(), ["d"], "no text files in"),
+        (lambda p: (p / "e.txt").write_text(""), ["e.txt"], "no text in the inputs"),
+        (lambda p: (p / "r.jsonl").write_text('{"body": "x"}\n'), ["r.jsonl"], "has no 'text' field"),
+        (lambda p: (p / "r.jsonl").write_text('{"text": "x"}\n{oops\n'), ["r.jsonl"], r"r.jsonl:2 is not valid JSON"),
+        (lambda p: None, ["hf:"], "expected hf:NAME"),
+    ],
+)
+def test_prepare_errors(tmp_path, tok_path, setup, inputs, match):
+    setup(tmp_path)
+    with pytest.raises(DataError, match=match):
+        prepare([str(tmp_path / i) if not i.startswith("hf:") else i for i in inputs], tmp_path / "out", tokenizer=tok_path, progress=False)
+
+
+def test_prepare_with_gpt2_vocabulary_and_cli(tmp_path, gpt2_vocab_path):
+    (tmp_path / "a.txt").write_text("Hello world")
+    (tmp_path / "b.txt").write_text(" It works.")
+    cli = [sys.executable, "-m", "gpt2lab", "prepare", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"),
+           "--out", str(tmp_path / "out"), "--tokenizer", str(gpt2_vocab_path), "--val-fraction", "0", "--quiet"]
+    out = subprocess.run(cli, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "from 2 documents in 2 source(s)" in out.stdout
+    assert read_ids(tmp_path / "out") == [15496, 995, 50256, 632, 2499, 13]
+    again = subprocess.run(cli, capture_output=True, text=True)
+    assert "nothing to do" in again.stdout
+    bad = subprocess.run(cli[:4] + [str(tmp_path / "nope.txt")] + cli[5:], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such file or folder" in bad.stderr
+
+
+# -- reading and sampling ------------------------------------------------------------------------
+
+
+def test_open_data_errors(tmp_path):
+    with pytest.raises(DataError, match="no such data directory"):
+        open_data(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="not a prepared data directory"):
+        open_data(tmp_path / "empty")
+    save_tokens(tmp_path / "d", [1, 2, 3, 4], [5, 6], n_vocab=10)
+    (tmp_path / "d" / "train.bin").write_bytes(b"\x00\x00")
+    with pytest.raises(DataError, match="holds 1 tokens but meta.json says 4"):
+        open_data(tmp_path / "d")
+    save_tokens(tmp_path / "z", [], [5, 6], n_vocab=10)
+    with pytest.raises(DataError, match="train.bin is empty"):
+        open_data(tmp_path / "z")
+
+
+def test_sampler_windows_resume_and_ranks():
+    data = np.arange(1000, dtype=np.uint16)
+    s = BatchSampler(data, block_size=10, batch_size=4, seed=3)
+    assert s.n_windows == 98
+    x, y = s.next_batch()
+    assert x.shape == (4, 10) and x.dtype == torch.int64 and torch.equal(y, x + 1)  # targets: the next token
+    # exactly resumable from its state
+    state = s.state_dict()
+    expected = [s.next_batch()[0] for _ in range(60)]  # crosses into later epochs
+    t = BatchSampler(data, block_size=10, batch_size=4, seed=0)
+    t.load_state_dict(state)
+    assert all(torch.equal(a, t.next_batch()[0]) for a in expected)
+    # two ranks together see what one process with twice the batch sees
+    one = BatchSampler(data, block_size=10, batch_size=8, seed=5)
+    ranks = [BatchSampler(data, block_size=10, batch_size=4, seed=5, rank=r, world_size=2) for r in range(2)]
+    for _ in range(30):
+        assert torch.equal(one.next_batch()[0], torch.cat([r.next_batch()[0] for r in ranks]))
+    # an epoch deals every window once, on one shifted grid
+    e = BatchSampler(data, block_size=10, batch_size=1, seed=1)
+    starts = e.window_starts(0, e.n_windows)
+    assert len(set(starts.tolist())) == e.n_windows and len({int(a) % 10 for a in starts}) == 1
+    assert starts.max() + 11 <= len(data)
+
+
+def test_sampler_rejects_a_corpus_shorter_than_one_window():
+    with pytest.raises(DataError, match="fewer than one window"):
+        BatchSampler(np.arange(10, dtype=np.uint16), block_size=10, batch_size=1)
+    assert BatchSampler(np.arange(11, dtype=np.uint16), block_size=10, batch_size=2).n_windows == 1
+
+
+def test_eval_starts_are_fixed_and_spread():
+    data = np.zeros(1001, dtype=np.uint16)
+    starts = eval_starts(data, 10, 5)
+    assert starts.tolist() == [0, 250, 500, 740, 990]
+    assert eval_starts(data, 10, 1000).size == 100 and eval_starts(data[:5], 10, 3).size == 0

@@ -1,0 +1,384 @@
+"""The training loop: learning, exact resume, crashes and interrupts, checkpoints, guards, gradient
+accumulation, optimizer groups, the schedule, DDP on two gloo processes, fine-tuning, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+from gpt2lab import GPT2
+from gpt2lab.data import BatchSampler, save_tokens
+from gpt2lab.errors import CheckpointError, ConfigError, DataError, TrainingError
+from gpt2lab.train import (
+    CHECKPOINT,
+    GPU_PEAK_FLOPS,
+    TrainConfig,
+    Trainer,
+    flops_per_token,
+    load_checkpoint,
+    lr_at,
+    pad_vocabulary,
+    param_groups,
+    train,
+)
+
+V = 48
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pattern_corpus(n: int, seed: int = 0, vocab: int = V) -> np.ndarray:
+    """Runs that count upwards (k, k+1, k+2, ...) from random starts: easy to learn, far from random."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while sum(map(len, out)) < n:
+        start, length = rng.integers(vocab), rng.integers(4, 12)
+        out.append((start + np.arange(length)) % vocab)
+    return np.concatenate(out)[:n]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data")
+    save_tokens(path, pattern_corpus(6000), pattern_corpus(800, seed=1), n_vocab=V, eot_token=V - 1)
+    return path
+
+
+def config(data, out, **kw) -> TrainConfig:
+    base = dict(data=data, out=out, n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4, max_steps=6,
+                eval_every=3, eval_batches=2, checkpoint_every=3, lr=3e-3, warmup_steps=2, progress=False, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run) -> list[float]:
+    return [r["loss"] for r in metrics(run)]
+
+
+def cli(*args, timeout=120):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "gpt2lab", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+# -- learning and outputs ------------------------------------------------------------------------
+
+
+def test_tiny_model_learns_and_writes_every_output(data_dir, tmp_path):
+    result = train(config(data_dir, tmp_path / "run", max_steps=60, eval_every=20, checkpoint_every=30, n_embd=48, dropout=0.0))
+    records = metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == list(range(1, 61))
+    assert all({"step", "loss", "lr", "tok_per_s", "mfu"} <= set(r) for r in records)
+    assert [r["step"] for r in records if "val_loss" in r] == [20, 40, 60]
+    first, last = records[0]["loss"], np.mean([r["loss"] for r in records[-5:]])
+    assert first > 0.9 * math.log(V) and last < 0.45 * first  # from chance level to well below
+    assert result.val_loss is not None and result.val_loss < 0.5 * math.log(V)
+    # model/ in Hugging Face format, loadable by us and by transformers, same logits as the returned model
+    from transformers import GPT2LMHeadModel
+
+    ids = torch.tensor([[3, 4, 5, 6, 7]])
+    ours = GPT2.from_pretrained(tmp_path / "run" / "model")
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "run" / "model").eval()
+    with torch.no_grad():
+        assert torch.allclose(ours(ids), result.model(ids), atol=1e-6)
+        assert torch.allclose(hf(ids).logits, ours(ids), atol=1e-4)
+    assert ours(ids)[0, -1].argmax().item() == 8  # it learned to count
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt["step"] == 60 and ckpt["sampler"]["position"] == 60 * 4
+
+
+def test_exact_resume_step_for_step(data_dir, tmp_path):
+    # dropout on, so the resumed run must also restore the RNG exactly
+    kw = dict(max_steps=8, lr_decay_steps=8, dropout=0.1, checkpoint_every=4, eval_every=4)
+    train(config(data_dir, tmp_path / "full", **kw))
+    train(config(data_dir, tmp_path / "split", **{**kw, "max_steps": 4}))  # "stopped" after step 4
+    assert len(losses(tmp_path / "split")) == 4
+    train(config(data_dir, tmp_path / "split", **kw, resume=True))
+    assert losses(tmp_path / "split") == losses(tmp_path / "full")
+    assert [r.get("val_loss") for r in metrics(tmp_path / "split")] == [r.get("val_loss") for r in metrics(tmp_path / "full")]
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "split")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_on_eval_hook_sees_the_model_and_does_not_change_the_run(data_dir, tmp_path):
+    seen = []
+
+    def sample(step, model):
+        assert not model.training and model.config.vocab_size == V
+        seen.append((step, model.generate(torch.tensor([[1, 2, 3]]), 4, temperature=1.0).shape))
+        torch.rand(100), np.random.rand(10)  # draws from every generator
+
+    kw = dict(max_steps=6, dropout=0.1)
+    train(config(data_dir, tmp_path / "hooked", **kw), on_eval=sample)
+    train(config(data_dir, tmp_path / "plain", **kw))
+    assert seen == [(3, (1, 7)), (6, (1, 7))]
+    assert losses(tmp_path / "hooked") == losses(tmp_path / "plain")
+
+
+def test_grad_accumulation_equals_the_larger_batch(data_dir, tmp_path):
+    def gradients(**kw):
+        t = Trainer(config(data_dir, tmp_path / f"r{len(os.listdir(tmp_path))}", **kw))
+        grads = []
+        # compare what reaches the optimizer (Adam's first steps are ~lr * sign(g), which would
+        # magnify float rounding in near-zero gradients)
+        t.optimizer.step = lambda: grads.append([p.grad.clone() for p in t.model.parameters()])
+        loss = [t.train_step() for _ in range(2)]
+        return loss, grads
+
+    loss_a, a = gradients(batch_size=8, grad_accum=1)
+    loss_b, b = gradients(batch_size=4, grad_accum=2)
+    assert loss_a == pytest.approx(loss_b, abs=1e-6)
+    assert len(a) == len(b) == 2
+    assert all(torch.allclose(x, y, atol=1e-7, rtol=1e-5) for ga, gb in zip(a, b) for x, y in zip(ga, gb))
+
+
+def test_padded_vocabulary_computes_the_same_run(data_dir, tmp_path):
+    train(config(data_dir, tmp_path / "plain", pad_vocab=1))
+    train(config(data_dir, tmp_path / "padded", pad_vocab=64))
+    assert losses(tmp_path / "padded") == pytest.approx(losses(tmp_path / "plain"), abs=1e-5)
+    ckpt = load_checkpoint(tmp_path / "padded")
+    assert ckpt["model"]["transformer.wte.weight"].shape[0] == V and ckpt["model_config"]["vocab_size"] == V
+    assert GPT2.from_pretrained(tmp_path / "padded" / "model").config.vocab_size == V
+    # and a padded run resumes from its real-vocabulary checkpoint
+    train(config(data_dir, tmp_path / "padded", pad_vocab=64, max_steps=7, resume=True))
+    assert len(losses(tmp_path / "padded")) == 7
+
+
+def test_pad_vocabulary_keeps_the_function():
+    torch.manual_seed(0)
+    from gpt2lab import GPT2Config
+
+    model = GPT2(GPT2Config(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16)).eval()
+    ids = torch.randint(0, 50, (2, 8))
+    before = model(ids)
+    assert pad_vocabulary(model, 64) == 50
+    after = model(ids)
+    assert after.shape == (2, 8, 64) and model.lm_head.weight is model.transformer.wte.weight
+    assert torch.allclose(after[..., :50], before, atol=1e-6) and torch.all(after[..., 50:] == 0)
+
+
+# -- optimizer and schedule ------------------------------------------------------------------------
+
+
+def test_weight_decay_groups():
+    from gpt2lab import GPT2Config
+
+    model = GPT2(GPT2Config(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16))
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert set(decay["names"]) == {"transformer.wte.weight", "transformer.wpe.weight"} | {
+        f"transformer.h.{i}.{m}.weight" for i in range(2) for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    }
+    assert all(n.endswith(".bias") or ".ln_" in n for n in no_decay["names"])
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_parameters()  # tied head once
+
+
+def test_lr_schedule_values():
+    lr, lo = 1e-3, 1e-4
+    at = [lr_at(s, lr, lo, warmup_steps=4, decay_steps=14) for s in range(16)]
+    assert at[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])  # linear warmup reaching lr
+    assert at[4] == pytest.approx(lr)  # cosine starts at the peak
+    assert at[9] == pytest.approx((lr + lo) / 2)  # halfway down
+    assert at[14] == at[15] == lo  # then stays at min_lr
+    assert all(a >= b for a, b in zip(at[4:], at[5:]))
+    assert lr_at(0, lr, lo, 0, 10) == lr
+
+
+def test_mfu_pieces():
+    from gpt2lab import GPT2Config
+    from gpt2lab.config import parameter_counts
+
+    cfg = GPT2Config.from_preset("gpt2")
+    n = parameter_counts(cfg)["total"] - cfg.block_size * cfg.n_embd
+    assert flops_per_token(cfg, 1024) == 6 * n + 12 * 12 * 768 * 1024
+    names = [name for name, _, _ in GPU_PEAK_FLOPS]
+    # a more specific name must come before any name it contains, or it could never match
+    assert all(not (a in b) for i, a in enumerate(names) for b in names[i + 1 :])
+
+
+# -- crashes, interrupts, guards -----------------------------------------------------------------------
+
+
+def test_kill_9_during_training_leaves_a_loadable_checkpoint(data_dir, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    args = ["--data", data_dir, "--out", run, "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--block-size", 16,
+            "--batch-size", 4, "--max-steps", 100000, "--checkpoint-every", 1, "--eval-every", 0, "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "gpt2lab", "train", *map(str, args)], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not ((run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) >= 8):
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ckpt = load_checkpoint(run)  # whatever moment the kill hit, the last complete checkpoint is there
+    step = ckpt["step"]
+    assert step >= 7
+    result = train(config(data_dir, run, max_steps=step + 2, resume=True))
+    assert result.step == step + 2
+    assert [r["step"] for r in metrics(run)] == list(range(1, step + 3))  # no step twice, none missing
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_ctrl_c_saves_and_exits_cleanly(data_dir, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    args = ["--data", data_dir, "--out", run, "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--block-size", 16,
+            "--batch-size", 4, "--max-steps", 100000, "--checkpoint-every", 1000, "--eval-every", 0, "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "gpt2lab", "train", *map(str, args)], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while time.time() < deadline and not ((run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "interrupted at step" in err and "--resume" in err
+    step = load_checkpoint(run)["step"]
+    assert step == metrics(run)[-1]["step"] >= 3
+
+
+def test_out_of_disk_keeps_the_previous_checkpoint(data_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(config(data_dir, run, max_steps=3))
+    before = (run / CHECKPOINT).read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **kw):
+        with open(f, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(28, "No space left on device")  # ENOSPC
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(TrainingError, match=r"out of disk space .* previous checkpoint \(step 3\) is intact"):
+        train(config(data_dir, run, max_steps=6, resume=True))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert (run / CHECKPOINT).read_bytes() == before and load_checkpoint(run)["step"] == 3
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    def poison(step, model):
+        with torch.no_grad():
+            model.transformer.h[0].mlp.c_fc.weight.fill_(float("nan"))
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"loss became nan at step 4.*last good checkpoint .* \(step 2\)"):
+        train(config(data_dir, run, max_steps=10, eval_every=3, checkpoint_every=2), on_eval=poison)
+    ckpt = load_checkpoint(run)
+    assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert GPT2.from_pretrained(run / "model").transformer.h[0].mlp.c_fc.weight.isfinite().all()
+
+
+# -- fine-tuning and DDP --------------------------------------------------------------------------------------
+
+
+def test_fine_tune_from_a_saved_pretrained_dir(hf_tiny, tmp_path):
+    hf, path = hf_tiny
+    ids = np.random.default_rng(0).integers(0, TINY["vocab_size"], 3000)
+    save_tokens(tmp_path / "data", ids[:2500], ids[2500:], n_vocab=TINY["vocab_size"])
+    run = tmp_path / "run"
+    result = train(config(tmp_path / "data", run, init=str(path), block_size=32, max_steps=3, lr=1e-4))
+    # the first step's loss is the pretrained model's loss on the first batch: the weights were loaded
+    x, y = BatchSampler(np.fromfile(tmp_path / "data" / "train.bin", dtype=np.uint16), 32, 4, seed=0).next_batch()
+    with torch.no_grad():
+        expected = hf(x, labels=None).logits
+        expected = torch.nn.functional.cross_entropy(expected.reshape(-1, expected.size(-1)), y.reshape(-1)).item()
+    assert losses(run)[0] == pytest.approx(expected, abs=1e-4)
+    tuned = GPT2.from_pretrained(run / "model")
+    assert tuned.config.block_size == TINY["n_positions"] and tuned.config.n_embd == TINY["n_embd"]
+    original = hf.transformer.h[0].mlp.c_fc.weight.t()
+    assert not torch.allclose(tuned.transformer.h[0].mlp.c_fc.weight, original)
+    assert result.step == 3
+
+
+def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
+    common = ["--data", data_dir, "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--block-size", 16, "--max-steps", 4,
+              "--eval-every", 2, "--eval-batches", 2, "--checkpoint-every", 4, "--seed", 0, "--dropout", 0, "--quiet"]
+    one = cli("train", "--out", tmp_path / "one", "--batch-size", 4, *common)
+    assert one.returncode == 0, one.stderr
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "gpt2lab"]
+    two = subprocess.run([*torchrun, "train", "--out", str(tmp_path / "two"), "--batch-size", "2", *map(str, common)],
+                         capture_output=True, text=True, timeout=240, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]  # rank 0 alone writes metrics
+    assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], abs=1e-5)
+    assert [r.get("val_loss") for r in b] == pytest.approx([r.get("val_loss") for r in a], abs=1e-5)
+    wa, wb = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "two")["model"]
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    assert len(load_checkpoint(tmp_path / "two")["rng"]) == 2  # every rank's RNG state, gathered once
+
+
+# -- errors ---------------------------------------------------------------------------------------------------
+
+
+def test_errors_as_exceptions(data_dir, hf_tiny, tmp_path):
+    _, model_dir = hf_tiny
+    with pytest.raises(DataError, match="no such data directory"):
+        train(config(tmp_path / "missing", tmp_path / "r"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="not a prepared data directory"):
+        train(config(tmp_path / "empty", tmp_path / "r"))
+    save_tokens(tmp_path / "short", np.arange(10) % V, [1, 2], n_vocab=V)
+    with pytest.raises(DataError, match="fewer than one window"):
+        train(config(tmp_path / "short", tmp_path / "r"))
+    with pytest.raises(ConfigError, match="--block-size 256 is over the model's context of 128"):
+        save_tokens(tmp_path / "d1000", np.arange(3000) % 1000, [1, 2], n_vocab=1000)
+        train(config(tmp_path / "d1000", tmp_path / "r", init=str(model_dir), block_size=256))
+    save_tokens(tmp_path / "big", np.arange(3000) % 2000, [1, 2], n_vocab=2000)
+    with pytest.raises(DataError, match="vocabulary mismatch: the data's tokenizer has 2,000 tokens"):
+        train(config(tmp_path / "big", tmp_path / "r", init=str(model_dir)))
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(config(data_dir, tmp_path / "r", resume=True))
+    train(config(data_dir, tmp_path / "done", max_steps=1))
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(config(data_dir, tmp_path / "done", max_steps=1))
+    (tmp_path / "bad" / CHECKPOINT).parent.mkdir()
+    (tmp_path / "bad" / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="damaged"):
+        train(config(data_dir, tmp_path / "bad", resume=True))
+
+
+def test_tokenizer_mismatch_with_the_model_directory(tmp_path, hf_tiny):
+    from gpt2lab.data import prepare
+    from gpt2lab.tokenizer import Tokenizer
+
+    _, model_dir = hf_tiny
+    text = "some words to learn a vocabulary from, and some more words " * 30
+    Tokenizer.train(text, 300, progress=False).save(tmp_path / "tok_a")
+    model_with_tok = tmp_path / "model"
+    model_with_tok.mkdir()
+    for f in model_dir.iterdir():
+        (model_with_tok / f.name).write_bytes(f.read_bytes())
+    Tokenizer.train(text + "zzz qqq", 290, progress=False).save(model_with_tok)  # a different vocabulary
+    (tmp_path / "t.txt").write_text(text)
+    prepare([tmp_path / "t.txt"], tmp_path / "data", tokenizer=tmp_path / "tok_a", progress=False)
+    with pytest.raises(DataError, match="tokenizer mismatch"):
+        train(config(tmp_path / "data", tmp_path / "r", init=str(model_with_tok)))
+
+
+def test_cli_errors_are_one_line(data_dir, tmp_path):
+    r = cli("train", "--data", tmp_path / "nope", "--out", tmp_path / "r")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such data directory" in r.stderr
+    r = cli("train", "--data", data_dir, "--out", tmp_path / "r", "--init", "somewhere/else/model", "--n-layer", "2")
+    assert r.returncode == 2 and "--n-layer only apply to --init scratch" in r.stderr
+    train(config(data_dir, tmp_path / "run", max_steps=1))
+    r = cli("train", "--data", data_dir, "--out", tmp_path / "run", "--resume", "--lr", "0.5")
+    assert r.returncode == 2 and "--lr 0.5 differs from the run's 0.003" in r.stderr and "Traceback" not in r.stderr
