@@ -23,3 +23,5 @@ from .errors import GenerationError  # noqa: E402
 from .generate import GenerationSettings, generate_text  # noqa: E402
 
 __all__ += ["GenerationError", "GenerationSettings", "generate_text"]
+from .trace import Trace, trace  # noqa: E402  the function; "from gpt2lab.trace import render_trace" still reaches the module
+__all__ += ["trace", "Trace"]

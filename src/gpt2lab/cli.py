@@ -78,6 +78,120 @@ def _explain(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# trace and experiments
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_options(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--model", required=required, help="a checkpoint directory or hub id; with --random, a preset "
+                                                       "(gpt2, gpt2-medium, ...) or a directory whose config.json gives the shape")
+    p.add_argument("--random", action="store_true", help="random weights of that shape instead of loading a checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights and inputs (default 0)")
+
+
+def _model_for_lab(name: str, random: bool, seed: int):
+    """A checkpoint (hub id or directory), or with ``random`` a seeded random model of a preset's
+    or a checkpoint's shape."""
+    import torch
+
+    from .config import GPT2Config, PRESETS
+    from .model import GPT2
+
+    if not random:
+        return GPT2.from_pretrained(name)
+    if name.removeprefix("openai-community/") in PRESETS:
+        config = GPT2Config.from_preset(name)
+    else:
+        from .weights import resolve_checkpoint_dir
+
+        config = GPT2Config.from_json_file(resolve_checkpoint_dir(name) / "config.json")
+    torch.manual_seed(seed)
+    return GPT2(config).eval()
+
+
+def _trace_args(p: argparse.ArgumentParser) -> None:
+    _model_options(p, required=True)
+    text = p.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text", help="the text to follow through the network")
+    text.add_argument("--ids", help="token ids instead of text, e.g. '464 3290 318'")
+    p.add_argument("--tokenizer", metavar="PATH", help="a vocabulary file or directory (default: the model's own, else GPT-2's)")
+    p.add_argument("--layers", help="blocks to show, e.g. 0,11 or 0-3 (default: all)")
+    p.add_argument("--tensors", action="store_true", help="also save every point's tensor to --out/trace_tensors.safetensors")
+    p.add_argument("--out", metavar="DIR", help="write trace.png (residual-stream norm and per-stage statistics) here")
+
+
+@command("trace", "follow a text through the network stage by stage: shapes, statistics, the next token", _trace_args)
+def _trace(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .trace import trace
+
+    model = _model_for_lab(args.model, args.random, args.seed)
+    tokenizer = None
+    if args.text is not None or args.tokenizer:
+        from .tokenizer import Tokenizer
+
+        if args.tokenizer:
+            tokenizer = Tokenizer.from_file(args.tokenizer)
+        else:
+            tokenizer = Tokenizer.gpt2() if args.random and not Path(args.model).is_dir() else Tokenizer.from_pretrained(args.model)
+    if args.ids is not None:
+        try:
+            source = [int(t) for t in args.ids.replace(",", " ").split()]
+        except ValueError:
+            raise UsageError(f"--ids must be whole numbers separated by spaces, got {args.ids!r}") from None
+    else:
+        source = args.text
+    if args.tensors and not args.out:
+        raise UsageError("--tensors needs --out DIR to write them to")
+    tr = trace(model, tokenizer, source, layers=args.layers, tensors=args.tensors)
+    print(tr.to_text(), end="")
+    if args.out:
+        out = Path(args.out)
+        png = tr.plot(out / "trace.png")
+        print(f"\nwrote {png}")
+        if args.tensors:
+            from .weights import write_safetensors
+
+            write_safetensors(out / "trace_tensors.safetensors", [(p.name, p.tensor.contiguous().cpu()) for p in tr.points])
+            print(f"wrote {out / 'trace_tensors.safetensors'} ({len(tr.points)} tensors, named as the points above)")
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+    sub.required = True
+    res = sub.add_parser("residuals", help="gradients per layer with and without shortcut connections")
+    res.add_argument("--depth", type=int, default=12, help="layers of the plain deep stack (default 12)")
+    res.add_argument("--width", type=int, default=32, help="width of the plain deep stack (default 32)")
+    _model_options(res, required=False)
+    res.add_argument("--seq-len", type=int, default=64, help="tokens per sequence for the GPT-2 part (default 64)")
+    res.add_argument("--out", default="experiment_out", metavar="DIR", help="where residuals.png goes (default experiment_out)")
+    act = sub.add_parser("activations", help="GELU (tanh and exact) against ReLU, with derivatives")
+    act.add_argument("--out", default="experiment_out", metavar="DIR", help="where activations.png goes (default experiment_out)")
+
+
+@command("experiment", "small experiments with plots: residuals (vanishing gradients), activations (GELU vs ReLU)", _experiment_args)
+def _experiment(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from . import experiments
+
+    out = Path(args.out)
+    if args.experiment == "residuals":
+        name = args.model or "gpt2"
+        model = _model_for_lab(name, args.random or args.model is None, args.seed)
+        label = f"{name}, {'random' if args.random or args.model is None else 'loaded'} weights"
+        result = experiments.residual_experiment(args.depth, args.width, model=model, model_name=label,
+                                                 seq_len=args.seq_len, seed=args.seed)
+        print(result.to_text(), end="")
+        print(f"\nwrote {experiments.plot_residuals(result, out / 'residuals.png')}")
+    else:
+        result = experiments.activation_experiment()
+        print(result.to_text(), end="")
+        print(f"\nwrote {experiments.plot_activations(result, out / 'activations.png')}")
+
+
+# ---------------------------------------------------------------------------------------------
 # attention
 # ---------------------------------------------------------------------------------------------
 
