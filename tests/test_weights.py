@@ -319,3 +319,12 @@ def test_save_is_atomic_and_leaves_no_temp_files(hf_tiny, tmp_path):
     model.save_pretrained(tmp_path)
     model.save_pretrained(tmp_path)  # overwriting an existing save
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_saved_files_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        GPT2(GPT2Config(n_layer=1, n_head=1, n_embd=4, vocab_size=5, block_size=4)).save_pretrained(tmp_path)
+    finally:
+        os.umask(old)
+    assert {oct((tmp_path / n).stat().st_mode & 0o777) for n in ("config.json", "model.safetensors")} == {"0o644"}

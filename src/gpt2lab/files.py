@@ -20,6 +20,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should read like any other file
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
@@ -37,6 +38,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     except OSError:
         pass  # some file systems (and Windows) do not fsync directories
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
