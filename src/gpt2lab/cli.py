@@ -476,6 +476,130 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# prepare / train / eval
+# ---------------------------------------------------------------------------------------------
+
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, folders (walked recursively), .jsonl/.json/.parquet, or hf:NAME[:split]")
+    p.add_argument("--out", required=True, metavar="DATA_DIR", help="where train.bin, val.bin and meta.json go")
+    p.add_argument("--tokenizer", metavar="PATH", help="a vocabulary file or model directory (default: GPT-2's)")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="share of tokens held out for validation (default 0.05)")
+    p.add_argument("--text-field", default="text", help="the field holding the text in JSON/JSONL/Parquet/dataset records")
+    p.add_argument("--workers", type=int, default=None, help="tokenising processes (default: one per CPU)")
+    p.add_argument("--force", action="store_true", help="redo the work even when the inputs are unchanged")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@command("prepare", "tokenise text files, folders or a dataset into train.bin / val.bin for training", _prepare_args)
+def _prepare(args: argparse.Namespace) -> None:
+    from .data import prepare
+
+    result = prepare(args.inputs, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction, text_field=args.text_field,
+                     num_workers=args.workers, progress=not args.quiet, force=args.force)
+    print(result.summary())
+
+
+# (flag, TrainConfig field, type, help). Defaults are None here so that only the options a user
+# really gives are compared with a checkpoint's when resuming.
+_TRAIN_OPTIONS = [
+    ("--init", "init", str, "scratch (a new model), or a model to fine-tune: a directory, hub id or preset (gpt2 = the released weights)"),
+    ("--n-layer", "n_layer", int, "blocks of a scratch model (default 4)"),
+    ("--n-head", "n_head", int, "attention heads of a scratch model (default 4)"),
+    ("--n-embd", "n_embd", int, "width of a scratch model (default 256)"),
+    ("--block-size", "block_size", int, "context length of the training windows (scratch default 256)"),
+    ("--dropout", "dropout", float, "dropout probability (default 0)"),
+    ("--batch-size", "batch_size", int, "windows per micro-batch per process (default 16)"),
+    ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step (default 1)"),
+    ("--max-steps", "max_steps", int, "optimizer steps (default 1000)"),
+    ("--lr", "lr", float, "peak learning rate (default 6e-4)"),
+    ("--min-lr", "min_lr", float, "final learning rate (default lr/10)"),
+    ("--warmup-steps", "warmup_steps", int, "linear warmup steps (default min(100, max_steps/10))"),
+    ("--lr-decay-steps", "lr_decay_steps", int, "step where cosine decay reaches min-lr (default max-steps)"),
+    ("--weight-decay", "weight_decay", float, "AdamW weight decay on matrices (default 0.1)"),
+    ("--grad-clip", "grad_clip", float, "clip the gradient norm to this; 0 = off (default 1.0)"),
+    ("--seed", "seed", int, "random seed (default 1337)"),
+    ("--eval-every", "eval_every", int, "evaluate every N steps; 0 = only at the end (default 100)"),
+    ("--eval-batches", "eval_batches", int, "validation batches per evaluation (default 20)"),
+    ("--checkpoint-every", "checkpoint_every", int, "save checkpoint and model/ every N steps (default 100)"),
+    ("--log-every", "log_every", int, "metrics.jsonl line every N steps (default 1)"),
+    ("--device", "device", str, "auto, cpu, cuda, cuda:N or mps (default auto)"),
+    ("--dtype", "dtype", str, "autocast precision: auto, fp32, bf16, fp16 (default auto: bf16 on GPUs, else fp32)"),
+    ("--pad-vocab", "pad_vocab", int, "pad the vocabulary to a multiple of N internally (default 64 on GPUs, 1 on CPUs)"),
+]
+_SHAPE_FIELDS = ("n_layer", "n_head", "n_embd")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="DATA_DIR", help="a directory written by gpt2lab prepare")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="where the checkpoint, model/, metrics.jsonl and loss.png go")
+    for flag, dest, kind, help_text in _TRAIN_OPTIONS:
+        extra = {"choices": ["auto", "fp32", "bf16", "fp16"]} if dest == "dtype" else {}
+        p.add_argument(flag, dest=dest, type=kind, default=None, help=help_text, **extra)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@command("train", "pre-train or fine-tune a GPT-2 on prepared data (runs DistributedDataParallel under torchrun)", _train_args)
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .train import CHECKPOINT, RUN_CONTROL, TrainConfig, load_checkpoint, train
+
+    given = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
+    if args.compile:
+        given["compile"] = True
+    init = given.get("init", "scratch")
+    if init != "scratch" and not args.resume:
+        shaped = [f"--{f.replace('_', '-')}" for f in _SHAPE_FIELDS if f in given]
+        if shaped:
+            raise UsageError(f"{', '.join(shaped)} only apply to --init scratch; a fine-tuned model keeps its own shape")
+    if args.resume:
+        # a resumed run keeps its trajectory: an option that would change it must agree with the checkpoint
+        saved = load_checkpoint(Path(args.out) / CHECKPOINT)["train_config"]
+        for dest, value in given.items():
+            if dest not in RUN_CONTROL and saved.get(dest) != value:
+                flag = "--" + dest.replace("_", "-")
+                raise UsageError(f"{flag} {value} differs from the run's {saved.get(dest)!r}; a resumed run keeps its settings (leave {flag} out)")
+    config = TrainConfig(data=args.data, out=args.out, resume=args.resume, progress=not args.quiet, **given)
+    result = train(config)
+    if result.interrupted:
+        print(f"interrupted at step {result.step}; checkpoint saved in {result.run_dir}; continue with --resume", file=sys.stderr)
+        return 130
+    parts = [f"step {result.step}"]
+    if result.loss is not None:
+        parts.append(f"train loss {result.loss:.4f}")
+    if result.val_loss is not None:
+        parts.append(f"val loss {result.val_loss:.4f}")
+    print(f"{', '.join(parts)}; model saved in {result.run_dir / 'model'}")
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="M", help="a model directory (e.g. RUN_DIR/model) or hub id")
+    p.add_argument("--data", required=True, metavar="DATA_DIR|FILE", help="a prepared DATA_DIR (its validation split) or a text file")
+    p.add_argument("--tokenizer", metavar="PATH", help="vocabulary for a text file (default: the model's, else GPT-2's)")
+    p.add_argument("--block-size", type=int, help="window length (default: the model's context)")
+    p.add_argument("--stride", type=int, help="how far each window moves (default: block-size / 2)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="autocast precision (default fp32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@command("eval", "loss and perplexity of a model on validation data or a text file (sliding window)", _eval_args)
+def _eval(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_path
+
+    result = evaluate_path(args.model, args.data, tokenizer=args.tokenizer, block_size=args.block_size, stride=args.stride,
+                           batch_size=args.batch_size, max_tokens=args.max_tokens, device=args.device, dtype=args.dtype,
+                           progress=not args.quiet)
+    print(result.summary())
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
