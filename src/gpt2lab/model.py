@@ -65,6 +65,9 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(n_embd))
         self.bias = nn.Parameter(torch.zeros(n_embd)) if bias else None
 
+    def extra_repr(self) -> str:
+        return f"({self.weight.numel()},), eps={self.eps}, bias={self.bias is not None}"
+
     def forward(self, x: torch.Tensor, explicit: bool = False) -> torch.Tensor:
         if not explicit:
             return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
