@@ -122,19 +122,32 @@ def test_large_vocabulary_uses_uint32(tmp_path):
     assert read_ids(tmp_path / "out") == [104, 105, 70000, 121, 111]
 
 
-def test_parquet_and_hf_need_their_libraries(tmp_path, tok_path):
-    pq = tmp_path / "x.parquet"
-    pq.write_bytes(b"PAR1")
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        with pytest.raises(DataError, match="needs pyarrow"):
-            prepare([pq], tmp_path / "out", tokenizer=tok_path, progress=False)
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        with pytest.raises(DataError, match="pip install"):
-            prepare(["hf:some/dataset:train"], tmp_path / "out", tokenizer=tok_path, progress=False)
+def test_parquet_and_hugging_face_datasets(tmp_path, tok_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["pq one", None, "pq two"], "n": [1, 2, 3]}), tmp_path / "x.parquet")
+    (tmp_path / "ds").mkdir()  # a local dataset folder, read through datasets.load_dataset
+    (tmp_path / "ds" / "train.jsonl").write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(3)))
+    inputs = [f"hf:{tmp_path / 'ds'}", tmp_path / "x.parquet"]
+    result = prepare(inputs, tmp_path / "out", tokenizer=tok_path, val_fraction=0.0, progress=False)
+    assert Tokenizer.from_file(tok_path).decode(read_ids(tmp_path / "out")) == "<|endoftext|>".join(["row 0", "row 1", "row 2", "pq one", "pq two"])
+    assert result.meta["sources"][0] == f"hf:{tmp_path / 'ds'}:train"
+    assert prepare(inputs, tmp_path / "out", tokenizer=tok_path, val_fraction=0.0, progress=False).skipped
+    with pytest.raises(DataError, match="has no column 'body'"):
+        prepare([tmp_path / "x.parquet"], tmp_path / "o2", tokenizer=tok_path, text_field="body", progress=False)
+    with pytest.raises(DataError, match="could not load dataset"):
+        prepare([f"hf:{tmp_path / 'ds'}:nosuchsplit"], tmp_path / "o3", tokenizer=tok_path, progress=False)
+
+
+def test_parquet_and_hf_without_their_libraries(tmp_path, tok_path, monkeypatch):
+    (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(DataError, match="needs pyarrow: pip install pyarrow"):
+        prepare([tmp_path / "x.parquet"], tmp_path / "out", tokenizer=tok_path, progress=False)
+    with pytest.raises(DataError, match="need the datasets library: pip install"):
+        prepare(["hf:some/dataset:train"], tmp_path / "out", tokenizer=tok_path, progress=False)
 
 
 @pytest.mark.parametrize(

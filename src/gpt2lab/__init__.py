@@ -25,3 +25,6 @@ from .generate import GenerationSettings, generate_text  # noqa: E402
 __all__ += ["GenerationError", "GenerationSettings", "generate_text"]
 from .trace import Trace, trace  # noqa: E402  the function; "from gpt2lab.trace import render_trace" still reaches the module
 __all__ += ["trace", "Trace"]
+from .data import prepare  # noqa: E402
+from .train import TrainConfig, TrainResult  # noqa: E402  run with gpt2lab.train.train(TrainConfig(...))
+__all__ += ["prepare", "TrainConfig", "TrainResult"]
