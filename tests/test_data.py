@@ -39,13 +39,16 @@ def test_folder_records_and_separators_round_trip(tmp_path, tok_path):
     (src / "sub" / "ignored.bin").write_bytes(b"\x00\x01")
     (src / "sub" / "d.jsonl").write_text(json.dumps({"text": "record one"}) + "\n\n" + json.dumps({"text": "record <|endoftext|> two"}) + "\n")
     (src / "z.json").write_text(json.dumps([{"body": "x"}, "plain string record"]).replace('"body"', '"text"'))
+    (src / "sub" / "config.json").write_text('{"version": 1}')  # JSON in a folder that is not a corpus: skipped
     result = prepare([src], tmp_path / "out", tokenizer=tok_path, val_fraction=0.0, progress=False)
     docs = ["first document.\nline two", "# second\n\ndocument", "record one", "record <|endoftext|> two", "x", "plain string record"]
     ids = read_ids(tmp_path / "out")
     # documents in sorted walk order, one <|endoftext|> between each; the literal text inside a record is not the token
     assert ids.count(tok.eot_token) == len(docs) - 1
     assert tok.decode(ids) == "<|endoftext|>".join(docs)
-    assert result.meta["documents"] == len(docs) and result.meta["files"] == 4 and result.val_tokens == 0
+    assert result.meta["documents"] == len(docs) and result.meta["files"] == 5 and result.val_tokens == 0
+    assert len(result.meta["skipped_files"]) == 1 and "config.json" in result.meta["skipped_files"][0]
+    assert "1 JSON/Parquet file(s) in folders without a 'text' field skipped" in result.summary()
     assert result.meta["tokenizer"]["n_vocab"] == tok.n_vocab and result.meta["dtype"] == "uint16"
     assert Tokenizer.from_file(tmp_path / "out" / "tokenizer").encode("the cat") == tok.encode("the cat")
 

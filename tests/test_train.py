@@ -251,7 +251,7 @@ def test_kill_9_during_training_leaves_a_loadable_checkpoint(data_dir, tmp_path)
     result = train(config(data_dir, run, max_steps=step + 2, resume=True))
     assert result.step == step + 2
     assert [r["step"] for r in metrics(run)] == list(range(1, step + 3))  # no step twice, none missing
-    assert not list(run.glob(".*.tmp"))
+    assert not list(run.glob(".*.tmp")) and not list(run.glob("model/.*.tmp"))  # interrupted writes cleaned up
 
 
 def test_ctrl_c_saves_and_exits_cleanly(data_dir, tmp_path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import codecs
 import collections
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -96,6 +97,7 @@ class Source:
     name: str  # path (absolute) or "hf:NAME:split"
     size: int = 0  # bytes on disk (0 for hf)
     mtime_ns: int = 0
+    explicit: bool = True  # named by the user (a mistake in it is an error) rather than found in a folder
 
     def key(self) -> list:
         return [self.kind, self.name, self.size, self.mtime_ns]
@@ -134,7 +136,7 @@ def find_sources(inputs: Sequence[str | os.PathLike], suffixes: Iterable[str] = 
             raise DataError(f"no such file or folder: {text}")
         for f in files:
             st = f.stat()
-            sources.append(Source(_kind(f), str(f.resolve()), st.st_size, st.st_mtime_ns))
+            sources.append(Source(_kind(f), str(f.resolve()), st.st_size, st.st_mtime_ns, explicit=path.is_file()))
     return sources
 
 
@@ -176,6 +178,7 @@ class _Stats:
         self.documents = 0
         self.empty: list[str] = []
         self.invalid_utf8: list[str] = []
+        self.skipped: list[str] = []  # record files found in a folder that are not records of text
 
 
 def _read_text_file(path: str, stats: _Stats) -> Iterator[tuple[str, bool]]:
@@ -303,7 +306,16 @@ def iter_pieces(sources: Sequence[Source], text_field: str, stats: _Stats, progr
                 yield from _read_text_file(source.name, stats)
         else:
             any_text = False
-            for text in _records(source, text_field):
+            records = _records(source, text_field)
+            if not source.explicit:
+                # a folder may hold JSON that is configuration, not a corpus: judge by the first record
+                try:
+                    first = next(records, None)
+                except DataError as err:
+                    stats.skipped.append(f"{source.name} ({err})")
+                    continue
+                records = itertools.chain([] if first is None else [first], records)
+            for text in records:
                 if not text:
                     continue
                 any_text = True
@@ -391,6 +403,8 @@ class PreparedData:
         notes = []
         if m["empty_files"]:
             notes.append(f"{len(m['empty_files'])} empty skipped")
+        if m.get("skipped_files"):
+            notes.append(f"{len(m['skipped_files'])} JSON/Parquet file(s) in folders without a {m['text_field']!r} field skipped")
         if m["invalid_utf8_files"]:
             notes.append(f"{len(m['invalid_utf8_files'])} not valid UTF-8 (decoded with replacement characters)")
         return line + (f"; {', '.join(notes)}" if notes else "")
@@ -498,7 +512,8 @@ def prepare(
                 if ids.size:
                     max_id = max(max_id, int(ids.max()))
         if n == 0:
-            raise DataError(f"no text in the inputs: all {len(sources)} source(s) are empty")
+            hint = f"; {len(stats.skipped)} record file(s) had no {text_field!r} field (--text-field?)" if stats.skipped else ""
+            raise DataError(f"no text in the inputs: all {len(sources)} source(s) are empty{hint}")
         train_n, val_n = _split(all_path, out, n, dtype, val_fraction)
     finally:
         all_path.unlink(missing_ok=True)
@@ -520,6 +535,7 @@ def prepare(
         "text_field": text_field,
         "empty_files": stats.empty,
         "invalid_utf8_files": stats.invalid_utf8,
+        "skipped_files": stats.skipped,
         "sources": [s.name for s in sources],
         "fingerprint": fingerprint,
     }

@@ -623,7 +623,11 @@ class Trainer:
         self.metrics_path = self.run_dir / METRICS
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.run_dir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a kill -9 mid-write
+            # temporary files of atomic writes that a kill -9 interrupted (the real files are intact)
+            for name in (CHECKPOINT, METRICS, PLOT):
+                for stale in self.run_dir.glob(f".{name}.*.tmp"):
+                    stale.unlink(missing_ok=True)
+            for stale in (self.run_dir / MODEL_DIR).glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
             self.metrics = self._read_metrics(up_to=self.step) if ckpt is not None else []
             self._rewrite_metrics()
