@@ -619,8 +619,11 @@ def _components(config: GPT2Config, counts: dict[str, int], linear_kind: str) ->
                                   f"a table of {V:,} x {C:,} = {V * C:,} learned numbers."),
         ("Position embedding (wpe)", f"adds a learned {C:,}-number vector for each of the {P:,} positions, so the model "
                                      f"knows word order; {P:,} tokens is the longest input it can read."),
-        ("Dropout (drop, attn_dropout, resid_dropout)", f"during training zeroes {p:.0%} of the numbers at random and "
-                                                        f"scales the rest by 1/{1 - p:g}; at inference it does nothing. No parameters."),
+        ("Dropout (drop, attn_dropout, resid_dropout)",
+         f"during training zeroes {p:.0%} of the numbers at random and scales the rest by 1/{1 - p:g}; "
+         "at inference it does nothing. No parameters." if p > 0 else
+         "switched off here (p = 0): it passes numbers through unchanged. With p > 0 it would zero that share of the "
+         "numbers at random during training and scale the rest by 1/(1 - p). No parameters."),
         ("Block (h.0 ... h.%d)" % (L - 1), f"{L} identical blocks, each x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)). "
                                          f"The additions keep a {C:,}-wide residual stream running through all {L}; "
                                          f"each block has {counts['per_block']:,} parameters."),
