@@ -50,3 +50,71 @@ def hf_wide(tmp_path_factory) -> tuple[object, Path]:
     path = tmp_path_factory.mktemp("hf_wide")
     hf.save_pretrained(path)
     return hf, path
+
+
+# ---------------------------------------------------------------------------------------------
+# A real headless browser (Debian's chromium + chromedriver, driven by selenium), for the pages
+# ---------------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+CHROME_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1400,1800",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[Path, Path]:
+    """Paths of chromium and chromedriver, installing Debian's packages once if either is missing."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env, capture_output=True)
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "apt-get did not install chromium and chromium-driver"
+    return CHROMIUM, CHROMEDRIVER
+
+
+@pytest.fixture(scope="module")
+def driver(chromium):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="gpt2lab-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(chromium[0])
+    for arg in [*CHROME_ARGS, f"--user-data-dir={profile}"]:
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    downloads = Path(profile) / "downloads"
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False})
+    d = webdriver.Chrome(service=Service(str(chromium[1])), options=opts)
+    d.set_page_load_timeout(60)
+    downloads.mkdir(parents=True, exist_ok=True)
+    d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    d.downloads = downloads  # where the export buttons' files land
+    yield d
+    d.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_page(driver, path: Path) -> list[dict]:
+    """Load ``path``, wait until the view has mounted; return the browser log of the load."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get_log("browser")  # drop what earlier pages logged
+    driver.get(path.resolve().as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+        "return [...document.querySelectorAll('.g2l-attn')].every(e => e.getAttribute('data-ready') === '1')"))
+    return driver.get_log("browser")
+
+
+def errors_in(log: list[dict]) -> list[dict]:
+    return [entry for entry in log if entry.get("level") in ("SEVERE", "ERROR")]
+
+

@@ -36,13 +36,18 @@ class UsageError(GPT2LabError):
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="directory for what the demo writes (default: demo_out)")
+    p.add_argument("--minutes", type=float, default=4.0, metavar="M", help="training time budget without real weights (default 4)")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help="real GPT-2 weights to show instead of training (default: gpt2 if cached or reachable)")
+    p.add_argument("--fast", action="store_true", help="a tiny run of a few seconds (what the tests use)")
 
 
-@command("demo", "a short end-to-end tour: build, save, load and run a small GPT-2", _demo_args)
+@command("demo", "the whole journey: explain, train (or load) a GPT-2, sample, look at attention; writes report.html", _demo_args)
 def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(args.out)
+    if args.minutes <= 0:
+        raise UsageError(f"--minutes must be positive, got {args.minutes:g}")
+    run_demo(args.out, minutes=args.minutes, model=args.model, fast=args.fast)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""The demo (what `make demo` runs) in its fast mode: report, browser check, falling loss, samples."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import errors_in, open_page
+from gpt2lab.demo import run_demo, stdlib_sources
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    lines: list[str] = []
+    result = run_demo(out, fast=True, say=lines.append)
+    return result, "\n".join(lines)
+
+
+def test_demo_trains_and_the_loss_falls(demo):
+    result, printed = demo
+    assert result.mode == "trained"
+    assert len(result.losses) == 40
+    start, end = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert end < start - 0.5, (start, end)
+    assert "Corpus:" in printed and "Vocabulary: learned" in printed and "Training 40 steps" in printed
+
+
+def test_demo_samples_along_the_way(demo):
+    result, printed = demo
+    steps = [s["step"] for s in result.samples]
+    assert steps[0] == 0 and len(steps) >= 4 and steps == sorted(steps)
+    assert all(s["text"].startswith("def ") and len(s["text"]) > len("def ") for s in result.samples)
+    assert all(s["val_loss"] is not None for s in result.samples[1:])
+
+
+def test_demo_writes_everything_it_lists(demo):
+    result, printed = demo
+    for f in result.files:
+        assert f.exists(), f
+        assert str(f) in printed
+    assert (result.out / "run" / "model" / "model.safetensors").is_file()
+    assert (result.out / "tokenizer" / "vocab.json").is_file()
+    page = result.report.read_text()
+    assert "data:image/png;base64," in page  # the loss curve is inside the page
+    assert "<script src" not in page and "http://" not in page and "https://" not in page  # nothing fetched
+
+
+def test_demo_report_in_a_real_browser(demo, driver):
+    result, _ = demo
+    log = open_page(driver, result.report)
+    assert errors_in(log) == []
+    assert driver.execute_script("const i = document.getElementById('loss-curve'); return i.complete && i.naturalWidth") > 100
+    rows = driver.execute_script("return document.querySelectorAll('#samples tr').length")
+    assert rows == len(result.samples) + 2  # header, the samples, the final one
+    assert driver.execute_script("return document.querySelector('#attn canvas') !== null")
+
+
+def test_second_run_reuses_vocabulary_and_data(demo):
+    result, _ = demo
+    lines: list[str] = []
+    run_demo(result.out, fast=True, say=lines.append)
+    printed = "\n".join(lines)
+    assert "Vocabulary: reusing" in printed
+    assert "unchanged, reused" in printed
+
+
+def test_stdlib_corpus_is_found_and_bounded():
+    files = stdlib_sources(200_000)
+    assert files and all(f.suffix == ".py" for f in files)
+    assert not any("site-packages" in f.parts or "test" in f.parts for f in files)
+    assert sum(f.stat().st_size for f in files) < 200_000 + max(f.stat().st_size for f in files)
+
+
+def test_demo_cli_with_a_missing_model_is_one_line_exit_2(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "gpt2lab", "demo", "--model", str(tmp_path / "nope" / "x"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "no such checkpoint directory" in out.stderr
