@@ -412,6 +412,8 @@ def _check_inputs(model: GPT2, idx: Any, max_new_tokens: Any, attention_mask: An
         raise GenerationError(f"seed must be an integer, got {seed!r}")
     if seed is not None and generator is not None:
         raise GenerationError("give seed or generator, not both")
+    if generator is not None and generator.device.type != model.device.type:
+        raise GenerationError(f"the generator is on {generator.device.type} but the model on {model.device.type}: make it with torch.Generator(device=...)")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if not all(isinstance(s, str) and s for s in stops):
         raise GenerationError(f"stop must be a non-empty string or a list of them, got {stop!r}")
@@ -469,8 +471,11 @@ def generate(
     settings = GenerationSettings(temperature, top_k, top_p, min_p, repetition_penalty)
     stops = _check_inputs(model, idx, max_new_tokens, attention_mask, stop, tokenizer, eos_token_id, pad_token_id, seed, generator)
     _warn_if_cropped(model, idx)
+    idx = idx.to(model.device)  # (B, T), where the model is
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(model.device)
     if seed is not None:
-        generator = torch.Generator(device=idx.device).manual_seed(seed)
+        generator = torch.Generator(device=model.device).manual_seed(seed)
     if pad_token_id is None:
         pad_token_id = eos_token_id if eos_token_id is not None else 0
     rows = None
@@ -573,7 +578,8 @@ def _decode(
             logits, next_pos = fill(window, window_mask)
             for step in range(max_new_tokens):
                 logits = logits.float()  # (B, V)
-                if not bool(torch.isfinite(logits).all()):
+                # one NaN or inf anywhere makes its row's sum non-finite: one pass instead of isfinite's two
+                if not bool(torch.isfinite(logits.sum(dim=-1)).all()):
                     raise GenerationError(
                         f"the model produced NaN or inf logits at step {step}: the weights may be corrupted, "
                         "or the dtype overflowed (try fp32)"
@@ -607,6 +613,8 @@ def _decode(
                 token = new[:, None]  # (B, 1): only the newest token goes through the model
                 if decoder is not None:
                     position_ids = next_pos if next_pos is not None else torch.full((B, 1), cache.pos, device=device)
+                    if compile and device.type == "cuda":
+                        torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's outputs may be reused
                     logits = step_fn(token, position_ids, torch.tensor([cache.pos], device=device))  # (B, V)
                     cache.advance(1)
                 else:
