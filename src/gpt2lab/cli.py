@@ -7,6 +7,7 @@ stderr with exit code 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -611,7 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt2lab", description="A GPT-2 you can read, run, train and look inside.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (help_text, add_arguments, run) in COMMANDS.items():
+    # the order a newcomer meets them in
+    journey = ["demo", "generate", "compare", "tokenizer", "prepare", "train", "eval", "explain", "attention", "trace", "experiment"]
+    for name in sorted(COMMANDS, key=lambda n: journey.index(n) if n in journey else len(journey)):
+        help_text, add_arguments, run = COMMANDS[name]
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
         p.set_defaults(_run=run)
@@ -627,6 +631,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(err) if isinstance(err, GPT2LabError) else f"{err.strerror}: {err.filename}"
         print(f"gpt2lab {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`gpt2lab ... | head`): not an error; keep Python quiet at exit too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"gpt2lab {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -174,7 +174,8 @@ def _steps_for(minutes: float, settings: DemoSettings, data_dir: Path, work: Pat
     tok_per_s = sorted(rates)[len(rates) // 2] if rates else settings.batch_size * settings.block_size * 6 / total
     step_s = settings.batch_size * settings.block_size / tok_per_s
     overhead = 25.0  # evaluation, checkpoints and samples along the way
-    return max(20, int((minutes * 60 - overhead) / step_s)), tok_per_s
+    steps = int((minutes * 60 - overhead) / step_s) // 5 * 5  # five even stretches between samples
+    return max(20, steps), tok_per_s
 
 
 def _train_config(settings: DemoSettings, data_dir: Path, out: Path, *, max_steps: int, eval_every: int,
