@@ -522,8 +522,10 @@ class Tokenizer:
             if not Path(env).exists():
                 raise TokenizerError(f"GPT2LAB_VOCAB={env} does not exist; {HOW_TO_GET_GPT2}")
             return cls.from_file(env, backend=backend)
-        if (cached := _hub_cache_dir("gpt2")) is not None:
-            return cls.from_file(cached, backend=backend)
+        # "gpt2" is the hub's old name for "openai-community/gpt2"; a download may sit under either
+        for repo_id in ("openai-community/gpt2", "gpt2"):
+            if (cached := _hub_cache_dir(repo_id)) is not None:
+                return cls.from_file(cached, backend=backend)
         ranks = _tiktoken_r50k()
         if ranks is None:
             raise TokenizerError(f"GPT-2's vocabulary was not found: {HOW_TO_GET_GPT2}")
