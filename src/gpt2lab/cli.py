@@ -387,25 +387,6 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (with CUDA graphs on a GPU); slow to start")
 
 
-def _generation_device(name: str):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: this PyTorch sees no CUDA GPU; use --device cpu")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UsageError("--device mps: Apple's Metal backend is not available here; use --device cpu")
-    return device
-
-
 def _read_prompt(prompt: str) -> str:
     if prompt != "-":
         return prompt
@@ -431,7 +412,9 @@ def _generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.stop and not all(args.stop):
         raise UsageError("--stop needs a non-empty text")
-    device = _generation_device(args.device)
+    from .devices import pick_device
+
+    device = pick_device(args.device)
     prompt = _read_prompt(args.prompt)
     model = GPT2.from_pretrained(args.model, dtype=args.dtype, device=device)
     tokenizer = Tokenizer.from_file(args.tokenizer) if args.tokenizer else Tokenizer.from_pretrained(args.model)

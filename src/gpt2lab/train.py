@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 from .config import GPT2Config, parameter_counts
 from .data import BatchSampler, TokenData, eval_starts, open_data, windows
+from .devices import pick_device
 from .errors import CheckpointError, ConfigError, DataError, TrainingError
 from .files import atomic_write
 from .model import GPT2
@@ -295,22 +296,6 @@ def flops_per_token(config: GPT2Config, seq_len: int) -> float:
 # ---------------------------------------------------------------------------------------------
 # Devices, precision, processes
 # ---------------------------------------------------------------------------------------------
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but this PyTorch sees no CUDA GPU")
-    return device
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
