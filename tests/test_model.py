@@ -16,7 +16,7 @@ def model() -> GPT2:
     m = GPT2(GPT2Config(**SMALL)).eval()
     with torch.no_grad():  # move LayerNorms and biases off their 1/0 initial values
         for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+            p.add_(torch.randn(p.shape) * 0.05)
     return m
 
 

@@ -572,3 +572,10 @@ def test_cli_train(tmp_path, corpus, capsys):
     assert Tokenizer.from_file(out).decode(ids) == "def __init__(self):"
     assert main(["tokenizer", "train", str(text), "--vocab-size", "10", "--out", str(out)]) == 2
     assert "too small" in capsys.readouterr().err
+
+
+def test_from_pretrained_with_a_mistyped_path_is_an_error_not_a_fallback(tmp_path):
+    with pytest.raises(TokenizerError, match="no such model directory"):
+        Tokenizer.from_pretrained(str(tmp_path / "typo"))
+    with pytest.raises(TokenizerError, match="no such model directory"):
+        Tokenizer.from_pretrained("./typo")

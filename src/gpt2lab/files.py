@@ -49,3 +49,12 @@ def _umask() -> int:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def looks_like_path(name: str | os.PathLike) -> bool:
+    """Whether ``name`` can only mean a local path: a hub id is ``name`` or ``owner/name``, so a name that
+    starts with ``.``, ``/`` or ``~``, has more than one ``/``, a backslash, or a file suffix is a path
+    (and, when it does not exist, a mistyped one rather than something to look up on the hub)."""
+    text = str(name)
+    return (text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+            or Path(text).suffix in (".safetensors", ".bin", ".json", ".tiktoken", ".txt"))

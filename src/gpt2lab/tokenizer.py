@@ -41,7 +41,7 @@ from typing import Literal
 import regex
 
 from .errors import TokenizerError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, looks_like_path
 
 # GPT-2's pre-tokenisation pattern, from OpenAI's encoder.py. Read the alternatives left to right:
 # contractions; an optional space then letters; an optional space then digits; an optional space
@@ -541,6 +541,8 @@ class Tokenizer:
                 return cls.from_file(path, backend=backend)
         elif path.is_file():
             return cls.from_file(path, backend=backend)
+        elif looks_like_path(name_or_path):
+            raise TokenizerError(f"no such model directory or tokenizer file: {name_or_path}")
         elif (cached := _hub_cache_dir(str(name_or_path))) is not None:
             return cls.from_file(cached, backend=backend)
         return cls.gpt2(backend=backend)

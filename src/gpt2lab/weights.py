@@ -22,7 +22,7 @@ import torch
 
 from .config import PRESETS, GPT2Config
 from .errors import CheckpointError, ConfigError
-from .files import atomic_write
+from .files import atomic_write, looks_like_path
 from .model import GPT2
 
 # ---------------------------------------------------------------------------------------------
@@ -216,9 +216,7 @@ def resolve_checkpoint_dir(name_or_path: str | os.PathLike) -> Path:
             raise CheckpointError(f"{path} has no config.json; expected a Hugging Face GPT-2 directory (config.json + model.safetensors)")
         return path
     name = str(name_or_path)
-    # a hub id is "name" or "owner/name"; anything else that does not exist is a mistyped path
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or path.suffix in (".safetensors", ".bin", ".json")
-    if looks_like_path:
+    if looks_like_path(name):
         raise CheckpointError(f"no such checkpoint directory: {name}")
     repo_id = f"openai-community/{name}" if name in PRESETS else name
     return _download(repo_id)
@@ -300,8 +298,9 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | Stored
     with a tensor of the right shape, and that nothing in the checkpoint is left over.
 
     A stored tensor whose layout, dtype and device already match its parameter is read from disk
-    straight into it; the others (the transposed Conv1D matrices, a dtype change, a GPU) pass
-    through one scratch buffer that is reused, so memory stays at one model plus one tensor.
+    straight into it (the Conv1D matrices too: ``model.conv1d_layout`` keeps them in the stored
+    order); the others (a dtype change, a GPU) pass through one scratch buffer that is reused, so
+    memory stays at one model plus one tensor.
     """
     cfg = model.config
     expected: dict[str, tuple[torch.Tensor, bool]] = {}
@@ -329,9 +328,11 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | Stored
                 f"shape mismatch for {raw_key}: the checkpoint has {tuple(tensor.shape)}, the model expects {tuple(want)}; "
                 "does config.json match these weights?"
             )
-        direct = isinstance(tensor, StoredTensor) and not transposed and tensor.dtype == param.dtype and param.device.type == "cpu"
+        target = param.data.t() if transposed else param.data  # in the checkpoint's layout
+        direct = (isinstance(tensor, StoredTensor) and tensor.dtype == param.dtype and param.device.type == "cpu"
+                  and target.is_contiguous())  # the model keeps Conv1D matrices in their stored order
         if direct:
-            tensor.read_into(param.data)
+            tensor.read_into(target)
         else:
             source = _materialize(tensor, scratch)
             param.copy_(source.t() if transposed else source)
