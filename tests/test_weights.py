@@ -328,3 +328,24 @@ def test_saved_files_get_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert {oct((tmp_path / n).stat().st_mode & 0o777) for n in ("config.json", "model.safetensors")} == {"0o644"}
+
+
+def test_loaded_parameters_are_copy_on_write_views_of_the_file(hf_tiny, tmp_path):
+    """CPU loads map the safetensors file privately: training the model never writes to the checkpoint."""
+    d = copy_checkpoint(hf_tiny[1], tmp_path / "ck")
+    before = (d / "model.safetensors").read_bytes()
+    model = GPT2.from_pretrained(d)
+    idx = random_ids(2, 16, TINY["vocab_size"])
+    reference = model(idx).detach().clone()
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    _, loss = model(idx, idx)
+    loss.backward()
+    opt.step()
+    assert not torch.equal(model.eval()(idx), reference)  # the model did change
+    assert (d / "model.safetensors").read_bytes() == before  # the file did not
+    assert torch.equal(GPT2.from_pretrained(d)(idx), reference)
+    torch.save(model.state_dict(), tmp_path / "sd.pt")  # mapped tensors save and load like any others
+    again = GPT2(model.config).eval()
+    again.load_state_dict(torch.load(tmp_path / "sd.pt", weights_only=True))
+    assert torch.equal(again(idx), model(idx))

@@ -156,6 +156,24 @@ def iter_safetensors(path: Path) -> Iterator[StoredTensor]:
             yield StoredTensor(handle, path, name, info["shape"], _ST_DTYPES[info["dtype"]], data_start + begin, end - begin)
 
 
+def map_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors of a safetensors file as views into a private, copy-on-write memory map of it.
+
+    Nothing is read until a tensor is used, and then the operating system pages it in from its file
+    cache, far cheaper than copying into fresh memory; writing to a tensor (training) copies only the
+    pages written, never the file. A tensor whose offset does not suit its dtype is copied instead.
+    """
+    header, data_start = read_safetensors_header(path)
+    data = torch.from_file(str(path), shared=False, size=path.stat().st_size, dtype=torch.uint8)  # (file bytes,)
+    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+        begin, end = info["data_offsets"]
+        dtype = _ST_DTYPES[info["dtype"]]
+        raw = data[data_start + begin : data_start + end]
+        if (data_start + begin) % _itemsize(dtype):
+            raw = raw.clone()
+        yield name, raw.view(dtype).view(info["shape"])
+
+
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a safetensors file, read into memory."""
     return {stored.name: stored.load() for stored in iter_safetensors(path)}
@@ -260,11 +278,12 @@ def weight_files(directory: Path) -> list[Path]:
     )
 
 
-def iter_checkpoint(files: list[Path]) -> Iterator[tuple[str, torch.Tensor | StoredTensor]]:
-    """Every (key, tensor) of the checkpoint, one at a time; safetensors entries come unread."""
+def iter_checkpoint(files: list[Path], mapped: bool = False) -> Iterator[tuple[str, torch.Tensor | StoredTensor]]:
+    """Every (key, tensor) of the checkpoint, one at a time; safetensors entries come unread, or as
+    views of a memory map with ``mapped``."""
     for file in files:
         if file.suffix == ".safetensors":
-            yield from ((stored.name, stored) for stored in iter_safetensors(file))
+            yield from map_safetensors(file) if mapped else ((stored.name, stored) for stored in iter_safetensors(file))
         else:
             try:
                 # weights_only: a pickle can run code when loaded; this refuses anything but tensors
@@ -293,7 +312,7 @@ def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
 
 
 @torch.no_grad()
-def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | StoredTensor]]) -> None:
+def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | StoredTensor]], *, assign: bool = False) -> None:
     """Copy checkpoint tensors into ``model``, checking that every parameter is filled exactly once
     with a tensor of the right shape, and that nothing in the checkpoint is left over.
 
@@ -301,12 +320,16 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | Stored
     straight into it (the Conv1D matrices too: ``model.conv1d_layout`` keeps them in the stored
     order); the others (a dtype change, a GPU) pass through one scratch buffer that is reused, so
     memory stays at one model plus one tensor.
+
+    With ``assign``, each parameter is replaced by the checkpoint's tensor itself (converted to the
+    parameter's dtype if needed): the model may be on the ``meta`` device, and memory-mapped tensors
+    stay mapped.
     """
     cfg = model.config
-    expected: dict[str, tuple[torch.Tensor, bool]] = {}
+    expected: dict[str, tuple[torch.Tensor, bool, str]] = {}
     for name, param in model.named_parameters():  # a tied lm_head is the same tensor as wte: listed once
         key, transposed = hf_key(name)
-        expected[key] = (param, transposed)
+        expected[key] = (param, transposed, name)
     filled: set[str] = set()
     unexpected: list[str] = []
     scratch: dict[torch.dtype, torch.Tensor] = {}
@@ -321,13 +344,20 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | Stored
                 continue  # zero biases stand for the biases a bias-free model does not have
             unexpected.append(raw_key)
             continue
-        param, transposed = expected[key]
+        param, transposed, name = expected[key]
         want = torch.Size(param.shape[::-1] if transposed else param.shape)  # in the checkpoint's layout
         if tensor.shape != want:
             raise CheckpointError(
                 f"shape mismatch for {raw_key}: the checkpoint has {tuple(tensor.shape)}, the model expects {tuple(want)}; "
                 "does config.json match these weights?"
             )
+        if assign:
+            value = tensor.load() if isinstance(tensor, StoredTensor) else tensor
+            value = value.to(param.dtype)  # a no-op when the dtypes match: the mapped view is kept
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, torch.nn.Parameter(value.t() if transposed else value))
+            filled.add(key)
+            continue
         target = param.data.t() if transposed else param.data  # in the checkpoint's layout
         direct = (isinstance(tensor, StoredTensor) and tensor.dtype == param.dtype and param.device.type == "cpu"
                   and target.is_contiguous())  # the model keeps Conv1D matrices in their stored order
@@ -370,12 +400,17 @@ def from_pretrained(
     dtype = _parse_dtype(dtype)
     device = torch.device(device) if device is not None else torch.device("cpu")
     with torch.device("meta"):  # shapes only: no memory, no random init that is overwritten anyway
-        model = GPT2(config)
-    if config.tie_word_embeddings:
-        del model.lm_head.weight  # shared with wte: give storage once, then tie again
-    model = model.to(dtype=dtype).to_empty(device=device)
+        model = GPT2(config).to(dtype=dtype)
+    if device.type == "cpu" and all(f.suffix == ".safetensors" for f in files):
+        # the parameters become copy-on-write views of the files (converted only where dtype differs)
+        load_weights(model, iter_checkpoint(files, mapped=True), assign=True)
+    else:
+        if config.tie_word_embeddings:
+            del model.lm_head.weight  # shared with wte: give storage once, then tie again
+        model = model.to_empty(device=device)
+        model.tie_weights()
+        load_weights(model, iter_checkpoint(files))
     model.tie_weights()
-    load_weights(model, iter_checkpoint(files))
     return model.eval()
 
 
