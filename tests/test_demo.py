@@ -1,6 +1,5 @@
 """The demo (what `make demo` runs) in its fast mode: report, browser check, falling loss, samples."""
 
-import os
 import subprocess
 import sys
 

@@ -19,7 +19,6 @@ DistributedDataParallel every rank takes its own slice of each global batch.
 
 from __future__ import annotations
 
-import codecs
 import collections
 import hashlib
 import itertools

@@ -160,7 +160,7 @@ def _steps_for(minutes: float, settings: DemoSettings, data_dir: Path, work: Pat
     """How many steps fit in ``minutes``, measured by timing a few steps of the same model."""
     import shutil
 
-    from .train import TrainConfig, train
+    from .train import train
 
     probe = work / "probe"
     shutil.rmtree(probe, ignore_errors=True)

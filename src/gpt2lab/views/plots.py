@@ -159,7 +159,6 @@ def plot_layer_means(result: AttentionResult, path: str | Path, *, title: str | 
     L = result.n_layer
     w, h = layer_means_size(L)
     cols = min(L, 6)
-    rows = math.ceil(L / cols)
     means = result.probs.mean(1).numpy()  # (L, T, T)
     with matplotlib.rc_context({"text.parse_math": False}):
         fig = _figure(w / DPI, h / DPI)
