@@ -156,7 +156,7 @@ def _find_pretrained(model: str | None, say: Callable[[str], None]) -> str | Non
         return None
 
 
-def _steps_for(minutes: float, settings: DemoSettings, data_dir: Path, work: Path, tokenizer_dir: Path) -> tuple[int, float]:
+def _steps_for(minutes: float, settings: DemoSettings, data_dir: Path, work: Path) -> tuple[int, float]:
     """How many steps fit in ``minutes``, measured by timing a few steps of the same model."""
     import shutil
 
@@ -247,13 +247,7 @@ def _pretrained_demo(name: str, out: Path, say: Callable[[str], None]) -> DemoRe
     report = _write_report(out / "report.html", title=f"gpt2lab demo: {name}", explanation=short_explanation(model.config),
                            loss_png=None, samples=samples, attention_fragment=fragment(result, element_id="attn"),
                            notes=[f"Weights: {directory}"])
-    return DemoResult(out=out, report=report, mode="pretrained", samples=samples, files=[report, *_as_paths(files)])
-
-
-def _as_paths(files) -> list[Path]:
-    if isinstance(files, dict):
-        return [Path(p) for p in files.values()]
-    return [Path(p) for p in files]
+    return DemoResult(out=out, report=report, mode="pretrained", samples=samples, files=[report, *files.values()])
 
 
 def _training_demo(out: Path, minutes: float, settings: DemoSettings, say: Callable[[str], None]) -> DemoResult:
@@ -306,7 +300,7 @@ def _training_demo(out: Path, minutes: float, settings: DemoSettings, say: Calla
         steps = settings.fixed_steps
         say(f"5. Training {steps} steps")
     else:
-        steps, rate = _steps_for(minutes, settings, out / "data", out, tok_dir)
+        steps, rate = _steps_for(minutes, settings, out / "data", out)
         say(f"5. Training for about {minutes:g} minutes: {rate:,.0f} tokens/s here, so {steps:,} steps of "
             f"{settings.batch_size} x {settings.block_size} tokens")
     samples: list[dict] = []
@@ -318,19 +312,14 @@ def _training_demo(out: Path, minutes: float, settings: DemoSettings, say: Calla
         text = _sample(model, tokenizer, PROMPT, settings.sample_tokens, seed=step)
         samples.append({"step": step, "val_loss": None, "text": text})
 
-    def on_log(record: dict) -> None:
-        if "val_loss" in record and samples and samples[-1]["step"] == record["step"]:
-            samples[-1]["val_loss"] = record["val_loss"]
-
     before = _sample(GPT2(config).eval(), tokenizer, PROMPT, settings.sample_tokens, seed=0)
     samples.append({"step": 0, "val_loss": None, "text": before})
     cfg = _train_config(settings, out / "data", run_dir, max_steps=steps, eval_every=eval_every,
                         checkpoint_every=steps, progress=not settings.fixed_steps and sys.stderr.isatty())
-    result = train(cfg, on_eval=on_eval, on_log=on_log)
-    for record in result.metrics:  # val_loss may be logged before or after on_eval ran
-        for s in samples:
-            if s["step"] == record.get("step") and "val_loss" in record:
-                s["val_loss"] = record["val_loss"]
+    result = train(cfg, on_eval=on_eval)
+    val_losses = {r["step"]: r["val_loss"] for r in result.metrics if "val_loss" in r}
+    for s in samples:
+        s["val_loss"] = val_losses.get(s["step"])
     losses = [r["loss"] for r in result.metrics if "loss" in r]
     say(f"   loss {losses[0]:.2f} -> {losses[-1]:.2f} (validation {result.val_loss:.2f}); weights in {run_dir / 'model'}")
     for s in samples:
@@ -356,7 +345,7 @@ def _training_demo(out: Path, minutes: float, settings: DemoSettings, say: Calla
                f"Training: {result.step} steps of {settings.batch_size} x {settings.block_size} tokens; "
                f"loss {losses[0]:.2f} -> {losses[-1]:.2f}"],
     )
-    files_out = [report, run_dir / "loss.png", run_dir / "model", *_as_paths(attn_files)]
+    files_out = [report, run_dir / "loss.png", run_dir / "model", *attn_files.values()]
     return DemoResult(out=out, report=report, mode="trained", samples=samples, losses=losses, files=files_out)
 
 

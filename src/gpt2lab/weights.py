@@ -408,7 +408,6 @@ def from_pretrained(
         if config.tie_word_embeddings:
             del model.lm_head.weight  # shared with wte: give storage once, then tie again
         model = model.to_empty(device=device)
-        model.tie_weights()
         load_weights(model, iter_checkpoint(files))
     model.tie_weights()
     return model.eval()
