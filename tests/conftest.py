@@ -37,6 +37,14 @@ def gpt2_vocab_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tokenizer(gpt2_vocab_path):
+    """GPT-2's tokenizer, built once per test run."""
+    from gpt2lab.tokenizer import Tokenizer
+
+    return Tokenizer.from_file(gpt2_vocab_path)
+
+
+@pytest.fixture(scope="session")
 def hf_tiny(tmp_path_factory) -> tuple[object, Path]:
     hf = perturbed_hf_model(**TINY)
     path = tmp_path_factory.mktemp("hf_tiny")

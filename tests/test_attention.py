@@ -286,13 +286,6 @@ def test_top_pattern_and_mapping(tiny):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(gpt2_vocab_path):
-    from gpt2lab.tokenizer import Tokenizer
-
-    return Tokenizer.from_file(gpt2_vocab_path)
-
-
-@pytest.fixture(scope="module")
 def small_gpt2_vocab_model():
     torch.manual_seed(0)
     return GPT2(GPT2Config(vocab_size=50257, block_size=256, n_layer=2, n_head=4, n_embd=32)).eval()

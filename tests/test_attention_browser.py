@@ -37,13 +37,6 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(gpt2_vocab_path):
-    from gpt2lab.tokenizer import Tokenizer
-
-    return Tokenizer.from_file(gpt2_vocab_path)
-
-
-@pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
     m = GPT2(GPT2Config(vocab_size=50257, block_size=1024, n_layer=3, n_head=4, n_embd=32)).eval()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +247,3 @@ def parameter_counts(config: GPT2Config) -> dict[str, int]:
     }
     counts["total"] = counts["wte"] + counts["wpe"] + config.n_layer * block + ln + counts["lm_head"]
     return counts
-
-
-def config_field_names() -> list[str]:
-    """The dataclass field names, e.g. for a CLI that lets the user override any of them."""
-    return [f.name for f in fields(GPT2Config)]
