@@ -331,10 +331,10 @@ def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
     one = cli("train", "--out", tmp_path / "one", "--batch-size", 4, *common)
     assert one.returncode == 0, one.stderr
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "gpt2lab"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gpt2lab"]  # standalone: a free port
     two = subprocess.run([*torchrun, "train", "--out", str(tmp_path / "two"), "--batch-size", "2", *map(str, common)],
                          capture_output=True, text=True, timeout=240, env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.returncode == 0, f"stdout:\n{two.stdout[-2000:]}\nstderr:\n{two.stderr[:2000]}\n...\n{two.stderr[-2000:]}"
     a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r["step"] for r in b] == [1, 2, 3, 4]  # rank 0 alone writes metrics
     assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], abs=1e-5)

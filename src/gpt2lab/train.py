@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import math
 import os
@@ -958,12 +959,21 @@ class Trainer:
                 random.setstate(state[0])
                 np.random.set_state(state[1])
 
-    def close(self) -> None:
-        if self.dist.owns_group:
-            import torch.distributed as dist
+    def close(self, *, finished: bool = False) -> None:
+        """Leave the process group we joined. After a normal finish every rank first waits for the
+        others (rank 0 is still writing files while the rest are done): a rank that tears down its
+        gloo connections while a peer still uses them can abort the whole job at exit. The DDP
+        wrapper goes first, because its reducer holds the group alive past destroy_process_group."""
+        if not self.dist.owns_group:
+            return
+        import torch.distributed as dist
 
-            dist.destroy_process_group()
-            self.dist.owns_group = False
+        if finished:
+            dist.barrier()
+        self.forward_model = getattr(self, "model", None)
+        gc.collect()
+        dist.destroy_process_group()
+        self.dist.owns_group = False
 
 
 def set_dropout(model: GPT2, p: float) -> None:
@@ -992,9 +1002,12 @@ def train(
     """
     trainer = Trainer(config, on_eval=on_eval, on_log=on_log)
     try:
-        return trainer.run()
-    finally:
+        result = trainer.run()
+    except BaseException:
         trainer.close()
+        raise
+    trainer.close(finished=True)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
