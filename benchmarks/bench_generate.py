@@ -7,9 +7,12 @@ The model is GPT-2 124M with random weights (the released ones give the same spe
 For each batch size it times ``GPT2.generate`` and ``GPT2LMHeadModel.generate`` (greedy, a 32-token
 prompt, 48 new tokens, eos disabled so both make every token): the whole call, and the decode steps
 alone (the 48-token call less a 1-token call). And the *weight-streaming floor*: a bare chain of the
-model's own matrix products for one token per row, which is the time any implementation needs just to
-read the weights once per step; the decode rate is the figure to hold against it. Then it times the prefill of a
-512-token prompt (``max_new_tokens=1``: the prompt pass and one token) in both libraries.
+model's matrix products for one token per row, the time an implementation needs just to read the
+weights once per step, twice: through gpt2lab's own layers (on a CPU, the oneDNN-packed weights of
+``gpt2lab.kernels``, the fastest products we know there) and through dense ``F.linear`` (PyTorch's
+BLAS, where transformers' Conv1D also lands). The decode rate is the figure to hold against them.
+Then it times the prefill of a 512-token prompt (``max_new_tokens=1``: the prompt pass and one token)
+in both libraries. ``--no-pack`` keeps gpt2lab on dense products too.
 
 Timings interleave the two libraries and keep the best of ``--repeats`` runs, which is the figure
 least disturbed by other work on the machine.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import tempfile
 import time
@@ -26,7 +30,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gpt2lab import GPT2, GPT2Config
+from gpt2lab import GPT2, GPT2Config, kernels
 
 
 def sync(device: str) -> None:
@@ -49,14 +53,23 @@ def best_time(fn, repeats: int, device: str) -> float:
 
 
 @torch.no_grad()
-def floor_step(model: GPT2, x: torch.Tensor) -> torch.Tensor:
-    """The matrix products of one decode step and nothing else: each weight read once."""
+def floor_step(model: GPT2, x: torch.Tensor, own_layers: bool) -> torch.Tensor:
+    """The matrix products of one decode step and nothing else: each weight read once.
+
+    ``own_layers``: call the model's own Linear modules, i.e. the kernels gpt2lab decodes with
+    (oneDNN-packed on a CPU once ``kernels.pack`` ran); else dense ``F.linear`` on the same
+    weights, which is where PyTorch's BLAS (and transformers) stand.
+    """
     for block in model.transformer.h:
-        F.linear(x, block.attn.c_attn.weight)  # (B, 3C)
-        F.linear(x, block.attn.c_proj.weight)  # (B, C)
-        h = F.linear(x, block.mlp.c_fc.weight)  # (B, 4C)
-        F.linear(h, block.mlp.c_proj.weight)  # (B, C)
-    return F.linear(x, model.lm_head.weight)  # (B, V)
+        if own_layers:
+            block.attn.c_attn(x)  # (B, 3C)
+            block.attn.c_proj(x)  # (B, C)
+            block.mlp.c_proj(block.mlp.c_fc(x))  # (B, 4C) -> (B, C)
+        else:
+            F.linear(x, block.attn.c_attn.weight)  # (B, 3C)
+            F.linear(x, block.attn.c_proj.weight)  # (B, C)
+            F.linear(F.linear(x, block.mlp.c_fc.weight), block.mlp.c_proj.weight)  # (B, 4C) -> (B, C)
+    return model.lm_head(x) if own_layers else F.linear(x, model.lm_head.weight)  # (B, V)
 
 
 def main() -> None:
@@ -70,6 +83,7 @@ def main() -> None:
     ap.add_argument("--prefill-len", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-layer", type=int, default=12, help="fewer layers for a quick look (default: gpt2's 12)")
+    ap.add_argument("--no-pack", action="store_true", help="keep gpt2lab on dense F.linear (no oneDNN-packed weights on CPU)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="wall clock (default), or this process's CPU time: with --threads 1 the figure other jobs on a shared machine disturb least")
@@ -81,6 +95,8 @@ def main() -> None:
         CLOCK = time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.no_pack:
+        os.environ["GPT2LAB_PACKED_LINEAR"] = "0"
 
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
@@ -104,6 +120,14 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, {args.clock} clock"
           + (", gpt2lab compiled static-cache step" if args.compile else ""))
 
+    if device == "cpu":
+        t0 = time.perf_counter()
+        packed = kernels.pack(ours)  # what the first generate call does by itself, once per model
+        if packed:
+            print(f"oneDNN-packed weights: {packed / 2**20:.0f} MiB, packed once in {time.perf_counter() - t0:.2f} s "
+                  "(not in the timings below; the first generate call pays it)")
+        else:
+            print("weights not packed (dense F.linear): " + ("--no-pack" if args.no_pack else "oneDNN unavailable here"))
     gen = torch.Generator().manual_seed(1)
     N = args.new_tokens
     for B in args.batch_sizes:
@@ -112,26 +136,29 @@ def main() -> None:
         with torch.no_grad():
             a = ours.generate(prompt, N, temperature=0.0, compile=args.compile)  # warm-up (and compile)
             b = hf.generate(prompt, max_new_tokens=N, do_sample=False)
-            floor_step(ours, x)
+            floor_step(ours, x, True)
+            floor_step(ours, x, False)
         same = torch.equal(a, b)
         ours_n = lambda n: ours.generate(prompt, n, temperature=0.0, compile=args.compile)  # noqa: E731
         hf_n = lambda n: hf.generate(prompt, max_new_tokens=n, do_sample=False)  # noqa: E731
-        t = {k: float("inf") for k in ("ours", "ours1", "hf", "hf1", "floor")}
+        t = {k: float("inf") for k in ("ours", "ours1", "hf", "hf1", "floor", "dense_floor")}
         for _ in range(args.repeats):  # interleaved, so a busy moment hurts both alike
             t["ours"] = min(t["ours"], best_time(lambda: ours_n(N), 1, device))
             t["hf"] = min(t["hf"], best_time(lambda: hf_n(N), 1, device))
             t["ours1"] = min(t["ours1"], best_time(lambda: ours_n(1), 1, device))
             t["hf1"] = min(t["hf1"], best_time(lambda: hf_n(1), 1, device))
-            t["floor"] = min(t["floor"], best_time(lambda: [floor_step(ours, x) for _ in range(N)], 1, device))
+            t["floor"] = min(t["floor"], best_time(lambda: [floor_step(ours, x, True) for _ in range(N)], 1, device))
+            t["dense_floor"] = min(t["dense_floor"], best_time(lambda: [floor_step(ours, x, False) for _ in range(N)], 1, device))
         r_ours, r_hf, r_floor = B * N / t["ours"], B * N / t["hf"], B * N / t["floor"]
+        r_dense = B * N / t["dense_floor"]
         # decode alone: the N-token call less the 1-token call (prefill + first token), over N - 1 steps
         d_ours = B * (N - 1) / max(t["ours"] - t["ours1"], 1e-9)
         d_hf = B * (N - 1) / max(t["hf"] - t["hf1"], 1e-9)
         print(f"batch {B}, {args.prompt_len}-token prompt, {N} new tokens, greedy (same tokens: {'yes' if same else 'NO'})")
         print(f"  whole call:  gpt2lab {r_ours:7.1f} tok/s | transformers {r_hf:7.1f} tok/s | gpt2lab/transformers {r_ours / r_hf:.2f}x")
         print(f"  decode only: gpt2lab {d_ours:7.1f} tok/s | transformers {d_hf:7.1f} tok/s | gpt2lab/transformers {d_ours / d_hf:.2f}x")
-        print(f"  floor (bare matmul chain) {r_floor:7.1f} tok/s | gpt2lab decode {d_ours / r_floor:.0%} of it, whole call {r_ours / r_floor:.0%}; "
-              f"transformers decode {d_hf / r_floor:.0%}")
+        print(f"  floor, gpt2lab's own layers {r_floor:7.1f} tok/s | gpt2lab decode {d_ours / r_floor:.0%} of it, whole call {r_ours / r_floor:.0%}")
+        print(f"  floor, dense F.linear       {r_dense:7.1f} tok/s | gpt2lab decode {d_ours / r_dense:.0%} of it; transformers decode {d_hf / r_dense:.0%}")
 
     P = args.prefill_len
     prompt = torch.randint(0, config.vocab_size, (1, P), generator=gen).to(device)

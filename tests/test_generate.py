@@ -415,12 +415,14 @@ def generate_text_from_ids(model, tok, x, n, stop) -> str:
 
 def test_text_streaming_equals_the_whole_text(small):
     tok = ToyTokenizer()
-    for kw in (dict(temperature=0.0), dict(temperature=1.0, seed=5), dict(temperature=1.0, seed=6, stop=["a", "bb"])):
+    for kw in (dict(temperature=0.0), dict(temperature=1.0, seed=5), dict(temperature=1.0, seed=9, stop=["lj", "xx"])):
         whole = generate_text(small, tok, "some prompt", 40, stop_at_eot=False, **kw)
         stream = generate_text(small, tok, "some prompt", 40, stop_at_eot=False, stream=True, **kw)
         pieces = list(stream)
         assert "".join(pieces) == whole and len(pieces) > 1
         assert stream.tokens > 0
+        if "stop" in kw:  # the stop string was met part-way; the text ends just before it
+            assert stream.tokens < 40 and not any(s in whole for s in kw["stop"])
 
 
 def test_text_batch_equals_one_by_one_and_empty_prompt_starts_from_eot(small):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import kernels
 from .errors import ConfigError, DataError
 from .model import GPT2
 
@@ -96,6 +97,8 @@ def evaluate(
         raise DataError(f"the text has {n} token(s); it takes at least 2 to score one")
     vocab = model.config.vocab_size
     device = model.device
+    if device.type == "cpu":
+        kernels.pack(model)  # oneDNN-packed weights for the forward passes (see gpt2lab.kernels)
     was_training = model.training
     model.eval()
 

@@ -317,7 +317,7 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | Stored
     with a tensor of the right shape, and that nothing in the checkpoint is left over.
 
     A stored tensor whose layout, dtype and device already match its parameter is read from disk
-    straight into it (the Conv1D matrices too: ``model.conv1d_layout`` keeps them in the stored
+    straight into it (the Conv1D matrices too: ``model.Linear(conv1d=True)`` keeps them in the stored
     order); the others (a dtype change, a GPU) pass through one scratch buffer that is reused, so
     memory stays at one model plus one tensor.
 
