@@ -12,7 +12,7 @@ weights once per step, twice: through gpt2lab's own layers (on a CPU, the oneDNN
 ``gpt2lab.kernels``, the fastest products we know there) and through dense ``F.linear`` (PyTorch's
 BLAS, where transformers' Conv1D also lands). The decode rate is the figure to hold against them.
 Then it times the prefill of a 512-token prompt (``max_new_tokens=1``: the prompt pass and one token)
-in both libraries. ``--no-pack`` keeps gpt2lab on dense products too.
+in both libraries. ``--pack on|off`` overrides where gpt2lab packs (default: where it pays).
 
 Timings interleave the two libraries and keep the best of ``--repeats`` runs, which is the figure
 least disturbed by other work on the machine.
@@ -83,7 +83,8 @@ def main() -> None:
     ap.add_argument("--prefill-len", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-layer", type=int, default=12, help="fewer layers for a quick look (default: gpt2's 12)")
-    ap.add_argument("--no-pack", action="store_true", help="keep gpt2lab on dense F.linear (no oneDNN-packed weights on CPU)")
+    ap.add_argument("--pack", choices=["auto", "on", "off"], default="auto",
+                    help="oneDNN-packed weights on CPU (gpt2lab.kernels): where they pay (default), always, or never")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="wall clock (default), or this process's CPU time: with --threads 1 the figure other jobs on a shared machine disturb least")
@@ -95,8 +96,7 @@ def main() -> None:
         CLOCK = time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.no_pack:
-        os.environ["GPT2LAB_PACKED_LINEAR"] = "0"
+    os.environ["GPT2LAB_PACKED_LINEAR"] = {"auto": "auto", "on": "1", "off": "0"}[args.pack]
 
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
@@ -127,7 +127,13 @@ def main() -> None:
             print(f"oneDNN-packed weights: {packed / 2**20:.0f} MiB, packed once in {time.perf_counter() - t0:.2f} s "
                   "(not in the timings below; the first generate call pays it)")
         else:
-            print("weights not packed (dense F.linear): " + ("--no-pack" if args.no_pack else "oneDNN unavailable here"))
+            if args.pack == "off":
+                why = "--pack off"
+            elif not kernels.worthwhile():
+                why = f"not worthwhile on this {kernels.cpu_vendor() or 'CPU'} (--pack on to try)"
+            else:
+                why = "oneDNN unavailable here"
+            print(f"weights not packed, dense F.linear: {why}")
     gen = torch.Generator().manual_seed(1)
     N = args.new_tokens
     for B in args.batch_sizes:

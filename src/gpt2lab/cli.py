@@ -384,7 +384,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations to write, one after another (default 1)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights' precision (default fp32)")
     p.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (with CUDA graphs on a GPU); slow to start")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step with CUDA graphs (for GPUs: slow to start, and slower than the default on a CPU)")
 
 
 def _read_prompt(prompt: str) -> str:

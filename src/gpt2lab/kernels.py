@@ -10,20 +10,24 @@ the same function to float rounding (a different summation order: ~1e-6 relative
 
 ``pack(model)`` makes that packed copy of every ``model.Linear`` weight; from then on each Linear
 uses it whenever nothing needs its gradient (``torch.no_grad()``, eval, generation) and its dense
-weight is unchanged. ``generate`` packs on CPU by itself; call ``pack`` yourself for your own
-inference loops (``gpt2lab.evaluate`` does). The cost: one copy of the weight matrices in memory
-(``unpack(model)`` frees it) and a one-off re-layout (~0.3 s for the 124M model). Training never
-uses it, and neither does anything on a GPU, in a dtype the CPU's oneDNN cannot do, or inside
-``torch.compile``.
+weight is unchanged. ``generate`` and ``evaluate`` pack a CPU model by themselves where it pays
+(``worthwhile``); call ``pack(model, force=True)`` to try it anywhere. The cost: one copy of the
+weight matrices in memory (``unpack(model)`` frees it) and a one-off re-layout (0.3-1 s for the
+124M model). Training never uses it, and neither does anything on a GPU, in a dtype the CPU's
+oneDNN cannot do, or inside ``torch.compile``.
 
-Where the oneDNN operators are missing (a PyTorch built without them) or disagree with ``F.linear``
-on a small self-check, packing does nothing and every product stays dense: same results, old speed.
-Set ``GPT2LAB_PACKED_LINEAR=0`` to turn packing off altogether.
+Where it pays: MKL takes its generic code path on non-Intel x86 CPUs, so there oneDNN wins big
+(AMD EPYC: the numbers above); on an Intel Xeon, MKL is as good as oneDNN for eight rows and better
+for one (0.8x measured), so Intel CPUs keep the dense path. Other architectures keep it too, unmeasured.
+``GPT2LAB_PACKED_LINEAR=1`` packs anyway, ``=0`` never (default ``auto``). Where the oneDNN
+operators are missing (a PyTorch built without them) or disagree with ``F.linear`` on a small
+self-check, nothing is packed and every product stays dense: same results, old speed.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -65,9 +69,31 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
-def enabled() -> bool:
-    """Whether packing is allowed at all (``GPT2LAB_PACKED_LINEAR=0`` turns it off)."""
-    return os.environ.get("GPT2LAB_PACKED_LINEAR", "1") != "0"
+def setting() -> str:
+    """``GPT2LAB_PACKED_LINEAR``: "1" (always pack), "0" (never) or "auto" (where it pays)."""
+    value = os.environ.get("GPT2LAB_PACKED_LINEAR", "auto").strip().lower()
+    return value if value in ("0", "1") else "auto"
+
+
+def cpu_vendor() -> str:
+    """The x86 vendor string ("GenuineIntel", "AuthenticAMD", ...), or "" where unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    name = platform.processor()  # Windows: "Intel64 Family 6 ...", "AMD64 Family 25 ..."
+    return "GenuineIntel" if "Intel" in name else "AuthenticAMD" if name.startswith("AMD") else ""
+
+
+def worthwhile() -> bool:
+    """Do packed weights beat dense ``F.linear`` on this machine? (see the module docstring)"""
+    if setting() != "auto":
+        return setting() == "1"
+    is_x86 = platform.machine().lower() in ("x86_64", "amd64")
+    return is_x86 and cpu_vendor() not in ("GenuineIntel", "")
 
 
 _OPS: list = []  # [(reorder, linear_pointwise) or None], looked up once
@@ -123,8 +149,9 @@ def available_memory() -> int | None:
     return None
 
 
-def pack(model: nn.Module) -> int:
-    """Pack every CPU ``nn.Linear`` weight of ``model`` for oneDNN (those already current are kept).
+def pack(model: nn.Module, *, force: bool = False) -> int:
+    """Pack every CPU ``nn.Linear`` weight of ``model`` for oneDNN (those already current are kept),
+    if ``worthwhile()`` here or ``force`` (``GPT2LAB_PACKED_LINEAR=0`` still wins).
 
     Returns the number of bytes the packed copies hold (0 when nothing could be packed). Cheap to
     call again: only weights that changed since are packed anew. When the copies would take more
@@ -132,7 +159,7 @@ def pack(model: nn.Module) -> int:
     swapping. A model loaded from safetensors is mapped from the file, so its dense pages stay
     reclaimable while the packed copy is in use.
     """
-    if not enabled() or _ops() is None:
+    if setting() == "0" or not (force or worthwhile()) or _ops() is None:
         return 0
     reorder = _ops()[0]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.weight.device.type == "cpu" and m.weight.dim() == 2]
