@@ -1,5 +1,5 @@
-"""The oneDNN-packed linear layers: same numbers as F.linear, used only when they may be, and a
-clean fallback to dense products wherever they cannot be."""
+"""The oneDNN-packed linear layers: same numbers as F.linear, used only inside ``packed(model)`` and
+only while they match the dense weights, and a clean fallback to dense products wherever they cannot be."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ def linears(model: GPT2) -> list[Linear]:
     return [m for m in model.modules() if isinstance(m, Linear)]
 
 
+def ids(B: int = 2, T: int = 10) -> torch.Tensor:
+    return torch.randint(0, SMALL.vocab_size, (B, T), generator=torch.Generator().manual_seed(B * 100 + T))
+
+
 @pytest.fixture
 def calls(monkeypatch):
     """Count the packed products that run (the oneDNN operator, wrapped)."""
@@ -44,102 +48,143 @@ def calls(monkeypatch):
     return count
 
 
+@torch.no_grad()
+def dense_logits(model: GPT2, idx: torch.Tensor) -> torch.Tensor:
+    """The model's logits with no packed copy anywhere (for reference)."""
+    twin = copy.deepcopy(model)  # packs live outside the modules: the copy has none
+    return twin(idx)
+
+
 def test_this_machine_packs_fp32():
-    # the suite runs on x86 CPU wheels; were this False every other test here would pass vacuously
+    # the suite runs on x86 CPU wheels; were this False the tests below would test nothing
     assert kernels.works(torch.float32)
 
 
 def test_packed_logits_match_dense_at_full_width(calls):
-    model = perturbed(GPT2Config(**{"n_layer": 2, "n_head": 12, "n_embd": 768, "block_size": 64, "vocab_size": WIDE["vocab_size"]}))
+    model = perturbed(GPT2Config(n_layer=2, n_head=12, n_embd=768, block_size=64, vocab_size=WIDE["vocab_size"]))
     idx = torch.randint(0, WIDE["vocab_size"], (3, 40), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         dense = model(idx)
-        assert calls["n"] == 0
-        nbytes = kernels.pack(model, force=True)
-        packed = model(idx)
+        with kernels.packed(model, force=True) as nbytes:
+            got = model(idx)
     layers = linears(model)
     assert nbytes == sum(m.weight.numel() * 4 for m in layers)
-    assert all(kernels.is_packed(m) for m in layers)
     assert calls["n"] == len(layers)  # every product of the pass went through the packed weights
-    assert (packed - dense).abs().max().item() <= 1e-4
+    assert (got - dense).abs().max().item() <= 1e-4
 
 
-def test_packing_twice_reuses_the_packs():
+def test_outside_the_block_products_are_dense_and_the_packs_are_kept(calls):
     model = perturbed()
-    kernels.pack(model, force=True)
-    first = {id(m): kernels._PACKS[m] for m in linears(model)}
-    kernels.pack(model, force=True)
-    assert all(kernels._PACKS[m] is first[id(m)] for m in linears(model))
-
-
-def test_a_weight_changed_in_place_is_never_read_stale(calls):
-    model = perturbed()
-    idx = torch.randint(0, 500, (2, 10))
-    kernels.pack(model, force=True)
+    with kernels.packed(model, force=True):
+        pass
     with torch.no_grad():
+        model(ids())
+    assert calls["n"] == 0
+    assert all(kernels.is_packed(m) for m in linears(model))
+    kept = {id(m): kernels._PACKS[m] for m in linears(model)}
+    with kernels.packed(model, force=True), torch.no_grad():
+        model(ids())
+    assert calls["n"] == len(linears(model))
+    assert all(kernels._PACKS[m] is kept[id(m)] for m in linears(model))  # unchanged weights: not re-packed
+
+
+def test_blocks_nest():
+    model = perturbed()
+    with kernels.packed(model, force=True):
+        with kernels.packed(model, force=True):
+            assert kernels._PACKS[model.lm_head].active == 2
+        assert kernels._PACKS[model.lm_head].active == 1
+    assert kernels._PACKS[model.lm_head].active == 0
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.transformer.h[0].mlp.c_fc.weight.mul_(2.0),  # in place: autograd's counter moves
+        lambda m: m.transformer.h[0].mlp.c_fc.weight.data[:, 3].zero_(),  # through .data: the counter does not
+        lambda m: m.transformer.h[1].attn.c_attn.weight.data.copy_(m.transformer.h[1].attn.c_attn.weight.data.flip(0)),
+        lambda m: setattr(m.transformer.h[0].attn.c_proj, "weight", torch.nn.Parameter(torch.zeros(64, 64))),
+        lambda m: m.double().float(),  # new memory, possibly at the old address
+    ],
+    ids=["in-place", "data-column", "data-permuted", "replaced", "dtype-round-trip"],
+)
+def test_an_edited_weight_is_never_read_stale(edit):
+    model = perturbed()
+    idx = ids()
+    with kernels.packed(model, force=True):
+        pass
+    with torch.no_grad():
+        edit(model)
+        want = dense_logits(model, idx)
+        with kernels.packed(model, force=True):
+            got = model(idx)
+    assert (got - want).abs().max().item() <= 1e-5
+
+
+def test_an_in_place_edit_inside_the_block_turns_that_layer_dense(calls):
+    model = perturbed()
+    idx = ids()
+    with kernels.packed(model, force=True), torch.no_grad():
         model.transformer.h[0].mlp.c_fc.weight.mul_(2.0)
-        changed = model(idx)
-    assert not kernels.is_packed(model.transformer.h[0].mlp.c_fc)
-    assert kernels.is_packed(model.transformer.h[1].mlp.c_fc)
-    kernels.unpack(model)
-    with torch.no_grad():
-        assert torch.allclose(changed, model(idx), atol=1e-5)
-
-
-def test_a_replaced_weight_is_never_read_stale():
-    model = perturbed()
-    idx = torch.randint(0, 500, (2, 10))
-    kernels.pack(model, force=True)
-    layer = model.transformer.h[0].attn.c_proj
-    layer.weight = torch.nn.Parameter(torch.zeros_like(layer.weight))
-    with torch.no_grad():
         got = model(idx)
-    kernels.unpack(model)
-    with torch.no_grad():
-        assert torch.allclose(got, model(idx), atol=1e-5)
+        assert calls["n"] == len(linears(model)) - 1
+    assert torch.allclose(got, dense_logits(model, idx), atol=1e-5)
 
 
 def test_training_takes_the_dense_path_and_gets_the_same_gradients(calls):
     model = perturbed()
-    idx = torch.randint(0, 500, (2, 12))
+    idx = ids(2, 12)
     _, loss = model(idx, idx)
     loss.backward()
     want = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    kernels.pack(model, force=True)
-    _, loss = model(idx, idx)
-    loss.backward()
+    with kernels.packed(model, force=True):
+        _, loss = model(idx, idx)
+        loss.backward()
     assert calls["n"] == 0
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), want))
 
 
 def test_cpu_autocast_takes_the_dense_path(calls):
     model = perturbed()
-    idx = torch.randint(0, 500, (2, 12))
-    kernels.pack(model, force=True)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        got = model(idx)
+    with kernels.packed(model, force=True), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(ids())
     assert calls["n"] == 0
     assert got.dtype == torch.bfloat16
 
 
-def test_greedy_generation_is_the_same_with_and_without_packs(monkeypatch):
+def test_generate_and_evaluate_use_the_packs_and_change_nothing(monkeypatch, calls):
+    from gpt2lab.evaluate import evaluate
+
     model = perturbed(seed=3)
-    idx = torch.randint(0, 500, (2, 8), generator=torch.Generator().manual_seed(1))
+    idx = ids(2, 8)
+    text = ids(1, 150)[0]
     monkeypatch.setenv("GPT2LAB_PACKED_LINEAR", "0")
     dense = model.generate(idx, 20, temperature=0)
-    assert kernels.pack(model, force=True) == 0  # "0" wins over force
-    assert not any(kernels.is_packed(m) for m in linears(model))
+    dense_eval = evaluate(model, text, block_size=32)
+    assert calls["n"] == 0 and not any(kernels.is_packed(m) for m in linears(model))
     monkeypatch.setenv("GPT2LAB_PACKED_LINEAR", "1")
     packed = model.generate(idx, 20, temperature=0)
-    assert all(kernels.is_packed(m) for m in linears(model))  # generate packed the CPU model itself
+    assert calls["n"] > 0
+    n = calls["n"]
+    packed_eval = evaluate(model, text, block_size=32)
+    assert calls["n"] > n
     assert torch.equal(packed, dense)
+    assert packed_eval.loss == pytest.approx(dense_eval.loss, abs=1e-5)
+
+
+def test_env_zero_wins_over_force(monkeypatch):
+    monkeypatch.setenv("GPT2LAB_PACKED_LINEAR", "0")
+    model = perturbed()
+    with kernels.packed(model, force=True) as nbytes:
+        assert nbytes == 0
+    assert not any(kernels.is_packed(m) for m in linears(model))
 
 
 def test_unpack_and_copies():
     model = perturbed()
     kernels.pack(model, force=True)
-    twin = copy.deepcopy(model)  # the opaque packed tensors live outside the modules
+    twin = copy.deepcopy(model)
     assert not any(kernels.is_packed(m) for m in linears(twin))
     kernels.unpack(model)
     assert not any(kernels.is_packed(m) for m in linears(model))
@@ -147,13 +192,12 @@ def test_unpack_and_copies():
 
 def test_without_onednn_nothing_is_packed_and_results_are_unchanged(monkeypatch):
     model = perturbed()
-    idx = torch.randint(0, 500, (2, 10))
     with torch.no_grad():
-        want = model(idx)
+        want = model(ids())
     monkeypatch.setattr(kernels, "_OPS", [None])
-    assert kernels.pack(model, force=True) == 0
-    with torch.no_grad():
-        assert torch.equal(model(idx), want)
+    with kernels.packed(model, force=True) as nbytes, torch.no_grad():
+        assert nbytes == 0
+        assert torch.equal(model(ids()), want)
 
 
 def test_a_failing_self_check_disables_packing(monkeypatch):
@@ -178,13 +222,23 @@ def test_too_little_memory_packs_nothing_with_a_warning(monkeypatch):
 
 def test_bf16_packs_when_the_cpu_can_and_stays_close():
     model = perturbed().to(torch.bfloat16)
-    idx = torch.randint(0, 500, (2, 10))
+    idx = ids()
     with torch.no_grad():
         dense = model(idx).float()
-        packed_bytes = kernels.pack(model, force=True)
-        got = model(idx).float()
-    assert (packed_bytes > 0) == kernels.works(torch.bfloat16)
+        with kernels.packed(model, force=True) as nbytes:
+            got = model(idx).float()
+    assert (nbytes > 0) == kernels.works(torch.bfloat16)
     assert (got - dense).abs().max().item() <= 0.1 * dense.abs().max().item()
+
+
+def test_fingerprint_sees_any_change_and_only_a_change():
+    w = torch.randn(48, 32).t()  # Conv1D memory order
+    before = kernels._fingerprint(w)
+    assert kernels._fingerprint(w) == before
+    w2 = w.clone()
+    w2[5, 7] += 1e-3
+    assert kernels._fingerprint(w2) != before
+    assert kernels._fingerprint(w[[1, 0] + list(range(2, 32))]) != before  # two rows swapped
 
 
 def test_linear_is_f_linear_in_conv1d_memory_order():

@@ -97,8 +97,8 @@ def evaluate(
         raise DataError(f"the text has {n} token(s); it takes at least 2 to score one")
     vocab = model.config.vocab_size
     device = model.device
-    if device.type == "cpu":
-        kernels.pack(model)  # oneDNN-packed weights for the forward passes (see gpt2lab.kernels)
+    # on a CPU, oneDNN-packed weights where they pay (see gpt2lab.kernels)
+    fast_products = kernels.packed(model) if device.type == "cpu" else contextlib.nullcontext()
     was_training = model.training
     model.eval()
 
@@ -111,33 +111,34 @@ def evaluate(
     nll = torch.zeros((), dtype=torch.float64)
     scored = 0
     i = 0
-    try:
-        while i < len(plan):
-            # windows of equal length go through together (all but the last one, usually)
-            length = plan[i][1] - plan[i][0]
-            group = [plan[i]]
-            while i + len(group) < len(plan) and len(group) < batch_size and plan[i + len(group)][1] - plan[i + len(group)][0] == length:
-                group.append(plan[i + len(group)])
-            rows = np.stack([np.asarray(ids[b:e], dtype=np.int64) for b, e, _ in group])  # (b, L)
-            x = torch.from_numpy(rows).to(device)
-            if int(x.max()) >= vocab:
-                raise DataError(f"token id {int(x.max())} is outside the model's vocabulary of {vocab}: tokenizer mismatch")
-            ctx_manager = torch.autocast(device.type, dtype=dtype) if dtype not in (None, torch.float32) else contextlib.nullcontext()
-            with ctx_manager:
-                logits = model(x)  # (b, L, V)
-            # position t's logits predict token t + 1
-            per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, L-1)
-            for row, (begin, _, first) in enumerate(group):
-                keep = per_token[row, first - begin - 1 :]  # targets first..end-1
-                nll += keep.double().sum().cpu()
-                scored += keep.numel()
-            i += len(group)
+    with fast_products:
+        try:
+            while i < len(plan):
+                # windows of equal length go through together (all but the last one, usually)
+                length = plan[i][1] - plan[i][0]
+                group = [plan[i]]
+                while i + len(group) < len(plan) and len(group) < batch_size and plan[i + len(group)][1] - plan[i + len(group)][0] == length:
+                    group.append(plan[i + len(group)])
+                rows = np.stack([np.asarray(ids[b:e], dtype=np.int64) for b, e, _ in group])  # (b, L)
+                x = torch.from_numpy(rows).to(device)
+                if int(x.max()) >= vocab:
+                    raise DataError(f"token id {int(x.max())} is outside the model's vocabulary of {vocab}: tokenizer mismatch")
+                ctx_manager = torch.autocast(device.type, dtype=dtype) if dtype not in (None, torch.float32) else contextlib.nullcontext()
+                with ctx_manager:
+                    logits = model(x)  # (b, L, V)
+                # position t's logits predict token t + 1
+                per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, L-1)
+                for row, (begin, _, first) in enumerate(group):
+                    keep = per_token[row, first - begin - 1 :]  # targets first..end-1
+                    nll += keep.double().sum().cpu()
+                    scored += keep.numel()
+                i += len(group)
+                if bar is not None:
+                    bar.update(len(group))
+        finally:
             if bar is not None:
-                bar.update(len(group))
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
+                bar.close()
+            model.train(was_training)
     loss = (nll / scored).item()
     return EvalResult(loss, math.exp(loss) if loss < 700 else float("inf"), scored, len(plan), block_size, stride)
 

@@ -572,12 +572,12 @@ def _decode(
             decoder.set_padding(key_mask)
         return logits, next_pos
 
-    if device.type == "cpu" and not compile:
-        kernels.pack(model)  # oneDNN-packed weights: the products run 2-3x faster; kept for the next call
+    # on a CPU, oneDNN-packed weights where they pay (2-3x faster products; kept for the next call)
+    fast_products = kernels.packed(model) if device.type == "cpu" and not compile else contextlib.nullcontext()
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), fast_products:
             logits, next_pos = fill(window, window_mask)
             for step in range(max_new_tokens):
                 logits = logits.float()  # (B, V)

@@ -8,13 +8,16 @@ into the blocked order they stream: on the 2-core AMD EPYC (AVX-512) we develop 
 token per row, 3x for eight, 2.5x for a 512-token prompt (``benchmarks/README.md``). The numbers are
 the same function to float rounding (a different summation order: ~1e-6 relative in fp32).
 
-``pack(model)`` makes that packed copy of every ``model.Linear`` weight; from then on each Linear
-uses it whenever nothing needs its gradient (``torch.no_grad()``, eval, generation) and its dense
-weight is unchanged. ``generate`` and ``evaluate`` pack a CPU model by themselves where it pays
-(``worthwhile``); call ``pack(model, force=True)`` to try it anywhere. The cost: one copy of the
-weight matrices in memory (``unpack(model)`` frees it) and a one-off re-layout (0.3-1 s for the
-124M model). Training never uses it, and neither does anything on a GPU, in a dtype the CPU's
-oneDNN cannot do, or inside ``torch.compile``.
+``with packed(model): ...`` makes that packed copy of every ``model.Linear`` weight (once: it is
+kept for the next time) and, inside the block, each Linear uses it whenever nothing needs its
+gradient (``torch.no_grad()``, eval, generation). ``generate`` and ``evaluate`` do this by themselves
+on a CPU where it pays (``worthwhile``); ``packed(model, force=True)`` tries it anywhere. Outside
+such a block every product is plain ``F.linear``, so editing the weights can never meet a stale
+copy: each block first checks every kept copy against a fingerprint of its dense weight (one read of
+the weights, like one decoding step) and re-packs what changed, even through ``.data``. The cost: one
+copy of the weight matrices in memory (``unpack(model)`` frees it) and a one-off re-layout (0.3-1 s
+for the 124M model). Training never uses it, and neither does anything on a GPU, in a dtype the
+CPU's oneDNN cannot do, or inside ``torch.compile``.
 
 Where it pays: MKL takes its generic code path on non-Intel x86 CPUs, so there oneDNN wins big
 (AMD EPYC: the numbers above); on an Intel Xeon, MKL is as good as oneDNN for eight rows and better
@@ -26,10 +29,12 @@ self-check, nothing is packed and every product stays dense: same results, old s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import warnings
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -41,16 +46,19 @@ import torch.nn.functional as F
 ROWS_HINT = 8
 
 
-@dataclass(frozen=True)
+@dataclass
 class PackedWeight:
-    """A linear layer's weight in oneDNN's blocked order, and which dense weight it came from."""
+    """A linear layer's weight in oneDNN's blocked order, and the dense weight it was made from."""
 
     weight: torch.Tensor  # opaque mkldnn tensor, logically (out, in)
-    source_ptr: int  # the dense weight's storage address when packed ...
-    source_version: int  # ... and its in-place version counter: a change to either makes it stale
+    source: torch.Tensor  # an alias of the dense weight: keeps its memory, so no other tensor takes its address
+    version: int  # the dense weight's in-place version counter when packed
+    fingerprint: float  # a random projection of the dense weight's numbers (see _fingerprint)
+    active: int = 0  # how many packed(...) blocks use it now
 
     def is_current(self, dense: torch.Tensor) -> bool:
-        return dense.data_ptr() == self.source_ptr and dense._version == self.source_version
+        """Cheap check, every product: same memory, no in-place change seen by autograd's counter."""
+        return dense.data_ptr() == self.source.data_ptr() and dense._version == self.version
 
 
 # one entry per packed nn.Linear; weak, so a dropped model takes its packs with it (and a deepcopy or
@@ -149,64 +157,111 @@ def available_memory() -> int | None:
     return None
 
 
-def pack(model: nn.Module, *, force: bool = False) -> int:
-    """Pack every CPU ``nn.Linear`` weight of ``model`` for oneDNN (those already current are kept),
-    if ``worthwhile()`` here or ``force`` (``GPT2LAB_PACKED_LINEAR=0`` still wins).
+_PROBES: dict[int, torch.Tensor] = {}  # fixed random vectors by length, for fingerprints
 
-    Returns the number of bytes the packed copies hold (0 when nothing could be packed). Cheap to
-    call again: only weights that changed since are packed anew. When the copies would take more
-    than half the memory still available, nothing is packed (with a warning): speed is not worth
-    swapping. A model loaded from safetensors is mapped from the file, so its dense pages stay
-    reclaimable while the packed copy is in use.
+
+def _probe(n: int) -> torch.Tensor:
+    if n not in _PROBES:
+        _PROBES[n] = torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float32)
+    return _PROBES[n]
+
+
+def _fingerprint(w: torch.Tensor) -> float:
+    """uᵀ W v for fixed random u, v, over the weight in its memory order: one read of W (a matrix-
+    vector product). Any change to the numbers (one element, a zeroed row, two rows swapped) moves
+    it, and the same numbers give the same value bit for bit (same kernel, same order)."""
+    with torch.no_grad():
+        m = w.detach()
+        if not m.is_contiguous() and m.t().is_contiguous():
+            m = m.t()  # our Conv1D order: read it as the contiguous (in, out) matrix it is
+        m = m.float() if m.dtype != torch.float32 else m
+        return float((m @ _probe(m.size(1))) @ _probe(m.size(0)))
+
+
+def _linears(model: nn.Module) -> list[nn.Linear]:
+    return [
+        m for m in model.modules()
+        if isinstance(m, nn.Linear) and m.weight.device.type == "cpu" and m.weight.dim() == 2 and works(m.weight.dtype)
+    ]
+
+
+def pack(model: nn.Module, *, force: bool = False) -> int:
+    """Make (or refresh) the packed copy of every CPU ``nn.Linear`` weight of ``model``, if
+    ``worthwhile()`` here or ``force`` (``GPT2LAB_PACKED_LINEAR=0`` still wins).
+
+    Copies kept from before are checked against their dense weight's fingerprint and re-packed if
+    it changed. Returns the bytes the packed copies hold (0 when nothing could be packed). When new
+    copies would take more than half the memory still available, none is made (with a warning):
+    speed is not worth swapping. A model loaded from safetensors is mapped from the file, so its
+    dense pages stay reclaimable while the packed copy is in use. ``packed(model)`` calls this.
     """
     if setting() == "0" or not (force or worthwhile()) or _ops() is None:
         return 0
     reorder = _ops()[0]
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.weight.device.type == "cpu" and m.weight.dim() == 2]
-    linears = [m for m in linears if works(m.weight.dtype)]
-    todo = [m for m in linears if not is_packed(m)]
-    needed = sum(m.weight.numel() * m.weight.element_size() for m in todo)
-    free = available_memory()
-    if todo and free is not None and needed > free // 2:
-        warnings.warn(
-            f"not packing the weights for faster CPU inference: the copy needs {needed / 2**30:.1f} GiB and "
-            f"{free / 2**30:.1f} GiB is available; products stay on the slower dense path",
-            stacklevel=2,
-        )
-        return sum(m.weight.numel() * m.weight.element_size() for m in linears if is_packed(m))
+    linears = _linears(model)
     with torch.no_grad():
-        for module in todo:
-            w = module.weight
+        prints = {m: _fingerprint(m.weight) for m in linears}
+        for m in linears:
+            kept = _PACKS.get(m)
+            if kept is not None and not (kept.is_current(m.weight) and kept.fingerprint == prints[m]):
+                del _PACKS[m]  # changed since: in place, replaced, or through .data
+        todo = [m for m in linears if m not in _PACKS]
+        needed = sum(m.weight.numel() * m.weight.element_size() for m in todo)
+        free = available_memory()
+        if todo and free is not None and needed > free // 2:
+            warnings.warn(
+                f"not packing the weights for faster CPU inference: the copy needs {needed / 2**30:.1f} GiB and "
+                f"{free / 2**30:.1f} GiB is available; products stay on the slower dense path",
+                stacklevel=2,
+            )
+            todo = []
+        for m in todo:
+            w = m.weight.detach()
             # read the dense weight as it sits in memory: our Conv1D order is the transpose of a
             # contiguous (in, out) matrix, which oneDNN reorders directly (no dense copy first)
-            _PACKS[module] = PackedWeight(reorder(w.detach(), ROWS_HINT), w.data_ptr(), w._version)
-    return sum(m.weight.numel() * m.weight.element_size() for m in linears)
+            _PACKS[m] = PackedWeight(reorder(w, ROWS_HINT), w, m.weight._version, prints[m])
+    return sum(m.weight.numel() * m.weight.element_size() for m in linears if m in _PACKS)
+
+
+@contextlib.contextmanager
+def packed(model: nn.Module, *, force: bool = False) -> Iterator[int]:
+    """Inside the block, ``model``'s Linear layers multiply with packed weights (see ``pack``) when no
+    gradient is needed; yields the bytes packed (0: everything stays dense). Blocks may nest."""
+    nbytes = pack(model, force=force)
+    using = [_PACKS[m] for m in _linears(model) if m in _PACKS] if nbytes else []
+    for p in using:
+        p.active += 1
+    try:
+        yield nbytes
+    finally:
+        for p in using:
+            p.active -= 1
 
 
 def unpack(model: nn.Module) -> None:
-    """Drop the packed copies of ``model``'s weights (every product goes back to dense ``F.linear``)."""
+    """Drop the packed copies of ``model``'s weights and the memory they hold."""
     for module in model.modules():
         _PACKS.pop(module, None)
 
 
 def is_packed(module: nn.Linear) -> bool:
-    """Whether ``module`` has a current packed weight."""
-    packed = _PACKS.get(module)
-    return packed is not None and packed.is_current(module.weight)
+    """Whether ``module`` has a packed copy of its present weight (by the cheap check)."""
+    kept = _PACKS.get(module)
+    return kept is not None and kept.is_current(module.weight)
 
 
 def linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``: x Wᵀ + b (..., in) -> (..., out), from the packed weight when it may be used."""
     if not _is_compiling() and _PACKS:
-        packed = _PACKS.get(module)
+        kept = _PACKS.get(module)
         if (
-            packed is not None
+            kept is not None
+            and kept.active
             and not (torch.is_grad_enabled() and (module.weight.requires_grad or x.requires_grad))
             and x.device.type == "cpu"
             and x.dtype == module.weight.dtype
             and not _cpu_autocast()
+            and kept.is_current(module.weight)  # an in-place change inside the block: dense from here on
         ):
-            if packed.is_current(module.weight):
-                return _OPS[0][1](x, packed.weight, module.bias, "none", [], "")
-            del _PACKS[module]  # the weight changed in place or was replaced: the copy is stale
+            return _OPS[0][1](x, kept.weight, module.bias, "none", [], "")
     return F.linear(x, module.weight, module.bias)

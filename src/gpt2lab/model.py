@@ -179,9 +179,9 @@ class Linear(nn.Linear):
       Nothing about the function changes, only the order of the numbers: it is the order OpenAI's
       Conv1D (and every GPT-2 checkpoint) uses, so a checkpoint is read straight into it and one
       token's ``x @ Wᵀ`` walks the weight row by row (~10% faster decoding with the BLAS).
-    * When ``gpt2lab.kernels.pack`` has made a oneDNN-packed copy of W, products that need no
-      gradient (generation, evaluation on CPU) use it: the same numbers to float rounding, 2-3x
-      faster on CPUs. Training and GPUs always take plain ``F.linear``.
+    * Inside ``gpt2lab.kernels.packed(model)`` (generation and evaluation on a CPU enter it where it
+      pays), products that need no gradient use a oneDNN-packed copy of W: the same numbers to
+      float rounding, 2-3x faster there. Training and GPUs always take plain ``F.linear``.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, conv1d: bool = False) -> None:
