@@ -635,8 +635,8 @@ def _components(config: GPT2Config, counts: dict[str, int], linear_kind: str) ->
                                             f"keys of this and every earlier token, softmaxes the scores and averages the "
                                             f"values; c_proj ({C:,} -> {C:,}) mixes the heads back into the stream."),
         ("Conv1D vs Linear", "Hugging Face stores these projections as Conv1D, a linear layer whose weight is kept "
-                             f"transposed (in x out, e.g. {C:,} x {3 * C:,}); gpt2lab uses nn.Linear (out x in) and "
-                             "transposes on load. Same function, same count."
+                             f"transposed (in x out, e.g. {C:,} x {3 * C:,}); gpt2lab uses nn.Linear (out x in) with the numbers "
+                             "left in Conv1D's memory order, so a checkpoint loads without a transpose. Same function, same count."
                              + (" This tree is Hugging Face's." if linear_kind == "Conv1D" else "")),
         ("MLP with GELU (mlp)", f"c_fc widens each token's vector from {C:,} to {F_:,}, {gelu} bends it, and c_proj "
                                 f"narrows it back to {C:,}: {mlp_share:.0f}% of each block's parameters."),

@@ -30,7 +30,8 @@ from .model import GPT2
 # ---------------------------------------------------------------------------------------------
 
 # OpenAI's GPT-2 used a "Conv1D" (a linear layer storing its matrix as (in, out)); nn.Linear stores
-# (out, in). These four matrices of every block are therefore transposed on the way in and out.
+# (out, in). These four matrices of every block are therefore transposed on the way in and out: as
+# views, since ``model.Linear(conv1d=True)`` keeps the stored memory order and no number moves.
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Buffers some checkpoints carry: the causal mask as a (1, 1, n_positions, n_positions) tensor and a
 # constant -1e4. We build the mask on the fly, so they carry no information for us.
