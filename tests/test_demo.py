@@ -77,3 +77,22 @@ def test_demo_cli_with_a_missing_model_is_one_line_exit_2(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "no such checkpoint directory" in out.stderr
+
+
+@pytest.mark.parametrize("fp32, bf16, expected", [(8000.0, 13000.0, "bf16"), (8000.0, 9000.0, "fp32"), (8000.0, 0.0, "fp32")])
+def test_demo_trains_in_bf16_only_where_it_is_clearly_faster(monkeypatch, tmp_path, fp32, bf16, expected):
+    import gpt2lab.demo as demo_module
+
+    rates = {"fp32": fp32, "bf16": bf16}
+
+    def pace(settings, data_dir, work, dtype):
+        if not rates[dtype]:
+            raise RuntimeError("no bf16 kernels on this CPU")
+        return rates[dtype]
+
+    monkeypatch.setattr(demo_module, "_tokens_per_s", pace)
+    settings = demo_module.STANDARD
+    steps, tok_per_s, dtype, ratio = demo_module._steps_for(4.0, settings, tmp_path, tmp_path)
+    assert dtype == expected and tok_per_s == rates[expected] and ratio == pytest.approx(bf16 / fp32)
+    # the step count fills the time budget at the chosen pace (less 25 s for evaluation and samples)
+    assert steps == int((4 * 60 - 25) / (settings.batch_size * settings.block_size / tok_per_s)) // 5 * 5
