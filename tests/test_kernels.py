@@ -131,6 +131,18 @@ def test_an_in_place_edit_inside_the_block_turns_that_layer_dense(calls):
     assert torch.allclose(got, dense_logits(model, idx), atol=1e-5)
 
 
+def test_a_model_made_under_inference_mode_packs_and_generates(calls):
+    with torch.inference_mode():
+        model = perturbed()
+        idx = ids()
+        want = dense_logits(model, idx)
+        with kernels.packed(model, force=True):
+            got = model(idx)
+        assert calls["n"] == len(linears(model))
+        assert (got - want).abs().max().item() <= 1e-5
+        model.generate(idx, 3, temperature=0)  # no version counters to read: still works
+
+
 def test_training_takes_the_dense_path_and_gets_the_same_gradients(calls):
     model = perturbed()
     idx = ids(2, 12)

@@ -58,7 +58,13 @@ class PackedWeight:
 
     def is_current(self, dense: torch.Tensor) -> bool:
         """Cheap check, every product: same memory, no in-place change seen by autograd's counter."""
-        return dense.data_ptr() == self.source.data_ptr() and dense._version == self.version
+        return dense.data_ptr() == self.source.data_ptr() and _version(dense) == self.version
+
+
+def _version(t: torch.Tensor) -> int:
+    """Autograd's in-place version counter; tensors made under ``torch.inference_mode()`` have none
+    (-1: only the fingerprint at each ``packed`` entry watches them)."""
+    return -1 if t.is_inference() else t._version
 
 
 # one entry per packed nn.Linear; weak, so a dropped model takes its packs with it (and a deepcopy or
@@ -219,7 +225,7 @@ def pack(model: nn.Module, *, force: bool = False) -> int:
             w = m.weight.detach()
             # read the dense weight as it sits in memory: our Conv1D order is the transpose of a
             # contiguous (in, out) matrix, which oneDNN reorders directly (no dense copy first)
-            _PACKS[m] = PackedWeight(reorder(w, ROWS_HINT), w, m.weight._version, prints[m])
+            _PACKS[m] = PackedWeight(reorder(w, ROWS_HINT), w, _version(m.weight), prints[m])
     return sum(m.weight.numel() * m.weight.element_size() for m in linears if m in _PACKS)
 
 
