@@ -21,7 +21,6 @@ least disturbed by other work on the machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import platform
@@ -51,11 +50,6 @@ def best_time(fn, repeats: int, device: str) -> float:
         sync(device)
         times.append(CLOCK() - t0)
     return min(times)
-
-
-def own_products(model: GPT2, device: str):
-    """The products as ``generate`` runs them: packed inside this block on a CPU (where it pays)."""
-    return kernels.packed(model) if device == "cpu" else contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -158,7 +152,7 @@ def main() -> None:
             t["hf"] = min(t["hf"], best_time(lambda: hf_n(N), 1, device))
             t["ours1"] = min(t["ours1"], best_time(lambda: ours_n(1), 1, device))
             t["hf1"] = min(t["hf1"], best_time(lambda: hf_n(1), 1, device))
-            with own_products(ours, device):
+            with kernels.packed(ours):  # the products as generate runs them
                 t["floor"] = min(t["floor"], best_time(lambda: [floor_step(ours, x, True) for _ in range(N)], 1, device))
             t["dense_floor"] = min(t["dense_floor"], best_time(lambda: [floor_step(ours, x, False) for _ in range(N)], 1, device))
         r_ours, r_hf, r_floor = B * N / t["ours"], B * N / t["hf"], B * N / t["floor"]

@@ -97,8 +97,6 @@ def evaluate(
         raise DataError(f"the text has {n} token(s); it takes at least 2 to score one")
     vocab = model.config.vocab_size
     device = model.device
-    # on a CPU, oneDNN-packed weights where they pay (see gpt2lab.kernels)
-    fast_products = kernels.packed(model) if device.type == "cpu" else contextlib.nullcontext()
     was_training = model.training
     model.eval()
 
@@ -111,7 +109,7 @@ def evaluate(
     nll = torch.zeros((), dtype=torch.float64)
     scored = 0
     i = 0
-    with fast_products:
+    with kernels.packed(model):  # on a CPU, oneDNN-packed weights where they pay; elsewhere nothing
         try:
             while i < len(plan):
                 # windows of equal length go through together (all but the last one, usually)

@@ -30,6 +30,7 @@ self-check, nothing is packed and every product stays dense: same results, old s
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import warnings
@@ -89,6 +90,7 @@ def setting() -> str:
     return value if value in ("0", "1") else "auto"
 
 
+@functools.cache  # read once: generate asks on every call
 def cpu_vendor() -> str:
     """The x86 vendor string ("GenuineIntel", "AuthenticAMD", ...), or "" where unknown."""
     try:
@@ -201,8 +203,17 @@ def pack(model: nn.Module, *, force: bool = False) -> int:
     speed is not worth swapping. A model loaded from safetensors is mapped from the file, so its
     dense pages stay reclaimable while the packed copy is in use. ``packed(model)`` calls this.
     """
+    return _weight_bytes(_pack(model, force))
+
+
+def _weight_bytes(layers: list[nn.Linear]) -> int:
+    return sum(m.weight.numel() * m.weight.element_size() for m in layers)
+
+
+def _pack(model: nn.Module, force: bool) -> list[nn.Linear]:
+    """``pack``'s work; returns the layers that now hold a current packed copy."""
     if setting() == "0" or not (force or worthwhile()) or _ops() is None:
-        return 0
+        return []
     reorder = _ops()[0]
     linears = _linears(model)
     with torch.no_grad():
@@ -212,13 +223,13 @@ def pack(model: nn.Module, *, force: bool = False) -> int:
             if kept is not None and not (kept.is_current(m.weight) and kept.fingerprint == prints[m]):
                 del _PACKS[m]  # changed since: in place, replaced, or through .data
         todo = [m for m in linears if m not in _PACKS]
-        needed = sum(m.weight.numel() * m.weight.element_size() for m in todo)
+        needed = _weight_bytes(todo)
         free = available_memory()
         if todo and free is not None and needed > free // 2:
             warnings.warn(
                 f"not packing the weights for faster CPU inference: the copy needs {needed / 2**30:.1f} GiB and "
                 f"{free / 2**30:.1f} GiB is available; products stay on the slower dense path",
-                stacklevel=2,
+                stacklevel=3,
             )
             todo = []
         for m in todo:
@@ -226,19 +237,20 @@ def pack(model: nn.Module, *, force: bool = False) -> int:
             # read the dense weight as it sits in memory: our Conv1D order is the transpose of a
             # contiguous (in, out) matrix, which oneDNN reorders directly (no dense copy first)
             _PACKS[m] = PackedWeight(reorder(w, ROWS_HINT), w, _version(m.weight), prints[m])
-    return sum(m.weight.numel() * m.weight.element_size() for m in linears if m in _PACKS)
+    return [m for m in linears if m in _PACKS]
 
 
 @contextlib.contextmanager
 def packed(model: nn.Module, *, force: bool = False) -> Iterator[int]:
     """Inside the block, ``model``'s Linear layers multiply with packed weights (see ``pack``) when no
-    gradient is needed; yields the bytes packed (0: everything stays dense). Blocks may nest."""
-    nbytes = pack(model, force=force)
-    using = [_PACKS[m] for m in _linears(model) if m in _PACKS] if nbytes else []
+    gradient is needed; yields the bytes packed (0: everything stays dense, as for a model on a GPU).
+    Blocks may nest."""
+    layers = _pack(model, force)
+    using = [_PACKS[m] for m in layers]
     for p in using:
         p.active += 1
     try:
-        yield nbytes
+        yield _weight_bytes(layers)
     finally:
         for p in using:
             p.active -= 1
