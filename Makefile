@@ -1,4 +1,5 @@
 # Two commands for a newcomer: `make demo` and `make test`. Each builds .venv on first use.
+# For contributors: `make lint` (ruff + mypy on src/, configured in pyproject.toml).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -6,13 +7,13 @@ PY     := $(VENV)/bin/python
 # torch would pull a multi-GB CUDA build. Override for your own hardware: make TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test lint browser bench venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,lint]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -20,11 +21,29 @@ venv: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/gpt2lab demo
 
-test: $(VENV)/.installed
+# The page tests drive Debian's chromium through chromedriver. Install them here, once, where we
+# may (root with apt-get); elsewhere say what to do: pytest -m "not browser" runs everything else.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver for the browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+		echo "note: /usr/bin/chromium or /usr/bin/chromedriver is missing and cannot be installed here (needs root and apt-get);"; \
+		echo "      install Debian's chromium and chromium-driver, or skip those tests: $(PY) -m pytest -m 'not browser'"; \
+	fi
+
+test: $(VENV)/.installed browser
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -21,7 +21,7 @@ from .trace import Trace, trace
 from .data import prepare
 from .train import TrainConfig, TrainResult  # run with gpt2lab.train.train(TrainConfig(...))
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # written here only: pyproject.toml reads it (dynamic version)
 
 __all__ = [
     "GPT2", "GPT2Config", "KVCache", "PRESETS", "Tokenizer",

@@ -92,7 +92,7 @@ class GPT2Config:
     # -- presets -------------------------------------------------------------------------------
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "GPT2Config":
+    def from_preset(cls, name: str, **overrides: Any) -> GPT2Config:
         """One of "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", with optional field overrides.
 
         >>> GPT2Config.from_preset("gpt2", embd_pdrop=0.0).n_embd
@@ -103,7 +103,7 @@ class GPT2Config:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[key], **overrides})
 
-    def replace(self, **changes: Any) -> "GPT2Config":
+    def replace(self, **changes: Any) -> GPT2Config:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
@@ -113,7 +113,7 @@ class GPT2Config:
     # -- Hugging Face config.json ----------------------------------------------------------------
 
     @classmethod
-    def from_hf_dict(cls, hf: dict[str, Any]) -> "GPT2Config":
+    def from_hf_dict(cls, hf: dict[str, Any]) -> GPT2Config:
         """Read a transformers ``GPT2Config`` dictionary (the contents of ``config.json``).
 
         Options that change the function the network computes and that this model does not
@@ -189,7 +189,7 @@ class GPT2Config:
         return hf
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "GPT2Config":
+    def from_json_file(cls, path: str | os.PathLike) -> GPT2Config:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -27,12 +27,15 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import DataError
 from .files import atomic_write, atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch  # at run time imported where it is used, so `prepare` runs without loading it
 
 FORMAT_VERSION = 1
 META = "meta.json"
@@ -394,7 +397,10 @@ class PreparedData:
     def summary(self) -> str:
         m = self.meta
         if self.skipped:
-            return f"{self.directory}: inputs unchanged since the last prepare; nothing to do ({m['train_tokens']:,} train / {m['val_tokens']:,} val tokens)"
+            return (
+                f"{self.directory}: inputs unchanged since the last prepare; nothing to do "
+                f"({m['train_tokens']:,} train / {m['val_tokens']:,} val tokens)"
+            )
         line = (
             f"{self.directory}: {m['train_tokens']:,} train + {m['val_tokens']:,} val tokens ({m['dtype']}) "
             f"from {m['documents']:,} documents in {m['files']:,} source(s)"
@@ -577,12 +583,13 @@ def _split(all_path: Path, out: Path, n: int, dtype: str, val_fraction: float) -
     src = np.memmap(all_path, dtype=dtype, mode="r", shape=(n,))
     step = 1 << 22
 
-    def copy(spans: list[tuple[int, int]]):
+    def copy(source: np.memmap, spans: list[tuple[int, int]]):
+        # the memmap is passed in, not closed over, so that `del src` below really lets go of the file
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 for a, b in spans:
                     for i in range(a, b, step):
-                        handle.write(np.ascontiguousarray(src[i : min(b, i + step)]).tobytes())
+                        handle.write(np.ascontiguousarray(source[i : min(b, i + step)]).tobytes())
 
         return write
 
@@ -591,8 +598,8 @@ def _split(all_path: Path, out: Path, n: int, dtype: str, val_fraction: float) -
         train_spans.append((start, a))
         start = b
     train_spans.append((start, n))
-    atomic_write(out / TRAIN, copy(train_spans))
-    atomic_write(out / VAL, copy(ranges))
+    atomic_write(out / TRAIN, copy(src, train_spans))
+    atomic_write(out / VAL, copy(src, ranges))
     del src
     return sum(b - a for a, b in train_spans), sum(b - a for a, b in ranges)
 
@@ -616,7 +623,7 @@ def save_tokens(
     if max_id >= n_vocab:
         raise DataError(f"token id {max_id} is outside a vocabulary of {n_vocab}")
     for fname, arr in arrays.items():
-        atomic_write(out / fname, lambda tmp, arr=arr: tmp.write_bytes(arr.tobytes()))
+        atomic_write_bytes(out / fname, arr.tobytes())
     digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()
     meta = {
         "format": FORMAT_VERSION,
@@ -725,23 +732,25 @@ class BatchSampler:
         self.shifted = fit > 1
         self.n_windows = fit - 1 if self.shifted else fit
 
-    def _prepare_epoch(self, epoch: int) -> None:
-        if epoch != self._epoch:
+    def _prepare_epoch(self, epoch: int) -> np.ndarray:
+        """The window order of ``epoch`` (drawn once per epoch, together with its offset)."""
+        if epoch != self._epoch or self._order is None:
             rng = np.random.default_rng([self.seed, epoch])
             self._offset = int(rng.integers(self.block_size)) if self.shifted else 0
             self._order = rng.permutation(self.n_windows)
             self._epoch = epoch
+        return self._order
 
     def window_starts(self, start: int, count: int) -> np.ndarray:
         """Token offsets of windows ``start .. start + count - 1`` of the stream."""
         starts = np.empty(count, dtype=np.int64)
         for i in range(count):
             epoch, j = divmod(start + i, self.n_windows)
-            self._prepare_epoch(epoch)
-            starts[i] = self._offset + int(self._order[j]) * self.block_size
+            order = self._prepare_epoch(epoch)
+            starts[i] = self._offset + int(order[j]) * self.block_size
         return starts
 
-    def next_batch(self) -> tuple["torch.Tensor", "torch.Tensor"]:  # noqa: F821
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's next (x, y), both (batch_size, block_size) int64; y is x shifted by one."""
         first = self.position + self.rank * self.batch_size
         starts = self.window_starts(first, self.batch_size)
@@ -765,7 +774,7 @@ class BatchSampler:
         self.position = int(state["position"])
 
 
-def windows(data: np.ndarray, starts: np.ndarray, block_size: int):
+def windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-token targets for windows starting at ``starts``: two (len(starts), block_size) tensors."""
     import torch
 

@@ -374,7 +374,8 @@ body{font:15px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#1
 main{max-width:1100px;margin:0 auto;padding:24px}
 h1{font-size:24px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d8dce3;padding-bottom:4px}
 section{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:16px;margin:12px 0}
-pre{white-space:pre-wrap;word-break:break-word;background:#0f1720;color:#e7edf5;padding:10px;border-radius:6px;margin:4px 0 0;font:13px/1.45 ui-monospace,Menlo,Consolas,monospace}
+pre{white-space:pre-wrap;word-break:break-word;background:#0f1720;color:#e7edf5;padding:10px;border-radius:6px;margin:4px 0 0;
+    font:13px/1.45 ui-monospace,Menlo,Consolas,monospace}
 table{border-collapse:collapse;width:100%} td,th{text-align:left;vertical-align:top;padding:6px 8px;border-top:1px solid #eceef2}
 img.loss{max-width:100%;height:auto} .muted{color:#667085} li{margin:2px 0}
 """

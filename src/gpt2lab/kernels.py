@@ -259,7 +259,8 @@ def packed(model: nn.Module, *, force: bool = False) -> Iterator[int]:
 def unpack(model: nn.Module) -> None:
     """Drop the packed copies of ``model``'s weights and the memory they hold."""
     for module in model.modules():
-        _PACKS.pop(module, None)
+        if isinstance(module, nn.Linear):
+            _PACKS.pop(module, None)
 
 
 def is_packed(module: nn.Linear) -> bool:
