@@ -1,26 +1,51 @@
-"""Shared fixtures. Model checkpoints are built here, offline: random transformers models with every
-parameter perturbed (so a dropped, swapped or transposed tensor cannot hide behind ones and zeros)."""
+"""Shared fixtures, and the one way tests make a model: random weights with every parameter perturbed
+(``perturb_``; so a dropped, swapped or transposed tensor cannot hide behind ones and zeros), as a
+gpt2lab ``GPT2`` (``perturbed_model``) or a transformers one (``perturbed_hf_model``, saved offline as
+the ``hf_tiny`` / ``hf_wide`` checkpoints)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import torch
 
+from gpt2lab import GPT2, GPT2Config
 
-def perturbed_hf_model(seed: int = 0, **config):
-    """A random ``transformers.GPT2LMHeadModel`` in eval mode whose every parameter is perturbed."""
+Module = TypeVar("Module", bound=torch.nn.Module)
+
+
+def perturb_(model: Module, scale: float = 0.05) -> Module:
+    """Add ``scale`` * N(0, 1) noise to every parameter of ``model`` in place (drawn from torch's
+    global generator), and return it in eval mode.
+
+    LayerNorm weights start at 1 and biases at 0; moving them all away from that lets no dropped,
+    swapped or transposed tensor hide. The noise is drawn in each parameter's logical order
+    (``randn(p.shape)``, not ``randn_like``), so it does not depend on how a weight sits in memory:
+    our Conv1D weights, stored transposed, get the same numbers as transformers' would.
+    """
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, dtype=p.dtype) * scale)
+    return model.eval()
+
+
+def perturbed_model(config: GPT2Config, seed: int = 0, scale: float = 0.05) -> GPT2:
+    """A gpt2lab ``GPT2`` of ``config`` with random weights, every parameter perturbed (see ``perturb_``)."""
+    torch.manual_seed(seed)
+    return perturb_(GPT2(config), scale)
+
+
+def perturbed_hf_model(seed: int = 0, scale: float = 0.05, **config) -> torch.nn.Module:
+    """A random ``transformers.GPT2LMHeadModel`` in eval mode, every parameter perturbed (see ``perturb_``)."""
     from transformers import GPT2Config as HFConfig
     from transformers import GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    hf = GPT2LMHeadModel(HFConfig(**config)).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            # LayerNorm weights start at 1 and biases at 0; move them all well away from that
-            p.add_(torch.randn_like(p) * 0.05)
-    return hf
+    return perturb_(GPT2LMHeadModel(HFConfig(**config)), scale)
 
 
 TINY = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, n_positions=128)
@@ -64,11 +89,6 @@ def hf_wide(tmp_path_factory) -> tuple[object, Path]:
 # A real headless browser (Debian's chromium + chromedriver, driven by selenium), for the pages
 # ---------------------------------------------------------------------------------------------
 
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 CHROME_ARGS = [
@@ -79,12 +99,14 @@ CHROME_ARGS = [
 
 @pytest.fixture(scope="session")
 def chromium() -> tuple[Path, Path]:
-    """Paths of chromium and chromedriver, installing Debian's packages once if either is missing."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env, capture_output=True)
-    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "apt-get did not install chromium and chromium-driver"
+    """Paths of chromium and chromedriver (Debian's packages, which ``make test`` installs)."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not found: `make test` installs Debian's chromium and chromium-driver "
+            "(as root: apt-get install chromium chromium-driver), or leave these tests out with -m 'not browser'",
+            pytrace=False,
+        )
     return CHROMIUM, CHROMEDRIVER
 
 

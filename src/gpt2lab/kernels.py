@@ -104,12 +104,16 @@ def cpu_vendor() -> str:
     return "GenuineIntel" if "Intel" in name else "AuthenticAMD" if name.startswith("AMD") else ""
 
 
+def is_x86() -> bool:
+    """Is this an x86-64 machine (whose PyTorch wheels carry oneDNN's packed linear operators)?"""
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def worthwhile() -> bool:
     """Do packed weights beat dense ``F.linear`` on this machine? (see the module docstring)"""
     if setting() != "auto":
         return setting() == "1"
-    is_x86 = platform.machine().lower() in ("x86_64", "amd64")
-    return is_x86 and cpu_vendor() not in ("GenuineIntel", "")
+    return is_x86() and cpu_vendor() not in ("GenuineIntel", "")
 
 
 _OPS: list = []  # [(reorder, linear_pointwise) or None], looked up once
