@@ -21,6 +21,7 @@ from gpt2lab.generate import (
     generate,
     generate_text,
     process_logits,
+    token_bytes_fn,
 )
 
 NEG = float("-inf")
@@ -446,6 +447,27 @@ def test_text_with_the_real_gpt2_tokenizer(hf_wide, gpt2_vocab_path):
     assert generate_text(model, tok, prompt, 16, temperature=0.0, stop_at_eot=False) == full
     stop = full[len(full) // 2 : len(full) // 2 + 2]
     assert generate_text(model, tok, prompt, 16, temperature=0.0, stop=stop, stop_at_eot=False) == full[: full.find(stop)]
+
+
+def test_token_bytes_fn_reads_every_kind_of_tokenizer(tokenizer):
+    """gpt2lab's and tiktoken's single-token bytes, a decode_bytes-only tokenizer, and a decode-only one
+    all give the same bytes for a token (the decode-only one as far as text can carry them)."""
+
+    class BytesOnly:
+        def decode_bytes(self, ids):
+            return tokenizer.decode_bytes(ids)
+
+    class TextOnly:
+        def decode(self, ids):
+            return tokenizer.decode(ids)
+
+    whole = tokenizer.encode(" world")[0]
+    half_an_emoji = tokenizer.encode("\U0001f917")[0]  # the emoji is three tokens; this one holds its first two bytes
+    assert token_bytes_fn(tokenizer)(half_an_emoji) == b"\xf0\x9f"
+    assert token_bytes_fn(BytesOnly())(half_an_emoji) == b"\xf0\x9f"
+    assert token_bytes_fn(TextOnly())(half_an_emoji) == "\ufffd".encode()  # text cannot carry half a character
+    for make in (lambda: tokenizer, BytesOnly, TextOnly):
+        assert token_bytes_fn(make())(whole) == b" world"
 
 
 # -- long inputs -----------------------------------------------------------------------------------------

@@ -29,340 +29,47 @@ Speed: the output buffer and the KV cache are allocated once, at their final siz
 a fixed amount of Python work however long the sequence is; the LM head (38.6M of GPT-2's 124M
 parameters) runs only on the last position.
 
-For GPUs, ``StaticDecoder`` is a decode step whose tensors never change shape (the cache is
-attended in full, with a mask, and written at a tensor position), which ``torch.compile`` with
-CUDA graphs (``mode="reduce-overhead"``) can capture; ``generate(..., compile=True)`` uses it.
+Where the parts live: ``sampling.py`` turns logits into a token (the settings, the processors,
+the choice); ``streaming.py`` turns tokens into text (stop strings, printable pieces,
+``TextStream``); ``static_decoder.py`` is the fixed-shape step ``torch.compile`` with CUDA graphs
+can capture (``generate(..., compile=True)``). This file is the loop that ties them together,
+``_decode``, and the public API; every name users import from ``gpt2lab.generate`` still is here.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import math
 import os
 import sys
 import warnings
-import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from . import kernels
 from .errors import GenerationError
-from .model import GPT2, KVCache
+from .model import GPT2
+from .sampling import (
+    GenerationSettings,
+    apply_min_p,
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    choose_tokens,
+    is_int,
+    process_logits,
+)
+from .static_decoder import StaticDecoder, static_decoder
+from .streaming import RowText, TextStream, token_bytes_fn
 
-# ---------------------------------------------------------------------------------------------
-# Settings, checked before any work
-# ---------------------------------------------------------------------------------------------
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How logits become tokens. Building one checks every field and raises ``GenerationError``
-    with a message that says what is allowed.
-
-    Attributes:
-        temperature: divide the logits by this before sampling; 0 means greedy (argmax).
-        top_k: keep only the k most likely tokens (ties with the k-th are kept, as in transformers).
-        top_p: nucleus sampling: keep the smallest set of most likely tokens whose probability
-            reaches p. 1.0 keeps everything.
-        min_p: keep tokens whose probability is at least ``min_p`` times the top token's.
-        repetition_penalty: CTRL's penalty on every token already in the row (prompt included):
-            a positive logit is divided by it, a negative one multiplied. 1.0 is off.
-    """
-
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-
-    def __post_init__(self) -> None:
-        t = self.temperature
-        if not _is_real(t) or not math.isfinite(t) or t < 0:
-            raise GenerationError(f"temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
-        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
-            raise GenerationError(f"top_k must be an integer >= 1 (or None to keep every token), got {self.top_k!r}")
-        p = self.top_p
-        if p is not None and (not _is_real(p) or not 0.0 < p <= 1.0):
-            raise GenerationError(f"top_p must be in (0, 1] (1 keeps every token), got {p!r}")
-        m = self.min_p
-        if m is not None and (not _is_real(m) or not 0.0 <= m < 1.0):
-            raise GenerationError(f"min_p must be in [0, 1) (0 keeps every token), got {m!r}")
-        r = self.repetition_penalty
-        if r is not None and (not _is_real(r) or not math.isfinite(r) or r <= 0):
-            raise GenerationError(f"repetition_penalty must be a finite number > 0 (1 = off, > 1 discourages repeats), got {r!r}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    @property
-    def penalises_repeats(self) -> bool:
-        return self.repetition_penalty is not None and self.repetition_penalty != 1.0
-
-
-# ---------------------------------------------------------------------------------------------
-# Logits processors (transformers' order and formulas)
-# ---------------------------------------------------------------------------------------------
-
-
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """CTRL's repetition penalty on logits (B, V) for tokens marked in ``seen`` (B, V) bool.
-
-    A seen token's logit moves towards "less likely" whatever its sign: x / penalty if x > 0,
-    x * penalty if x < 0 (transformers' ``RepetitionPenaltyLogitsProcessor``).
-    """
-    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)  # (B, V)
-    return torch.where(seen, penalised, logits)
-
-
-def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Sharpen (< 1) or flatten (> 1) the distribution: softmax(logits / T)."""
-    return logits / temperature
-
-
-def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k largest logits of each row (and any tied with the k-th); the rest become -inf."""
-    k = min(k, logits.size(-1))
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1): the k-th largest logit
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filtering: keep the smallest set of most likely tokens whose probability reaches p.
-
-    Written as transformers writes it: sort ascending, and drop a token while the probability of
-    it and everything less likely is still <= 1 - p (so what stays above it is >= p... and the most
-    likely token always stays).
-    """
-    sorted_logits, order = torch.sort(logits, descending=False, dim=-1)  # (B, V), least likely first
-    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
-    drop_sorted = cumulative <= (1 - p)  # (B, V)
-    drop_sorted[..., -1:] = False  # the most likely token always stays
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
-    """Drop tokens less likely than ``min_p`` times the most likely one (after temperature)."""
-    probs = logits.softmax(dim=-1)  # (B, V)
-    threshold = min_p * probs.amax(dim=-1, keepdim=True)  # (B, 1)
-    return logits.masked_fill(probs < threshold, float("-inf"))  # the top token is never below it
-
-
-def process_logits(logits: torch.Tensor, settings: GenerationSettings, seen: torch.Tensor | None = None) -> torch.Tensor:
-    """Every processor ``settings`` asks for, in transformers' order, on float logits (B, V).
-
-    ``seen`` (B, V) bool marks the tokens each row already holds (for the repetition penalty).
-    With ``temperature=0`` only the repetition penalty runs: the others cannot change the argmax.
-    """
-    if settings.penalises_repeats:
-        if seen is None:
-            raise GenerationError("repetition_penalty needs the tokens seen so far")
-        logits = apply_repetition_penalty(logits, seen, settings.repetition_penalty)
-    if settings.greedy:
-        return logits
-    if settings.temperature != 1.0:
-        logits = apply_temperature(logits, settings.temperature)
-    if settings.top_k is not None:
-        logits = apply_top_k(logits, settings.top_k)
-    if settings.top_p is not None and settings.top_p < 1.0:
-        logits = apply_top_p(logits, settings.top_p)
-    if settings.min_p is not None and settings.min_p > 0.0:
-        logits = apply_min_p(logits, settings.min_p)
-    return logits
-
-
-def choose_tokens(logits: torch.Tensor, settings: GenerationSettings, generator: torch.Generator | None) -> torch.Tensor:
-    """Processed logits (B, V) -> next ids (B,): argmax when greedy, else a draw from the softmax."""
-    if settings.greedy:
-        return logits.argmax(dim=-1)  # (B,)
-    probs = F.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
-
-
-# ---------------------------------------------------------------------------------------------
-# Stop strings and text, row by row
-# ---------------------------------------------------------------------------------------------
-
-
-def _token_bytes_fn(tokenizer: Any):
-    """A function id -> the bytes of that token. Bytes, not text: one character can span tokens."""
-    for name in ("decode_single_token_bytes",):
-        fn = getattr(tokenizer, name, None)
-        if callable(fn):
-            return fn
-    fn = getattr(tokenizer, "decode_bytes", None)
-    if callable(fn):
-        return lambda t: fn([t])
-    return lambda t: tokenizer.decode([t]).encode("utf-8")
-
-
-class RowText:
-    """The text one row has produced so far, fed one token at a time.
-
-    It finds ``stop`` strings (in bytes, so a string spanning several tokens or ending inside one is
-    found), cuts the text exactly before the stop string, and hands out text in pieces that never
-    split a UTF-8 character and never show the start of what may turn out to be a stop string.
-    Joining every piece gives ``tokenizer.decode(generated)`` cut before the first stop string.
-    """
-
-    def __init__(self, token_bytes, stop: Sequence[str] = (), eos_token_id: int | None = None) -> None:
-        self.token_bytes = token_bytes
-        self.stops = [s.encode("utf-8") for s in stop]
-        self.longest_stop = max((len(s) for s in self.stops), default=0)
-        self.eos_token_id = eos_token_id
-        self.buffer = bytearray()  # every byte generated so far (up to the cut, once stopped)
-        self.released = 0  # bytes already handed to the UTF-8 decoder
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.pending: list[str] = []
-        self.done = False
-        self.stop_reason: str | None = None  # "eos", "stop" or None
-
-    def feed(self, token: int) -> bool:
-        """Add one generated token; returns True when this row must stop."""
-        if self.done:
-            return True
-        if token == self.eos_token_id:
-            self._finish("eos")
-            return True
-        start = max(0, len(self.buffer) - self.longest_stop + 1)  # a new match must end in the new bytes
-        self.buffer += self.token_bytes(token)
-        if self.stops:
-            hits = [i for i in (self.buffer.find(s, start) for s in self.stops) if i >= 0]
-            if hits:
-                del self.buffer[min(hits) :]  # cut exactly before the earliest stop string
-                self._finish("stop")
-                return True
-        self._release(len(self.buffer) - self._held_back())
-        return False
-
-    def _held_back(self) -> int:
-        """How many trailing bytes could be the beginning of a stop string (not shown yet)."""
-        for n in range(min(self.longest_stop - 1, len(self.buffer)), 0, -1):
-            tail = bytes(self.buffer[-n:])
-            if any(s.startswith(tail) for s in self.stops):
-                return n
-        return 0
-
-    def _release(self, end: int, final: bool = False) -> None:
-        if end > self.released or final:
-            text = self.decoder.decode(bytes(self.buffer[self.released : end]), final=final)
-            self.released = max(end, self.released)
-            if text:
-                self.pending.append(text)
-
-    def _finish(self, reason: str | None) -> None:
-        self.done = True
-        self.stop_reason = reason
-        self._release(len(self.buffer), final=True)
-
-    def finish(self) -> None:
-        """The row ran out of tokens (max_new_tokens): release everything held back."""
-        if not self.done:
-            self._finish(None)
-
-    def take(self) -> str:
-        """The text produced since the last call."""
-        text = "".join(self.pending)
-        self.pending.clear()
-        return text
-
-    @property
-    def text(self) -> bytes:
-        return bytes(self.buffer)
-
-
-# ---------------------------------------------------------------------------------------------
-# A decode step of fixed shapes (for torch.compile / CUDA graphs)
-# ---------------------------------------------------------------------------------------------
-
-
-class _StaticWrite:
-    """Stands in for a KVCache inside the blocks: writes the new key/value at a *tensor* position
-    and returns the whole cache, so no shape depends on how many positions are filled."""
-
-    def __init__(self, k: torch.Tensor, v: torch.Tensor, write_pos: torch.Tensor) -> None:
-        self.k, self.v, self.write_pos = k, v, write_pos
-
-    def update(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.k[layer].index_copy_(2, self.write_pos, k_new)  # (B, H, max_len, D), column write_pos
-        self.v[layer].index_copy_(2, self.write_pos, v_new)
-        return self.k[layer], self.v[layer]  # (B, H, max_len, D): masked below, not sliced
-
-
-class StaticDecoder(nn.Module):
-    """One decode step whose every tensor has the same shape at every step.
-
-    The cache (shared with a ``KVCache``, registered here as buffers so a compiler treats it as
-    state) is attended in full, with a mask that lets the query see filled, non-padding columns
-    only; the new key/value are written at ``write_pos`` (a tensor). Nothing depends on a Python
-    integer that changes, so ``torch.compile(decoder, mode="reduce-overhead", fullgraph=True)``
-    records it once as a CUDA graph. On CPU it computes what the ordinary cached step computes.
-    """
-
-    def __init__(self, model: GPT2, cache: KVCache) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("k", cache.k, persistent=False)  # (L, B, H, max_len, D), same storage
-        self.register_buffer("v", cache.v, persistent=False)
-        self.register_buffer("key_valid", torch.ones(cache.batch_size, cache.max_len, dtype=torch.bool, device=cache.k.device), persistent=False)
-        self.register_buffer("columns", torch.arange(cache.max_len, device=cache.k.device), persistent=False)
-
-    def set_padding(self, attention_mask: torch.Tensor | None) -> None:
-        """Columns (B, max_len) that hold real tokens: the prompt's mask, then ones."""
-        self.key_valid.fill_(True)
-        if attention_mask is not None:
-            self.key_valid[:, : attention_mask.size(1)].copy_(attention_mask.bool())
-
-    def forward(self, idx: torch.Tensor, position_ids: torch.Tensor, write_pos: torch.Tensor) -> torch.Tensor:
-        """idx (B, 1), position_ids (B, 1), write_pos (1,) the cache column -> logits (B, V)."""
-        tr = self.model.transformer
-        x = tr.wte(idx) + tr.wpe(position_ids)  # (B, 1, C)
-        allowed = (self.columns <= write_pos) & self.key_valid  # (B, max_len)
-        zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        blocked = torch.tensor(torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device)
-        mask = torch.where(allowed, zero, blocked)[:, None, None, :]  # (B, 1, 1, max_len)
-        cache = _StaticWrite(self.k, self.v, write_pos)
-        for block in tr.h:
-            x = block(x, mask, kv_cache=cache)  # (B, 1, C)
-        x = tr.ln_f(x)  # (B, 1, C)
-        return self.model.lm_head(x)[:, -1, :]  # (B, V)
-
-
-# compiled decoders per model and (batch, length, dtype, device), with their caches: compiling is slow
-_COMPILED: weakref.WeakKeyDictionary[GPT2, dict[tuple, tuple[KVCache, StaticDecoder, Any]]] = weakref.WeakKeyDictionary()
-
-
-def _static_decoder(model: GPT2, batch_size: int, max_len: int, compile: bool) -> tuple[KVCache, StaticDecoder, Any]:
-    if not compile:
-        cache = model.new_kv_cache(batch_size, max_len)
-        decoder = StaticDecoder(model, cache)
-        return cache, decoder, decoder
-    key = (batch_size, max_len, model.dtype, str(model.device))
-    per_model = _COMPILED.setdefault(model, {})
-    if key not in per_model:
-        cache = model.new_kv_cache(batch_size, max_len)
-        decoder = StaticDecoder(model, cache)
-        mode = "reduce-overhead" if model.device.type == "cuda" else None  # CUDA graphs on GPU
-        per_model[key] = (cache, decoder, torch.compile(decoder, mode=mode, fullgraph=True))
-    cache, decoder, step = per_model[key]
-    cache.reset()
-    return cache, decoder, step
-
+__all__ = [
+    "generate", "generate_text", "encode_prompts", "GenerationSettings", "TextStream", "RowText", "StaticDecoder",
+    "process_logits", "choose_tokens", "apply_repetition_penalty", "apply_temperature", "apply_top_k", "apply_top_p",
+    "apply_min_p", "token_bytes_fn",
+]
 
 # ---------------------------------------------------------------------------------------------
 # The decoding loop
@@ -373,7 +80,8 @@ def _warn_if_cropped(model: GPT2, idx: torch.Tensor) -> None:
     T, block_size = idx.size(1), model.config.block_size
     if T > block_size:
         # point the warning at the user's line, the first frame outside this package
-        frame, level = sys._getframe(0), 1
+        frame: FrameType | None = sys._getframe(0)
+        level = 1
         while frame is not None and frame.f_code.co_filename.startswith(_SKIP_DIRS):
             frame, level = frame.f_back, level + 1
         warnings.warn(f"the prompt has {T} tokens but the context holds {block_size}; generating from its last {block_size} tokens",
@@ -394,7 +102,7 @@ def _check_inputs(model: GPT2, idx: Any, max_new_tokens: Any, attention_mask: An
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= vocab:
         raise GenerationError(f"token ids must be in [0, {vocab}) for this model's vocabulary, got ids from {lo} to {hi}")
-    if not _is_int(max_new_tokens) or max_new_tokens < 0:
+    if not is_int(max_new_tokens) or max_new_tokens < 0:
         raise GenerationError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if attention_mask is not None:
         if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != idx.shape:
@@ -407,14 +115,15 @@ def _check_inputs(model: GPT2, idx: Any, max_new_tokens: Any, attention_mask: An
         if bool((m[:, 1:] < m[:, :-1]).any()):
             raise GenerationError("attention_mask must be left padding (zeros, then ones): decoding appends on the right")
     for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-        if value is not None and (not _is_int(value) or not 0 <= value < vocab):
+        if value is not None and (not is_int(value) or not 0 <= value < vocab):
             raise GenerationError(f"{name} must be a token id in [0, {vocab}), got {value!r}")
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise GenerationError(f"seed must be an integer, got {seed!r}")
     if seed is not None and generator is not None:
         raise GenerationError("give seed or generator, not both")
     if generator is not None and generator.device.type != model.device.type:
-        raise GenerationError(f"the generator is on {generator.device.type} but the model on {model.device.type}: make it with torch.Generator(device=...)")
+        raise GenerationError(f"the generator is on {generator.device.type} but the model on {model.device.type}: "
+                              "make it with torch.Generator(device=...)")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if not all(isinstance(s, str) and s for s in stops):
         raise GenerationError(f"stop must be a non-empty string or a list of them, got {stop!r}")
@@ -470,25 +179,55 @@ def generate(
         early when every row has stopped.
     """
     settings = GenerationSettings(temperature, top_k, top_p, min_p, repetition_penalty)
+    idx, steps, _ = _start(model, idx, max_new_tokens, settings, attention_mask=attention_mask, stop=stop, tokenizer=tokenizer,
+                           eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed, generator=generator,
+                           static_cache=static_cache, compile=compile, text_rows=False)
+    if stream:
+        return (new[:, None] for new in steps)
+    return _collect(idx, steps, max_new_tokens)
+
+
+def _start(
+    model: GPT2,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    settings: GenerationSettings,
+    *,
+    attention_mask: torch.Tensor | None,
+    stop: str | Sequence[str] | None,
+    tokenizer: Any,
+    eos_token_id: int | None,
+    pad_token_id: int | None,
+    seed: int | None,
+    generator: torch.Generator | None,
+    static_cache: bool,
+    compile: bool,
+    text_rows: bool,
+) -> tuple[torch.Tensor, Iterator[torch.Tensor], list[RowText] | None]:
+    """The set-up ``generate`` and ``generate_text`` share, up to the first token.
+
+    Every input is checked here, so a bad one raises at the call, also for a stream (whose loop
+    runs only when iterated). Returns the prompt on the model's device (B, T), the decoding loop
+    (not started), and each row's ``RowText``: made when there are stop strings to find, or always
+    with ``text_rows`` (``generate_text`` reads its text from them); else None.
+    """
     stops = _check_inputs(model, idx, max_new_tokens, attention_mask, stop, tokenizer, eos_token_id, pad_token_id, seed, generator)
     _warn_if_cropped(model, idx)
     idx = idx.to(model.device)  # (B, T), where the model is
     if attention_mask is not None:
-        attention_mask = attention_mask.to(model.device)
-    if seed is not None:
+        attention_mask = attention_mask.to(model.device)  # (B, T)
+    if seed is not None:  # a private generator: the global random state is left alone
         generator = torch.Generator(device=model.device).manual_seed(seed)
     if pad_token_id is None:
         pad_token_id = eos_token_id if eos_token_id is not None else 0
     rows = None
-    if stops:
-        token_bytes = _token_bytes_fn(tokenizer)
+    if stops or text_rows:
+        token_bytes = token_bytes_fn(tokenizer)
         rows = [RowText(token_bytes, stops, eos_token_id) for _ in range(idx.size(0))]
     steps = _decode(model, idx, max_new_tokens, settings, attention_mask=attention_mask, rows=rows,
                     eos_token_id=eos_token_id, pad_token_id=pad_token_id, generator=generator,
                     static=static_cache or compile, compile=compile)
-    if stream:
-        return (new[:, None] for new in steps)
-    return _collect(idx, steps, max_new_tokens)
+    return idx, steps, rows
 
 
 def _collect(idx: torch.Tensor, steps: Iterator[torch.Tensor], max_new_tokens: int) -> torch.Tensor:
@@ -538,7 +277,7 @@ def _decode(
     if compile:
         max_len = block_size  # one compiled graph per batch size, whatever the lengths
     if static:
-        cache, decoder, step_fn = _static_decoder(model, B, max_len, compile)
+        cache, decoder, step_fn = static_decoder(model, B, max_len, compile)
     else:
         cache, decoder, step_fn = model.new_kv_cache(B, max_len), None, None
     # which cache columns hold tokens (B, max_len): the window's mask, then ones; only with padding
@@ -563,6 +302,7 @@ def _decode(
             logits = model(window, kv_cache=cache, last_logits_only=True)[:, -1, :]  # (B, V)
             next_pos = None
         else:
+            assert key_mask is not None  # made whenever there is padding
             key_mask.fill_(1)
             key_mask[:, : window.size(1)] = window_mask
             pos = _positions(window_mask)  # (B, W)
@@ -665,84 +405,42 @@ def generate_text(
     stream: bool = False,
     stop_at_eot: bool = True,
     stop: str | Sequence[str] | None = None,
-    **settings: Any,
-) -> str | list[str] | Iterator[str] | Iterator[list[str]]:
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    static_cache: bool = False,
+    compile: bool = False,
+) -> str | list[str] | TextStream:
     """Continue a prompt (or a list of prompts) and return the new text, without the prompt.
 
     The text ends before the first ``stop`` string, or at ``<|endoftext|>`` (unless
-    ``stop_at_eot=False``). ``settings`` are ``generate``'s: ``temperature``, ``top_k``, ``top_p``,
-    ``min_p``, ``repetition_penalty``, ``seed``, ``generator``, ``static_cache``, ``compile``.
+    ``stop_at_eot=False``). The other settings are ``generate``'s: ``temperature``, ``top_k``,
+    ``top_p``, ``min_p``, ``repetition_penalty``, ``seed``, ``generator``, ``static_cache``, ``compile``.
 
-    With ``stream=True`` it returns an iterator of text pieces as they are produced (a list of
-    pieces, one per prompt, when ``prompt`` is a list); joined they are the non-streamed text.
+    With ``stream=True`` it returns a ``TextStream``: an iterator of text pieces as they are produced
+    (a list of pieces, one per prompt, when ``prompt`` is a list); joined they are the non-streamed text.
     """
     single = isinstance(prompt, str)
-    prompts = [prompt] if single else list(prompt)
+    prompts: list[str] = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
         raise GenerationError("no prompts given")
-    settings = dict(settings)
-    seed, generator = settings.pop("seed", None), settings.pop("generator", None)
-    static, compiled = settings.pop("static_cache", False), settings.pop("compile", False)
-    sampling = GenerationSettings(**settings)  # every setting checked before any work
-    idx, mask = encode_prompts(tokenizer, prompts, device=model.device)
+    settings = GenerationSettings(temperature, top_k, top_p, min_p, repetition_penalty)  # checked before any work
+    idx, mask = encode_prompts(tokenizer, prompts, device=model.device)  # (B, T) each, left-padded
     eos = tokenizer.eot_token if stop_at_eot else None
-    stops = _check_inputs(model, idx, max_new_tokens, mask, stop, tokenizer, eos, None, seed, generator)
-    _warn_if_cropped(model, idx)
-    if seed is not None:
-        generator = torch.Generator(device=idx.device).manual_seed(seed)
-    rows = [RowText(_token_bytes_fn(tokenizer), stops, eos) for _ in prompts]
-    steps = _decode(model, idx, max_new_tokens, sampling, attention_mask=mask, rows=rows, eos_token_id=eos,
-                    pad_token_id=tokenizer.eot_token, generator=generator, static=static or compiled, compile=compiled)
+    _, steps, rows = _start(model, idx, max_new_tokens, settings, attention_mask=mask, stop=stop, tokenizer=tokenizer,
+                            eos_token_id=eos, pad_token_id=tokenizer.eot_token, seed=seed, generator=generator,
+                            static_cache=static_cache, compile=compile, text_rows=True)
+    assert rows is not None  # text_rows=True makes them
     text_stream = TextStream(steps, rows, single)
     if stream:
         return text_stream
-    texts = [[] for _ in prompts]
+    texts: list[list[str]] = [[] for _ in prompts]
     for pieces in text_stream:
-        for t, piece in zip(texts, [pieces] if single else pieces):
+        for t, piece in zip(texts, [pieces] if isinstance(pieces, str) else pieces):
             t.append(piece)
     out = ["".join(t) for t in texts]
     return out[0] if single else out
-
-
-class TextStream:
-    """The iterator ``generate_text(..., stream=True)`` returns: text pieces as they are produced
-    (a ``str`` for one prompt, a list of ``str`` for a list of prompts). ``tokens`` counts the
-    tokens generated so far (every row), ``stop_reasons`` says why each row ended ("eos", "stop",
-    or None for max_new_tokens) once it has."""
-
-    def __init__(self, steps: Iterator[torch.Tensor], rows: list[RowText], single: bool) -> None:
-        self._steps, self.rows, self.single = steps, rows, single
-        self.tokens = 0
-        self._it = self._run()
-
-    def _run(self) -> Iterator[list[str]]:
-        alive = len(self.rows)
-        for _ in self._steps:
-            self.tokens += alive  # every row still going made a token this step
-            alive = sum(not r.done for r in self.rows)
-            pieces = [r.take() for r in self.rows]
-            if any(pieces):
-                yield pieces
-        for r in self.rows:  # what was held back: a possible stop string that never completed, a split character
-            r.finish()
-        tail = [r.take() for r in self.rows]
-        if any(tail):
-            yield tail
-
-    def __iter__(self) -> TextStream:
-        return self
-
-    def __next__(self) -> str | list[str]:
-        pieces = next(self._it)
-        return pieces[0] if self.single else pieces
-
-    def close(self) -> None:
-        """Stop generating (the model is put back in its training mode, if it was)."""
-        self._it.close()
-        close = getattr(self._steps, "close", None)
-        if close is not None:
-            close()
-
-    @property
-    def stop_reasons(self) -> list[str | None]:
-        return [r.stop_reason for r in self.rows]
