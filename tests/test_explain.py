@@ -242,8 +242,9 @@ def test_flops_and_memory_match_a_real_model():
     B, T = 3, 4
     ex = explain(model, seq_len=T, batch=B)
     idx = torch.randint(0, SMALL.vocab_size, (B, T))
+    model.explicit = True
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(idx, explicit=True)  # the explicit path multiplies the full T x T square: every token as if last
+        model(idx)  # the explicit path multiplies the full T x T square: every token as if last
     assert counter.get_total_flops() == B * T * ex.flops["inference_last_token"]
     assert ex.memory["weights"]["fp32"] == sum(p.numel() * p.element_size() for p in model.parameters())
     cache = model.new_kv_cache(B)

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from gpt2lab import GPT2, GPT2Config
-from gpt2lab.model import LayerNorm, attention, attention_mask_bias, gelu_exact, gelu_tanh
+from gpt2lab.hooks import HookPoints
+from gpt2lab.model import LayerNorm, attention_mask_bias, attention_scores, gelu_exact, gelu_tanh
 
 SMALL = dict(n_layer=3, n_head=4, n_embd=32, vocab_size=101, block_size=48)
 
@@ -46,18 +47,35 @@ def test_fresh_model_loss_is_near_uniform():
     assert abs(loss.item() - math.log(SMALL["vocab_size"])) < 0.3
 
 
+def explicit(module):
+    """The same module computing with the written-out formulas."""
+    module.explicit = True
+    return module
+
+
 def test_explicit_and_fused_paths_agree(model):
     x = ids(3, 40)
-    torch.testing.assert_close(model(x), model(x, explicit=True), atol=1e-5, rtol=0)
+    fused = model(x)
+    torch.testing.assert_close(fused, explicit(model)(x), atol=1e-5, rtol=0)
+    model.explicit = False
+    assert torch.equal(model(x), fused)
+
+
+def explicit_layernorm(n: int, eps: float = 1e-5) -> LayerNorm:
+    ln = LayerNorm(n, eps=eps)
+    ln.points = HookPoints()  # its own registry: the shared default of lone modules stays fused
+    ln.points.explicit = True
+    return ln
 
 
 def test_building_blocks_equal_their_fused_kernels():
     x = torch.randn(2, 5, 16)
-    ln = LayerNorm(16, eps=1e-5)
+    ln = explicit_layernorm(16)
     with torch.no_grad():
         ln.weight.normal_()
         ln.bias.normal_()
-    torch.testing.assert_close(ln(x, explicit=True), F.layer_norm(x, (16,), ln.weight, ln.bias, 1e-5))
+    torch.testing.assert_close(ln(x), F.layer_norm(x, (16,), ln.weight, ln.bias, 1e-5))
+    assert not LayerNorm(16).points.explicit  # a lone module's shared default registry stays fused
     torch.testing.assert_close(gelu_tanh(x), F.gelu(x, approximate="tanh"))
     torch.testing.assert_close(gelu_exact(x), F.gelu(x))
     # the tanh form is not the exact one: that difference is why nanoGPT lacks exact parity
@@ -65,32 +83,29 @@ def test_building_blocks_equal_their_fused_kernels():
 
 
 def test_layernorm_output_is_normalised_before_affine():
-    ln = LayerNorm(64)
-    y = ln(torch.randn(3, 7, 64) * 5 + 2, explicit=True)
+    ln = explicit_layernorm(64)
+    y = ln(torch.randn(3, 7, 64) * 5 + 2)
     torch.testing.assert_close(y.mean(-1), torch.zeros(3, 7), atol=1e-5, rtol=0)
     torch.testing.assert_close(y.var(-1, unbiased=False), torch.ones(3, 7), atol=1e-3, rtol=0)
 
 
 def test_attention_probabilities_are_causal_rows_summing_to_one(model):
-    probs: list[torch.Tensor] = []
-    model(ids(2, 12), attn_probs_out=probs)
-    assert len(probs) == SMALL["n_layer"]
-    for p in probs:
+    _, cache = model.run_with_cache(ids(2, 12), names=lambda n: n.endswith("attn.probs"))
+    assert len(cache) == SMALL["n_layer"]
+    for p in cache.values():
         assert p.shape == (2, SMALL["n_head"], 12, 12)
         torch.testing.assert_close(p.sum(-1), torch.ones(2, SMALL["n_head"], 12))
         assert torch.all(p.triu(diagonal=1) == 0)  # no position looks at the future
         assert torch.all(p[..., 0, 0] == 1)  # the first token can only look at itself
 
 
-def test_attention_function_matches_reference_formula():
+def test_attention_scores_match_reference_formula():
     q, k, v = (torch.randn(2, 3, 6, 8) for _ in range(3))
-    y_fused, none = attention(q, k, v, None)
-    y_explicit, probs = attention(q, k, v, None, explicit=True)
-    assert none is None
-    scores = q @ k.transpose(-1, -2) / math.sqrt(8) + torch.full((6, 6), float("-inf")).triu(1)
-    torch.testing.assert_close(y_explicit, scores.softmax(-1) @ v)
-    torch.testing.assert_close(y_fused, y_explicit)
-    torch.testing.assert_close(probs, scores.softmax(-1))
+    reference = q @ k.transpose(-1, -2) / math.sqrt(8) + torch.full((6, 6), float("-inf")).triu(1)
+    scores = attention_scores(q, k, None)
+    torch.testing.assert_close(scores.softmax(-1), reference.softmax(-1))
+    torch.testing.assert_close(scores.softmax(-1) @ v, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    assert torch.all(scores.triu(1)[..., 0, 1:] == torch.finfo(torch.float32).min)  # finfo.min, not -inf, as transformers
 
 
 def test_causality_future_tokens_do_not_change_the_past(model):
@@ -113,7 +128,7 @@ def test_kv_cache_steps_equal_full_forward(model):
         step = model(x[:, t : t + 1], kv_cache=cache)
         torch.testing.assert_close(step[:, 0], full[:, t], atol=1e-5, rtol=0)
     # a chunk of several tokens after a filled cache (causal mask offset by the past)
-    chunk = model(x[:, 20:30], kv_cache=cache, explicit=True)
+    chunk = explicit(model)(x[:, 20:30], kv_cache=cache)
     torch.testing.assert_close(chunk, full[:, 20:30], atol=1e-5, rtol=0)
     assert cache.pos == 30
 
@@ -133,9 +148,11 @@ def test_left_padding_with_mask_matches_unpadded(model):
     padded = torch.cat([torch.zeros(1, pad, dtype=torch.long), x], dim=1)  # (1, 13)
     mask = torch.cat([torch.zeros(1, pad), torch.ones(1, 9)], dim=1).long()
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    for explicit in (False, True):
-        out = model(padded, attention_mask=mask, position_ids=position_ids, explicit=explicit)
-        torch.testing.assert_close(out[:, pad:], model(x), atol=1e-5, rtol=0)
+    expected = model(x)
+    for path in (False, True):
+        model.explicit = path
+        out = model(padded, attention_mask=mask, position_ids=position_ids)
+        torch.testing.assert_close(out[:, pad:], expected, atol=1e-5, rtol=0)
 
 
 def test_mask_bias_shapes():

@@ -34,11 +34,14 @@ def test_logits_are_exactly_the_models(model, ids):
     idx = torch.tensor([ids])
     with torch.no_grad():
         expected = model(idx)
-        expected_explicit = model(idx, explicit=True)
+        model.explicit = True
+        expected_explicit = model(idx)
+        model.explicit = False
     tr = trace(model, None, ids)
     assert torch.equal(tr.logits, expected)
     assert torch.equal(tr["logits"].tensor if tr["logits"].tensor is not None else tr.logits, expected)
     assert torch.equal(trace(model, None, idx, explicit=True).logits, expected_explicit)
+    assert not model.explicit and not model.points.fns  # the model is left as it was
     top = torch.topk(torch.softmax(expected[0, -1], -1), 5)
     assert [i for i, _, _ in tr.top_next] == top.indices.tolist()
     assert [p for _, _, p in tr.top_next] == pytest.approx(top.values.tolist())

@@ -36,7 +36,8 @@ def test_logits_match_transformers(fixture, explicit, request):
     idx = random_ids(2, 64, hf.config.vocab_size)
     with torch.no_grad():
         ref = hf(idx).logits
-        ours = model(idx, explicit=explicit)
+        model.explicit = explicit
+        ours = model(idx)
     assert max_delta(ref, ours) <= TOL
 
 
@@ -56,22 +57,21 @@ def test_parity_on_more_shapes(shape, tmp_path):
     idx = random_ids(3, 32, shape["vocab_size"])
     with torch.no_grad():
         assert max_delta(hf(idx).logits, model(idx)) <= TOL
-        assert max_delta(hf(idx).logits, model(idx, explicit=True)) <= TOL
+        model.explicit = True
+        assert max_delta(hf(idx).logits, model(idx)) <= TOL
 
 
 def test_hidden_states_match_layer_by_layer(hf_wide):
     hf, path = hf_wide
     model = GPT2.from_pretrained(path)
     idx = random_ids(1, 40, hf.config.vocab_size)
-    ours = []
-    hooks = [b.register_forward_hook(lambda m, i, o: ours.append(o)) for b in model.transformer.h]
     with torch.no_grad():
         ref = hf(idx, output_hidden_states=True).hidden_states  # embeddings, block 0 .. block L-2, ln_f(last)
-        model(idx)
-    for h in hooks:
-        h.remove()
-    for layer in range(len(ours) - 1):
-        assert max_delta(ref[layer + 1], ours[layer]) <= TOL
+        _, cache = model.run_with_cache(idx, names=lambda n: n.endswith("resid_post") or n in ("h.0.resid_pre", "ln_f.out"))
+    assert max_delta(ref[0], cache["h.0.resid_pre"]) <= TOL
+    for layer in range(model.config.n_layer - 1):
+        assert max_delta(ref[layer + 1], cache[f"h.{layer}.resid_post"]) <= TOL
+    assert max_delta(ref[-1], cache["ln_f.out"]) <= TOL
 
 
 @pytest.mark.parametrize("fixture", ["hf_tiny", "hf_wide"])

@@ -10,8 +10,8 @@
 
 Row ``probs[l, h, i]`` is how query token ``i`` spreads its attention over the keys ``0..i`` in head
 ``h`` of layer ``l`` (each row sums to 1; the causal mask makes everything after ``i`` zero). The
-probabilities come from the model's *explicit* attention path (``model(idx, attn_probs_out=...)``),
-which writes the softmax out; the fused fast path never materialises them.
+probabilities are read at the model's ``h.{i}.attn.probs`` hook points, which make attention take its
+explicit path for that call; the fused fast path never materialises them.
 
 Per-head statistics (each an (L, H) tensor, averaged over query rows 1..T-1; row 0 can only look at
 itself and would say nothing):
@@ -378,31 +378,25 @@ def _as_ids(tokenizer, text_or_ids) -> list[int]:
     return [int(i) for i in text_or_ids]
 
 
-class _ProbsSink(list):
-    """Stands in for the ``attn_probs_out`` list: each layer's (B, H, T, S) probabilities are copied
-    into one preallocated CPU tensor as soon as they are made, and not kept. Peak memory is then one
-    copy of (B, L, H, T, T) plus one layer's worth on the model's device, not two full copies."""
-
-    def __init__(self, out: torch.Tensor) -> None:
-        super().__init__()
-        self.out = out  # (B, L, H, T, T)
-        self.layer = 0
-
-    def append(self, probs: torch.Tensor) -> None:  # called by each layer, in order
-        self.out[:, self.layer].copy_(probs)
-        self.layer += 1
-
-
 @torch.no_grad()
 def capture(model: GPT2, ids: torch.Tensor) -> torch.Tensor:
-    """Run ``ids`` (B, T) through the model's explicit attention path; return probs (B, L, H, T, T), float32, CPU."""
+    """Run ``ids`` (B, T) and return every layer's attention probabilities (B, L, H, T, T), float32, CPU.
+
+    Reads the ``h.{i}.attn.probs`` hook points (which make attention explicit for this call). Each
+    layer's probabilities are copied into one preallocated tensor as they are made and not kept, so
+    peak memory is one copy of (B, L, H, T, T) plus one layer's worth on the model's device.
+    """
     B, T = ids.shape
     cfg = model.config
     out = torch.empty(B, cfg.n_layer, cfg.n_head, T, T, dtype=torch.float32)
-    sink = _ProbsSink(out)
-    model(ids.to(model.device), attn_probs_out=sink, last_logits_only=True)
-    if sink.layer != cfg.n_layer:  # pragma: no cover - a model that skips layers would be a bug
-        raise RuntimeError(f"captured {sink.layer} layers of {cfg.n_layer}")
+
+    def write_into(layer: int):
+        def copy(probs: torch.Tensor, name: str) -> None:
+            out[:, layer].copy_(probs)  # (B, H, T, T)
+        return copy
+
+    with model.hooks({f"h.{i}.attn.probs": write_into(i) for i in range(cfg.n_layer)}):
+        model(ids.to(model.device), last_logits_only=True)
     return out
 
 

@@ -189,15 +189,11 @@ def compare(
             raise GPT2LabError(f"the prompt has {idx.size(1)} tokens; the context holds {ours.config.block_size}")
 
         # 1. hidden states: transformers' hidden_states are the embeddings, each block's output, and
-        # for the last block ln_f of it; catch the same tensors in gpt2lab with hooks
-        caught: list[torch.Tensor] = []
-        modules = [ours.transformer.drop, *list(ours.transformer.h)[:-1], ours.transformer.ln_f]
-        hooks = [m.register_forward_hook(lambda mod, inp, out: caught.append(out)) for m in modules]
-        try:
-            logits_ours = ours(idx)  # (1, T, V)
-        finally:
-            for h in hooks:
-                h.remove()
+        # for the last block ln_f of it; the same tensors are gpt2lab's hook points below
+        L = ours.config.n_layer
+        points = ["h.0.resid_pre"] + [f"h.{i}.resid_post" for i in range(L - 1)] + ["ln_f.out"]
+        logits_ours, cache = ours.run_with_cache(idx, names=points)  # (1, T, V)
+        caught = [cache[p] for p in points]
         out = theirs(idx, output_hidden_states=True)
         names = ["embeddings"] + [f"block {i}" for i in range(ours.config.n_layer - 1)] + [f"block {ours.config.n_layer - 1} + ln_f"]
         hidden = [(n, (a - b).abs().max().item()) for n, a, b in zip(names, caught, out.hidden_states)]

@@ -5,12 +5,33 @@ Shapes in comments use
     B batch, T new positions in this call, P positions already in the KV cache, S = P + T,
     C n_embd, H n_head, D head_dim = C / H, V vocab_size, L n_layer.
 
-Two paths compute the same function:
-  * the fast path (default) hands attention to ``F.scaled_dot_product_attention`` (flash kernels on
+Two paths compute the same function, chosen once per model (``model.explicit``):
+  * the fused path (default) hands attention to ``F.scaled_dot_product_attention`` (flash kernels on
     GPU), LayerNorm to ``F.layer_norm`` and GELU to ``F.gelu(approximate="tanh")``;
-  * the explicit path (``explicit=True``) writes every formula out, and is the one that can hand back
-    the attention probabilities (B, H, T, S) of every layer.
+  * the explicit path (``model.explicit = True``) writes every formula out.
 The tests hold the two equal, and both equal to Hugging Face transformers' GPT-2.
+
+Hook points. Every activation worth looking at passes through ``self.hook(name, x)``, which costs
+nothing unless something is registered there (``gpt2lab.hooks``: ``model.run_with_cache``,
+``with model.hooks({...})``). The names, for each layer i, in forward order:
+
+    h.{i}.resid_pre     (B, T, C)     the residual stream entering block i
+    h.{i}.ln_1.scale    (B, T, 1)     LayerNorm's sqrt(var + eps) of that stream
+    h.{i}.attn.q|k|v    (B, H, T, D)  queries, keys, values (k and v: the new positions only)
+    h.{i}.attn.scores   (B, H, T, S)  q kᵀ / sqrt(D), masked, before softmax
+    h.{i}.attn.probs    (B, H, T, S)  softmax of the scores: each row sums to 1
+    h.{i}.attn.z        (B, H, T, D)  each head's weighted values, before c_proj mixes the heads
+    h.{i}.attn.out      (B, T, C)     what attention adds to the stream
+    h.{i}.resid_mid     (B, T, C)     the stream after that addition
+    h.{i}.ln_2.scale    (B, T, 1)
+    h.{i}.mlp.pre       (B, T, 4C)    c_fc's output, before GELU
+    h.{i}.mlp.post      (B, T, 4C)    after GELU
+    h.{i}.mlp.out       (B, T, C)     what the MLP adds to the stream
+    h.{i}.resid_post    (B, T, C)     the stream leaving block i (= h.{i+1}.resid_pre)
+then ``ln_f.scale`` (B, T, 1) and ``ln_f.out`` (B, T, C), the final LayerNorm's output that the LM
+head reads (T = 1 with ``last_logits_only``). Hooking ``attn.scores`` or ``attn.probs`` makes that
+layer's attention explicit for the call, a LayerNorm's ``scale`` likewise: the fused kernels never
+materialise them.
 """
 
 from __future__ import annotations
@@ -22,11 +43,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import hooks as _hooks
 from . import kernels
 from .config import GPT2Config
+from .hooks import Hooked, HookPoints
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
+
+    from .hooks import HookFn, Names
+
+# the per-layer hook points, in forward order (names and shapes: the module docstring)
+LAYER_POINTS = (
+    "resid_pre", "ln_1.scale", "attn.q", "attn.k", "attn.v", "attn.scores", "attn.probs", "attn.z", "attn.out",
+    "resid_mid", "ln_2.scale", "mlp.pre", "mlp.post", "mlp.out", "resid_post",
+)
+FINAL_POINTS = ("ln_f.scale", "ln_f.out")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,7 +85,7 @@ def gelu_exact(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(Hooked):
     """Normalise each position's vector to mean 0 and variance 1, then scale and shift.
 
     y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, statistics over the last axis only,
@@ -69,12 +101,13 @@ class LayerNorm(nn.Module):
     def extra_repr(self) -> str:
         return f"({self.weight.numel()},), eps={self.eps}, bias={self.bias is not None}"
 
-    def forward(self, x: torch.Tensor, explicit: bool = False) -> torch.Tensor:
-        if not explicit:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.points.explicit or self.hooked("scale")):
             return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
         mean = x.mean(dim=-1, keepdim=True)  # (B, T, 1)
         var = x.var(dim=-1, keepdim=True, unbiased=False)  # (B, T, 1)
-        x_hat = (x - mean) / torch.sqrt(var + self.eps)  # (B, T, C), each row mean 0, variance 1
+        scale = self.hook("scale", torch.sqrt(var + self.eps))  # (B, T, 1)
+        x_hat = (x - mean) / scale  # (B, T, C), each row mean 0, variance 1
         y = x_hat * self.weight  # (B, T, C)
         return y + self.bias if self.bias is not None else y
 
@@ -84,47 +117,22 @@ class LayerNorm(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: torch.Tensor | None,
-    *,
-    dropout_p: float = 0.0,
-    explicit: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """softmax(q kᵀ / sqrt(D) + mask) v, on every head at once.
+def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """q kᵀ / sqrt(D) (B, H, T, S), masked: how much each query matches each key it may see.
 
-    Args:
-        q: queries (B, H, T, D); k, v: keys and values (B, H, S, D), S >= T.
-        mask: additive (B or 1, 1, T, S) with 0 where a query may look and a very negative number
-            where it may not; ``None`` means plain causal attention with S == T (or T == 1, which
-            may see every key).
-        dropout_p: dropout on the probabilities (training only).
-        explicit: compute the formula step by step and return the probabilities too.
-
-    Returns:
-        y (B, H, T, D) and, on the explicit path, the probabilities (B, H, T, S) (else ``None``).
+    ``mask`` is additive (B or 1, 1, T, S): 0 where a query may look, a very negative number where it
+    may not; ``None`` means plain causal attention with S == T (or T == 1, which sees every key).
+    Blocked entries hold ``finfo.min`` as in transformers, so softmax gives them exactly 0.
     """
     T, S = q.size(-2), k.size(-2)
-    is_causal = mask is None and T > 1
-    if not explicit:
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
-        return y, None
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
-    if is_causal:
-        # query i may look at keys 0..i: everything above the diagonal is the future
-        future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(diagonal=1)  # (T, S)
-        scores = scores.masked_fill(future, torch.finfo(scores.dtype).min)
-    elif mask is not None:
-        scores = scores + mask
-    probs = F.softmax(scores, dim=-1)  # (B, H, T, S), each row sums to 1
-    if dropout_p > 0.0:
-        probs_dropped = F.dropout(probs, p=dropout_p, training=True)
-    else:
-        probs_dropped = probs
-    y = probs_dropped @ v  # (B, H, T, D): a weighted average of the values
-    return y, probs
+    if mask is not None:
+        return scores + mask
+    if T == 1:
+        return scores
+    # query i may look at keys 0..i: everything above the diagonal is the future
+    future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(diagonal=1)  # (T, S)
+    return scores.masked_fill(future, torch.finfo(scores.dtype).min)
 
 
 class KVCache:
@@ -193,11 +201,13 @@ class Linear(nn.Linear):
         return kernels.linear(self, x)  # F.linear(x, W, b), or its packed twin
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where each position sees itself and the positions before it."""
+class CausalSelfAttention(Hooked):
+    """Multi-head self-attention where each position sees itself and the positions before it:
+    softmax(q kᵀ / sqrt(D) + mask) v on every head at once, then c_proj mixes the heads."""
 
-    def __init__(self, config: GPT2Config) -> None:
+    def __init__(self, config: GPT2Config, layer: int = 0) -> None:
         super().__init__()
+        self.layer = layer  # which slot of the KV cache is ours
         self.n_head = config.n_head
         self.head_dim = config.head_dim
         self.dropout_p = config.attn_pdrop
@@ -206,30 +216,27 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias, conv1d=True)  # heads back to the stream
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        *,
-        layer: int = 0,
-        kv_cache: KVCache | None = None,
-        explicit: bool = False,
-        attn_probs_out: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
+        H, D = self.n_head, self.head_dim
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         # split the width into H heads of D and put heads before time: (B, T, C) -> (B, H, T, D)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        q = self.hook("q", q.view(B, T, H, D).transpose(1, 2))  # (B, H, T, D)
+        k = self.hook("k", k.view(B, T, H, D).transpose(1, 2))  # (B, H, T, D)
+        v = self.hook("v", v.view(B, T, H, D).transpose(1, 2))  # (B, H, T, D)
         if kv_cache is not None:
-            k, v = kv_cache.update(layer, k, v)  # (B, H, S, D)
+            k, v = kv_cache.update(self.layer, k, v)  # (B, H, S, D): the cached positions, then these
         dropout_p = self.dropout_p if self.training else 0.0
-        y, probs = attention(q, k, v, mask, dropout_p=dropout_p, explicit=explicit or attn_probs_out is not None)
-        if attn_probs_out is not None:
-            attn_probs_out.append(probs)  # (B, H, T, S)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
-        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+        if self.points.explicit or self.hooked("scores") or self.hooked("probs"):
+            scores = self.hook("scores", attention_scores(q, k, mask))  # (B, H, T, S)
+            probs = self.hook("probs", F.softmax(scores, dim=-1))  # (B, H, T, S), each row sums to 1
+            z = F.dropout(probs, p=dropout_p, training=True) if dropout_p > 0.0 else probs
+            z = z @ v  # (B, H, T, D): for each query, a weighted average of the values
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None and T > 1)
+        z = self.hook("z", z)  # (B, H, T, D)
+        y = z.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        return self.hook("out", self.resid_dropout(self.c_proj(y)))  # (B, T, C)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +244,7 @@ class CausalSelfAttention(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-class MLP(nn.Module):
+class MLP(Hooked):
     """Position-wise feed-forward: widen (C -> 4C), GELU, narrow back (4C -> C)."""
 
     def __init__(self, config: GPT2Config) -> None:
@@ -247,18 +254,19 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.resid_pdrop)
         self.activation = config.activation
 
-    def act(self, h: torch.Tensor, explicit: bool = False) -> torch.Tensor:
+    def act(self, h: torch.Tensor) -> torch.Tensor:
+        explicit = self.points.explicit
         if self.activation == "gelu":
             return gelu_exact(h) if explicit else F.gelu(h)
         return gelu_tanh(h) if explicit else F.gelu(h, approximate="tanh")
 
-    def forward(self, x: torch.Tensor, explicit: bool = False) -> torch.Tensor:
-        h = self.c_fc(x)  # (B, T, 4C)
-        h = self.act(h, explicit)  # (B, T, 4C)
-        return self.dropout(self.c_proj(h))  # (B, T, C)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.hook("pre", self.c_fc(x))  # (B, T, 4C)
+        h = self.hook("post", self.act(h))  # (B, T, 4C)
+        return self.hook("out", self.dropout(self.c_proj(h)))  # (B, T, C)
 
 
-class Block(nn.Module):
+class Block(Hooked):
     """One transformer block, pre-LayerNorm as in GPT-2:
     x = x + attn(ln_1(x));  x = x + mlp(ln_2(x)).
     The residual additions give gradients a straight path through all L blocks.
@@ -266,26 +274,15 @@ class Block(nn.Module):
 
     def __init__(self, config: GPT2Config, layer: int) -> None:
         super().__init__()
-        self.layer = layer
         self.ln_1 = LayerNorm(config.n_embd, config.layer_norm_epsilon, config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = LayerNorm(config.n_embd, config.layer_norm_epsilon, config.bias)
         self.mlp = MLP(config)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        *,
-        kv_cache: KVCache | None = None,
-        explicit: bool = False,
-        attn_probs_out: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        x = x + self.attn(
-            self.ln_1(x, explicit), mask, layer=self.layer, kv_cache=kv_cache, explicit=explicit, attn_probs_out=attn_probs_out
-        )  # (B, T, C)
-        x = x + self.mlp(self.ln_2(x, explicit), explicit)  # (B, T, C)
-        return x
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, kv_cache: KVCache | None = None) -> torch.Tensor:
+        x = self.hook("resid_pre", x)  # (B, T, C)
+        x = self.hook("resid_mid", x + self.attn(self.ln_1(x), mask, kv_cache))  # (B, T, C)
+        return self.hook("resid_post", x + self.mlp(self.ln_2(x)))  # (B, T, C)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +322,7 @@ def attention_mask_bias(
     return bias.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-class GPT2(nn.Module):
+class GPT2(Hooked):
     """The GPT-2 language model: ids (B, T) -> next-token logits (B, T, V).
 
     Module names follow OpenAI's and Hugging Face's (``transformer.wte``, ``transformer.h.0.attn.c_attn``,
@@ -348,6 +345,11 @@ class GPT2(nn.Module):
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)  # (C) -> (V)
         self.tie_weights()
         self.reset_parameters()
+        # one registry of hook functions for the whole model; each module's names start with its path
+        self.points = HookPoints()
+        for name, module in self.named_modules():
+            if isinstance(module, Hooked):
+                module.points, module.prefix = self.points, name.removeprefix("transformer.") + "." if name else ""
 
     def tie_weights(self) -> None:
         """Make the LM head *the same tensor* as the token embedding (GPT-2 ties them).
@@ -399,6 +401,15 @@ class GPT2(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
+    @property
+    def explicit(self) -> bool:
+        """Compute with the written-out formulas (True) or PyTorch's fused kernels (False, default)."""
+        return self.points.explicit
+
+    @explicit.setter
+    def explicit(self, value: bool) -> None:
+        self.points.explicit = bool(value)
+
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache on this model's device and dtype."""
         return KVCache(self.config, batch_size, max_len, dtype=self.dtype, device=self.device)
@@ -413,8 +424,6 @@ class GPT2(nn.Module):
         kv_cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        explicit: bool = False,
-        attn_probs_out: list[torch.Tensor] | None = None,
         last_logits_only: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits for every position.
@@ -427,9 +436,6 @@ class GPT2(nn.Module):
             attention_mask: (B, P + T), 1 for real tokens and 0 for padding (batched prompts of
                 different lengths, padded on the left).
             position_ids: (B, T) positions to embed; by default P, P+1, ... P+T-1.
-            explicit: the step-by-step path (see the module docstring).
-            attn_probs_out: a list; each layer appends its attention probabilities (B, H, T, P + T).
-                Implies the explicit attention path.
             last_logits_only: compute logits only for the last position, (B, 1, V): what decoding
                 needs, and it skips the largest matrix product of a long prompt.
 
@@ -454,18 +460,34 @@ class GPT2(nn.Module):
 
         mask = attention_mask_bias(T, past, attention_mask, dtype=x.dtype, device=x.device)
         for block in self.transformer.h:
-            x = block(x, mask, kv_cache=kv_cache, explicit=explicit, attn_probs_out=attn_probs_out)  # (B, T, C)
+            x = block(x, mask, kv_cache)  # (B, T, C)
         if kv_cache is not None:
             kv_cache.advance(T)
 
         if last_logits_only:
             x = x[:, -1:, :]  # (B, 1, C)
-        x = self.transformer.ln_f(x, explicit)  # (B, T, C)
+        x = self.hook("ln_f.out", self.transformer.ln_f(x))  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, V): a score for every token of the vocabulary
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+    # -- looking inside (implemented in hooks.py) --------------------------------------------------
+
+    def hook_names(self) -> list[str]:
+        """Every hook point of this model, in forward order (the names: the module docstring)."""
+        return [f"h.{i}.{p}" for i in range(self.config.n_layer) for p in LAYER_POINTS] + list(FINAL_POINTS)
+
+    def hooks(self, fns: Mapping[str, HookFn]):
+        """``with model.hooks({name: fn}):`` runs ``fn(tensor, name)`` at each point; a returned tensor
+        replaces the activation. Removed when the block ends, after an exception too."""
+        return _hooks.hooks(self, fns)
+
+    def run_with_cache(self, idx: torch.Tensor, names: Names = None, *, device: torch.device | str | None = None, **kwargs):
+        """``logits, cache = model.run_with_cache(idx, names)``: the activations asked for (default:
+        all), name -> tensor, on ``device`` (default: the model's). ``kwargs`` go to ``forward``."""
+        return _hooks.run_with_cache(self, idx, names, device=device, **kwargs)
 
     # -- generation ----------------------------------------------------------------------------
 

@@ -7,17 +7,20 @@
     >>> print(tr.to_text())                                           # the walk as a table, then the next token
     >>> tr.plot("trace.png")                                          # residual-stream norm and stage statistics
 
-The numbers are read from the real forward pass with forward hooks on the modules of ``model.py``
-(nothing is recomputed, so ``tr.logits`` is exactly ``model(idx)``). A point without a module of its
-own is read at the module that consumes it: ``embed.sum`` is the input of ``drop``, ``resid_mid``
-the input of ``ln_2``, ``mlp.act`` the input of ``mlp.c_proj``, ``resid_out`` the output of the block.
-Each hook reduces its tensor to a few statistics at once and lets it go, so memory stays flat however
-many layers are traced, unless ``tensors=True`` asks to keep them.
+The numbers are read from the real forward pass at the model's hook points (``model.py`` lists them;
+``tr.logits`` is exactly ``model(idx)``): ``embed.sum`` is ``h.0.resid_pre``, ``attn`` is
+``h.{i}.attn.out``, ``mlp.fc`` / ``mlp.act`` / ``mlp`` are ``mlp.pre`` / ``mlp.post`` / ``mlp.out``,
+``resid_out`` is ``resid_post``, ``ln_f`` is ``ln_f.out``. Three kinds are looked up from what the pass
+read: ``embed.tok`` / ``embed.pos`` (rows of ``wte`` / ``wpe``) and each block's LayerNorm outputs,
+which the block's own LayerNorm recomputes from the hooked stream with the same kernel (the same
+numbers). Each hook reduces its tensor to a few statistics at once and lets it go, so memory stays flat
+however many layers are traced, unless ``tensors=True`` asks to keep them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,65 +225,60 @@ def trace(
             tensor=x.detach() if tensors else None,  # otherwise nothing of the tensor outlives this call
         ))
 
-    def ln_input(module: torch.nn.Module, args: tuple) -> None:
+    def ln_input(module: torch.nn.Module, x: torch.Tensor) -> None:
         # the normalisation step of this LayerNorm, before its learned scale and shift, per token
-        x = args[0].detach().float()
+        x = x.detach().float()
         x_hat = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + module.eps)
         flat = x_hat.reshape(-1, x_hat.size(-1))  # (tokens, C)
         normalised[id(module)] = (flat.mean(-1).tolist(), flat.var(-1, unbiased=False).tolist())
 
-    def out_hook(name: str, ln: bool = False):
-        def hook(module, args, output):
-            record(name, output, module if ln else None)
-        return hook
+    def as_is(name: str) -> Callable[[torch.Tensor], None]:
+        return lambda x: record(name, x)
 
-    def in_hook(name: str):
-        def hook(module, args):
-            record(name, args[0])
-        return hook
+    def layernorm(name: str, ln: torch.nn.Module) -> Callable[[torch.Tensor], None]:
+        def stage(x: torch.Tensor) -> None:  # its output, from the stream it reads, by the model's own LayerNorm
+            ln_input(ln, x)
+            record(name, ln(x), ln)
+        return stage
 
     t = model.transformer
-    plan: list[tuple[torch.nn.Module, str, Any]] = [
-        (t.wte, "fwd", out_hook("embed.tok")),
-        (t.wpe, "fwd", out_hook("embed.pos")),
-        (t.drop, "pre", in_hook("embed.sum")),  # drop's input is tok + pos (dropout is off in eval)
-    ]
+
+    def embeddings(x: torch.Tensor) -> None:
+        record("embed.tok", t.wte.weight[idx[0]][None])  # (1, T, C): the rows the pass looked up
+        record("embed.pos", t.wpe.weight[: x.size(1)][None])  # (1, T, C)
+        record("embed.sum", x)  # h.0.resid_pre: tok + pos (dropout is off in eval)
+
+    # hook point -> the stages read there, in forward order
+    stages: dict[str, list[Callable[[torch.Tensor], None]]] = defaultdict(list)
+    stages["h.0.resid_pre"].append(embeddings)
     for i in chosen:
         block = t.h[i]
-        plan += [
-            (block.ln_1, "pre", ln_input),
-            (block.ln_1, "fwd", out_hook(f"h.{i}.ln_1", ln=True)),
-            (block.attn, "fwd", out_hook(f"h.{i}.attn")),
-            (block.ln_2, "pre", in_hook(f"h.{i}.resid_mid")),  # ln_2 reads x + attn(ln_1(x))
-            (block.ln_2, "pre", ln_input),
-            (block.ln_2, "fwd", out_hook(f"h.{i}.ln_2", ln=True)),
-            (block.mlp.c_fc, "fwd", out_hook(f"h.{i}.mlp.fc")),
-            (block.mlp.c_proj, "pre", in_hook(f"h.{i}.mlp.act")),  # c_proj reads GELU(c_fc(x))
-            (block.mlp, "fwd", out_hook(f"h.{i}.mlp")),
-            (block, "fwd", out_hook(f"h.{i}.resid_out")),
-        ]
-    plan += [(t.ln_f, "pre", ln_input), (t.ln_f, "fwd", out_hook("ln_f", ln=True))]
-    logits_box: list[torch.Tensor] = []
+        stages[f"h.{i}.resid_pre"].append(layernorm(f"h.{i}.ln_1", block.ln_1))
+        stages[f"h.{i}.attn.out"].append(as_is(f"h.{i}.attn"))
+        stages[f"h.{i}.resid_mid"] += [as_is(f"h.{i}.resid_mid"), layernorm(f"h.{i}.ln_2", block.ln_2)]
+        stages[f"h.{i}.mlp.pre"].append(as_is(f"h.{i}.mlp.fc"))
+        stages[f"h.{i}.mlp.post"].append(as_is(f"h.{i}.mlp.act"))
+        stages[f"h.{i}.mlp.out"].append(as_is(f"h.{i}.mlp"))
+        stages[f"h.{i}.resid_post"].append(as_is(f"h.{i}.resid_out"))
+    stages[f"h.{cfg.n_layer - 1}.resid_post"].append(lambda x: ln_input(t.ln_f, x))  # what ln_f normalises
+    stages["ln_f.out"].append(lambda x: record("ln_f", x, t.ln_f))
 
-    def logits_hook(module, args, output):
-        logits_box.append(output)
-        record("logits", output)
+    def run_stages(fns: list[Callable[[torch.Tensor], None]]):
+        def hook(x: torch.Tensor, name: str) -> None:
+            for fn in fns:
+                fn(x)
+        return hook
 
-    plan.append((model.lm_head, "fwd", logits_hook))
-
-    handles = []
-    was_training = model.training
+    was_training, was_explicit = model.training, model.explicit
     try:
-        for module, kind, fn in plan:
-            handles.append(module.register_forward_pre_hook(fn) if kind == "pre" else module.register_forward_hook(fn))
         model.eval()
-        out = model(idx, explicit=explicit)
+        model.explicit = explicit
+        with model.hooks({point: run_stages(fns) for point, fns in stages.items()}):
+            logits = model(idx)  # (1, T, V)
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-    logits = logits_box[0]
-    assert logits is out  # the recorded logits are the model's output, not a recomputation
+        model.explicit = was_explicit
+    record("logits", logits)
 
     probs = torch.softmax(logits[0, -1].float(), dim=-1)  # (V,)
     top = torch.topk(probs, min(top_k, probs.numel()))
@@ -339,15 +337,13 @@ def render_trace(tr: Trace, max_tokens: int = 24) -> str:
 
 def plot_trace(tr: Trace, path: str | Path) -> Path:
     """A PNG: the residual stream's size through the network, and each stage's statistics by layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the object API: no pyplot state, the user's backend untouched
 
     from .files import atomic_write
 
     path = Path(path)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
+    fig = Figure(figsize=(16, 4.8), layout="constrained")
+    axes = fig.subplots(1, 3)
     # 1. residual stream: the embedding sum, then after each residual add (half steps for resid_mid)
     xs, ys, labels = [], [], []
     for p in tr.points:
@@ -385,5 +381,4 @@ def plot_trace(tr: Trace, path: str | Path) -> Path:
     text = "".join(tr.tokens)
     fig.suptitle(f"Trace of {len(tr.ids)} tokens: {text[:80]!r}{'...' if len(text) > 80 else ''}", fontsize=11)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
     return path
