@@ -97,6 +97,14 @@ CHROME_ARGS = [
 ]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the browser is a ``browser`` test (``-m "not browser"`` leaves it out): marked
+    here once, from the fixtures it asks for, so no page test can forget the marker."""
+    for item in items:
+        if {"chromium", "driver"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def chromium() -> tuple[Path, Path]:
     """Paths of chromium and chromedriver (Debian's packages, which ``make test`` installs)."""
