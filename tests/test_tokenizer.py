@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sysconfig
 from collections import Counter
@@ -20,16 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpt2lab import Tokenizer, TokenizerError
+from gpt2lab.bpe import GPT2_PATTERN, PythonBPE
+from gpt2lab.bpe_train import count_pieces, learn_bpe
 from gpt2lab.cli import main
-from gpt2lab.tokenizer import (
-    GPT2_PATTERN,
-    R50K_URL,
-    bytes_to_unicode,
-    count_pieces,
-    learn_bpe,
-    read_tiktoken_ranks,
-    token_to_str,
-)
+from gpt2lab.vocab_files import R50K_URL, bytes_to_unicode, read_tiktoken_ranks, token_to_str
 
 BACKENDS = ["tiktoken", "python"]
 EOT = "<|endoftext|>"
@@ -42,9 +37,9 @@ HYPOTHESIS = settings(max_examples=150, deadline=None, database=None, suppress_h
 
 @pytest.fixture(scope="session")
 def reference(gpt2_vocab_path) -> tiktoken.Encoding:
-    """tiktoken's r50k_base, built from the file rather than downloaded."""
+    """tiktoken's GPT-2 encoding (r50k_base's ranks, named "gpt2" as tiktoken names it), built from the file rather than downloaded."""
     ranks = tiktoken.load.load_tiktoken_bpe(str(gpt2_vocab_path))
-    return tiktoken.Encoding("r50k_base", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
+    return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
 
 
 @pytest.fixture(scope="session")
@@ -193,6 +188,209 @@ def test_round_trip_and_ids_tricky_text(gpt2, reference, backend, text):
 
 
 # ---------------------------------------------------------------------------------------------
+# the tiktoken.Encoding API, call for call: same results, same exception types
+# ---------------------------------------------------------------------------------------------
+
+NOPE = "<|nope|>"  # looks like a special token, is not one of GPT-2's
+HI = [15496, 995]  # "Hello world"
+JAPANESE = "日本語 héllo wörld 👍🏽"
+CUT = [33768]  # the first two of 日's three bytes: not valid UTF-8 on its own
+
+
+def outcome(call, enc):
+    """("value", result) or ("raises", exception) of ``call(enc)``."""
+    try:
+        return "value", call(enc)
+    except Exception as err:  # the exception is the result under test
+        return "raises", err
+
+
+# One row per call: the same lambda runs on tiktoken.Encoding and on our Tokenizer.
+SAME_AS_TIKTOKEN = {
+    # encode and the special-token rules
+    "encode": lambda e: e.encode("Hello world"),
+    "encode empty": lambda e: e.encode(""),
+    "encode special text refused by default": lambda e: e.encode(f"a{EOT}b"),
+    "encode allowed_special='all'": lambda e: e.encode(f"a{EOT}b", allowed_special="all"),
+    "encode allowed_special=set": lambda e: e.encode(f"a{EOT}b", allowed_special={EOT}),
+    "encode allowed_special=special_tokens_set": lambda e: e.encode(f"a{EOT}b", allowed_special=e.special_tokens_set),
+    "encode allowed_special=frozenset": lambda e: e.encode(f"a{EOT}b", allowed_special=frozenset({EOT})),
+    "encode allowed_special=unknown name is ignored": lambda e: e.encode(f"a{NOPE}b", allowed_special={NOPE}),
+    "encode allowed_special=unknown name, special text": lambda e: e.encode(f"a{EOT}b", allowed_special={NOPE}),
+    "encode disallowed_special=()": lambda e: e.encode(f"a{EOT}b", disallowed_special=()),
+    "encode disallowed_special=set()": lambda e: e.encode(f"a{EOT}b", disallowed_special=set()),
+    "encode disallowed_special=frozenset()": lambda e: e.encode(f"a{EOT}b", disallowed_special=frozenset()),
+    "encode disallowed beats allowed": lambda e: e.encode(f"a{EOT}b", allowed_special="all", disallowed_special={EOT}),
+    "encode disallowed_special=unknown name found": lambda e: e.encode(f"a{NOPE}b", disallowed_special={NOPE}),
+    "encode disallowed_special=unknown name absent": lambda e: e.encode("a b", disallowed_special={NOPE}),
+    "encode allowed 'all', disallowed 'all'": lambda e: e.encode(f"{EOT}{EOT}", allowed_special="all", disallowed_special="all"),
+    "encode lone surrogates": lambda e: e.encode("a\ud800b \udfff"),
+    "encode lone surrogates, special allowed": lambda e: e.encode(f"a\ud800{EOT}", allowed_special="all"),
+    "encode bytes": lambda e: e.encode(b"bytes"),
+    "encode None": lambda e: e.encode(None),
+    "encode_ordinary": lambda e: e.encode_ordinary(f"{JAPANESE}{EOT}"),
+    "encode_ordinary lone surrogate": lambda e: e.encode_ordinary("\udc80x"),
+    "encode_ordinary None": lambda e: e.encode_ordinary(None),
+    "encode_to_numpy": lambda e: (lambda a: (a.tolist(), str(a.dtype)))(e.encode_to_numpy(f"{JAPANESE}{EOT}", allowed_special="all")),
+    "encode_to_numpy refuses special text": lambda e: e.encode_to_numpy(EOT),
+    # batches
+    "encode_batch": lambda e: e.encode_batch(["Hello world", JAPANESE, ""]),
+    "encode_batch allowed 'all'": lambda e: e.encode_batch([f"a{EOT}", "b"], allowed_special="all", num_threads=1),
+    "encode_batch refuses special text": lambda e: e.encode_batch(["fine", f"a{EOT}"]),
+    "encode_batch disallowed_special=()": lambda e: e.encode_batch([f"a{EOT}"], disallowed_special=()),
+    "encode_ordinary_batch": lambda e: e.encode_ordinary_batch(["Hello world", f"a{EOT}", JAPANESE], num_threads=2),
+    # completions
+    "encode_with_unstable": lambda e: e.encode_with_unstable("hello fanta"),
+    "encode_with_unstable space": lambda e: e.encode_with_unstable("hello "),
+    "encode_with_unstable newlines": lambda e: e.encode_with_unstable("one\n\n"),
+    "encode_with_unstable inside a character": lambda e: e.encode_with_unstable("x 日"),
+    "encode_with_unstable digits": lambda e: e.encode_with_unstable("in 2026"),
+    "encode_with_unstable ends in special": lambda e: e.encode_with_unstable(f"a{EOT}", allowed_special="all"),
+    "encode_with_unstable empty": lambda e: e.encode_with_unstable(""),
+    "encode_with_unstable refuses special text": lambda e: e.encode_with_unstable(f"a{EOT}"),
+    # single tokens
+    "encode_single_token str": lambda e: e.encode_single_token(" world"),
+    "encode_single_token bytes": lambda e: e.encode_single_token(b" world"),
+    "encode_single_token special str": lambda e: e.encode_single_token(EOT),
+    "encode_single_token special bytes": lambda e: e.encode_single_token(EOT.encode()),
+    "encode_single_token two tokens": lambda e: e.encode_single_token("hello world"),
+    "encode_single_token invalid UTF-8": lambda e: e.encode_single_token(b"\xff\xfe"),
+    "encode_single_token byte": lambda e: e.encode_single_token(b"\xff"),
+    "encode_single_token int": lambda e: e.encode_single_token(5),
+    "encode_single_token bytearray": lambda e: e.encode_single_token(bytearray(b"a")),
+    "encode_single_token unknown special": lambda e: e.encode_single_token(NOPE),
+    "encode_single_token lone surrogate": lambda e: e.encode_single_token("\ud800"),
+    # decoding
+    "decode": lambda e: e.decode(HI),
+    "decode tuple": lambda e: e.decode(tuple(HI)),
+    "decode special": lambda e: e.decode([64, 50256]),
+    "decode empty": lambda e: e.decode([]),
+    "decode cut character": lambda e: e.decode(CUT),
+    "decode errors='strict'": lambda e: e.decode(CUT, errors="strict"),
+    "decode errors='ignore'": lambda e: e.decode(CUT, errors="ignore"),
+    "decode errors='backslashreplace'": lambda e: e.decode(CUT, errors="backslashreplace"),
+    "decode errors=unknown handler": lambda e: e.decode(CUT, errors="bogus"),
+    "decode errors positional": lambda e: e.decode(CUT, "ignore"),
+    "decode id past the vocabulary": lambda e: e.decode([15496, 50257]),
+    "decode largest 32-bit id": lambda e: e.decode([2**32 - 1]),
+    "decode 33-bit id": lambda e: e.decode([2**32]),
+    "decode negative id": lambda e: e.decode([15496, -1]),
+    "decode huge id": lambda e: e.decode([10**20]),
+    "decode str id": lambda e: e.decode(["a"]),
+    "decode float id": lambda e: e.decode([1.5]),
+    "decode integral float id": lambda e: e.decode([1.0]),
+    "decode None id": lambda e: e.decode([None]),
+    "decode bool id": lambda e: e.decode([True]),
+    "decode_bytes": lambda e: e.decode_bytes([*HI, *CUT, 50256]),
+    "decode_bytes bad id": lambda e: e.decode_bytes([50257]),
+    "decode_bytes negative id": lambda e: e.decode_bytes([-5]),
+    "decode_single_token_bytes": lambda e: e.decode_single_token_bytes(995),
+    "decode_single_token_bytes special": lambda e: e.decode_single_token_bytes(50256),
+    "decode_single_token_bytes past the vocabulary": lambda e: e.decode_single_token_bytes(50257),
+    "decode_single_token_bytes negative": lambda e: e.decode_single_token_bytes(-1),
+    "decode_single_token_bytes str": lambda e: e.decode_single_token_bytes("995"),
+    "decode_single_token_bytes float": lambda e: e.decode_single_token_bytes(995.0),
+    "decode_tokens_bytes": lambda e: e.decode_tokens_bytes([*HI, *CUT, 50256]),
+    "decode_tokens_bytes bad id": lambda e: e.decode_tokens_bytes([1, 50257]),
+    "decode_with_offsets": lambda e: e.decode_with_offsets(e.encode_ordinary(JAPANESE)),
+    "decode_with_offsets special": lambda e: e.decode_with_offsets([64, 50256, 65]),
+    "decode_with_offsets empty": lambda e: e.decode_with_offsets([]),
+    "decode_with_offsets cut character": lambda e: e.decode_with_offsets(CUT),
+    "decode_with_offsets bad id": lambda e: e.decode_with_offsets([50257]),
+    "decode_batch": lambda e: e.decode_batch([HI, CUT, []]),
+    "decode_batch errors='strict'": lambda e: e.decode_batch([HI, CUT], errors="strict", num_threads=1),
+    "decode_batch bad id": lambda e: e.decode_batch([HI, [50257]]),
+    "decode_bytes_batch": lambda e: e.decode_bytes_batch([HI, CUT, [50256]], num_threads=2),
+    "decode_bytes_batch bad id": lambda e: e.decode_bytes_batch([[-1]]),
+    # the vocabulary
+    "token_byte_values": lambda e: e.token_byte_values(),
+    "is_special_token special": lambda e: e.is_special_token(50256),
+    "is_special_token merged": lambda e: e.is_special_token(995),
+    "is_special_token past the vocabulary": lambda e: e.is_special_token(10**6),
+    "n_vocab": lambda e: e.n_vocab,
+    "max_token_value": lambda e: e.max_token_value,
+    "eot_token": lambda e: e.eot_token,
+    "special_tokens_set": lambda e: e.special_tokens_set,
+    "name": lambda e: e.name,
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("row", list(SAME_AS_TIKTOKEN))
+def test_same_as_tiktoken(gpt2, reference, backend, row):
+    """Each row makes one call on tiktoken.Encoding and on our Tokenizer: the same value, or an
+    exception of the type tiktoken raises (ours may be a subclass that also is a TokenizerError)."""
+    call = SAME_AS_TIKTOKEN[row]
+    theirs, ours = outcome(call, reference), outcome(call, gpt2[backend])
+    if row.startswith("encode_with_unstable") and theirs[0] == ours[0] == "value":
+        # the possible continuations are a set (tiktoken lists them in hash order)
+        theirs = ("value", (theirs[1][0], sorted(theirs[1][1])))
+        ours = ("value", (ours[1][0], sorted(ours[1][1])))
+    assert ours[0] == theirs[0], f"tiktoken gives {theirs!r}, we give {ours!r}"
+    if theirs[0] == "raises":
+        assert isinstance(ours[1], type(theirs[1])), f"tiktoken raises {theirs[1]!r}, we raise {ours[1]!r}"
+        if isinstance(ours[1], TokenizerError):
+            assert "\n" not in str(ours[1]) and str(ours[1]) == ours[1].args[0]  # one line for the CLI, no KeyError quotes
+    else:
+        assert ours[1] == theirs[1]
+
+
+def test_same_methods_and_signatures_as_tiktoken(gpt2):
+    """Every public name of tiktoken.Encoding exists on Tokenizer, methods with the same parameters
+    (names, kinds, defaults), so keyword calls written for tiktoken work unchanged."""
+    import inspect
+
+    public = [name for name in vars(tiktoken.Encoding) if not name.startswith("_")]
+    assert len(public) >= 15  # the methods and properties; name and max_token_value are instance attributes (rows above)
+    for name in public:
+        assert hasattr(gpt2["python"], name), name
+        theirs = getattr(tiktoken.Encoding, name)
+        if inspect.isfunction(theirs):
+            params = [(p.name, p.kind, p.default) for p in inspect.signature(theirs).parameters.values()]
+            assert [(p.name, p.kind, p.default) for p in inspect.signature(getattr(Tokenizer, name)).parameters.values()] == params, name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vocabulary_without_endoftext_as_tiktoken(backend):
+    ranks = {bytes([b]): b for b in range(256)}
+    ours, theirs = Tokenizer(ranks, backend=backend), tiktoken.Encoding("bytes", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
+    for tok in (ours, theirs):
+        with pytest.raises(KeyError):
+            _ = tok.eot_token
+        with pytest.raises(ValueError):
+            tok.encode(EOT, disallowed_special={EOT})
+    with pytest.raises(TokenizerError, match=re.escape(f"no {EOT} token")):
+        _ = ours.eot_token
+    assert ours.encode(EOT, allowed_special="all") == theirs.encode(EOT, allowed_special="all")
+    assert (ours.n_vocab, ours.max_token_value, ours.special_tokens_set) == (theirs.n_vocab, theirs.max_token_value, theirs.special_tokens_set)
+
+
+@HYPOTHESIS
+@given(text=TRICKY)
+def test_encode_with_unstable_reference_as_tiktoken(gpt2, reference, text):
+    """The Python reference's completions equal tiktoken's on the pattern's corner cases."""
+    stable, completions = gpt2["python"].encode_with_unstable(text, disallowed_special=())
+    expected_stable, expected = reference.encode_with_unstable(text, disallowed_special=())
+    assert (stable, completions) == (expected_stable, sorted(expected))
+
+
+def test_python_bpe_stands_alone(gpt2):
+    """The reference in gpt2lab.bpe is usable without Tokenizer, as tiktoken's core is."""
+    core = PythonBPE(gpt2["python"].mergeable_ranks, GPT2_PATTERN, {EOT: 50256})
+    assert core.encode_ordinary(f"Hello world{EOT}") == gpt2["tiktoken"].encode_ordinary(f"Hello world{EOT}")
+    assert core.encode(f"Hello world{EOT}", {EOT}) == [15496, 995, 50256]
+
+
+def test_public_names_still_import_from_tokenizer():
+    """Cutting tokenizer.py into bpe / bpe_train / vocab_files kept its public import paths."""
+    import gpt2lab.tokenizer as tokenizer
+
+    for name in tokenizer.__all__:
+        assert getattr(tokenizer, name) is not None, name
+    assert tokenizer.learn_bpe is learn_bpe and tokenizer.GPT2_PATTERN == GPT2_PATTERN
+
+
+# ---------------------------------------------------------------------------------------------
 # special tokens
 # ---------------------------------------------------------------------------------------------
 
@@ -211,8 +409,6 @@ def test_special_tokens_as_tiktoken(gpt2, reference, backend):
     assert tok.encode(text, disallowed_special=()) == reference.encode(text, disallowed_special=())
     assert tok.encode_ordinary(text) == reference.encode_ordinary(text)
     assert 50256 not in tok.encode_ordinary(text)
-    with pytest.raises(TokenizerError, match="not a special token"):
-        tok.encode("x", allowed_special={"<|nope|>"})
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

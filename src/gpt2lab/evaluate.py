@@ -162,7 +162,8 @@ def evaluate_path(
     the model directory has one).
     """
     from .data import META, load_tokenizer, open_data, tokenizer_fingerprint
-    from .tokenizer import Tokenizer, _find_vocab_files
+    from .tokenizer import Tokenizer
+    from .vocab_files import find_vocab_files
     from .weights import _parse_dtype, resolve_checkpoint_dir
 
     model_dir = None
@@ -183,7 +184,7 @@ def evaluate_path(
                 f"vocabulary mismatch: {data} was tokenised with {meta['n_vocab']:,} tokens, the model has {model.config.vocab_size:,}; "
                 "prepare the data with the model's tokenizer (--tokenizer)"
             )
-        if model_dir is not None and _find_vocab_files(model_dir) is not None:
+        if model_dir is not None and find_vocab_files(model_dir) is not None:
             if tokenizer_fingerprint(Tokenizer.from_file(model_dir)) != meta["fingerprint"]:
                 raise DataError(f"tokenizer mismatch: {data} was tokenised with {meta['name']!r}, not {model_dir}'s tokenizer; prepare it again with --tokenizer {model_dir}")
         ids = prepared.val

@@ -639,9 +639,10 @@ class Trainer:
     def _check_tokenizer(self, model_dir: Path) -> None:
         """A model directory that carries its own tokenizer must carry the data's."""
         from .data import tokenizer_fingerprint
-        from .tokenizer import Tokenizer, _find_vocab_files
+        from .tokenizer import Tokenizer
+        from .vocab_files import find_vocab_files
 
-        if _find_vocab_files(model_dir) is None:
+        if find_vocab_files(model_dir) is None:
             return  # no tokenizer files: GPT-2's is assumed, the vocabulary-size check below still applies
         theirs = tokenizer_fingerprint(Tokenizer.from_file(model_dir))
         ours = self.data.meta["tokenizer"]["fingerprint"]
