@@ -83,7 +83,7 @@ def test_rerun_is_a_noop_until_the_input_changes(tmp_path, tok_path):
     assert not other_split.skipped  # a different setting is a different result
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.multiprocess)])
 def test_streamed_chunks_and_workers_give_the_ids_of_the_whole_text(tmp_path, tok_path, monkeypatch, workers):
     # small chunks: a file is read, decoded (multi-byte characters cut across reads) and tokenised in ~40 pieces
     monkeypatch.setattr(data_mod, "CHUNK_CHARS", 256)
@@ -170,6 +170,7 @@ def test_prepare_errors(tmp_path, tok_path, setup, inputs, match):
         prepare([str(tmp_path / i) if not i.startswith("hf:") else i for i in inputs], tmp_path / "out", tokenizer=tok_path, progress=False)
 
 
+@pytest.mark.slow  # three CLI processes, each loading GPT-2's vocabulary
 def test_prepare_with_gpt2_vocabulary_and_cli(tmp_path, gpt2_vocab_path):
     (tmp_path / "a.txt").write_text("Hello world")
     (tmp_path / "b.txt").write_text(" It works.")

@@ -17,6 +17,7 @@ def demo(tmp_path_factory):
     return result, "\n".join(lines)
 
 
+@pytest.mark.slow  # the module's demo run: ~40 s
 def test_demo_trains_and_the_loss_falls(demo):
     result, printed = demo
     assert result.mode == "trained"
@@ -26,6 +27,7 @@ def test_demo_trains_and_the_loss_falls(demo):
     assert "Corpus:" in printed and "Vocabulary: learned" in printed and "Training 40 steps" in printed
 
 
+@pytest.mark.slow
 def test_demo_samples_along_the_way(demo):
     result, printed = demo
     steps = [s["step"] for s in result.samples]
@@ -34,6 +36,7 @@ def test_demo_samples_along_the_way(demo):
     assert all(s["val_loss"] is not None for s in result.samples[1:])
 
 
+@pytest.mark.slow
 def test_demo_writes_everything_it_lists(demo):
     result, printed = demo
     for f in result.files:
@@ -46,6 +49,7 @@ def test_demo_writes_everything_it_lists(demo):
     assert "<script src" not in page and "http://" not in page and "https://" not in page  # nothing fetched
 
 
+@pytest.mark.slow
 def test_demo_report_in_a_real_browser(demo, driver):
     result, _ = demo
     log = open_page(driver, result.report)
@@ -56,6 +60,7 @@ def test_demo_report_in_a_real_browser(demo, driver):
     assert driver.execute_script("return document.querySelector('#attn canvas') !== null")
 
 
+@pytest.mark.slow
 def test_second_run_reuses_vocabulary_and_data(demo):
     result, _ = demo
     lines: list[str] = []

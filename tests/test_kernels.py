@@ -60,6 +60,7 @@ def test_an_x86_machine_packs_fp32():
     assert kernels.works(torch.float32)
 
 
+@pytest.mark.slow  # a 768-wide model with GPT-2's vocabulary
 def test_packed_logits_match_dense_at_full_width(calls):
     model = perturbed_model(GPT2Config(n_layer=2, n_head=12, n_embd=768, block_size=64, vocab_size=WIDE["vocab_size"]))
     idx = torch.randint(0, WIDE["vocab_size"], (3, 40), generator=torch.Generator().manual_seed(0))

@@ -45,6 +45,7 @@ def test_readme_has_the_two_commands_and_a_tour():
     assert len(python_blocks(text)) >= 5
 
 
+@pytest.mark.slow  # trains and generates in a fresh process: over a minute
 def test_readme_python_tour_runs(tmp_path, stand_in_hub, gpt2_vocab_path):
     work = tmp_path / "work"
     (work / "my_texts").mkdir(parents=True)
