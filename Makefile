@@ -38,9 +38,12 @@ browser:
 test: $(VENV)/.installed browser
 	$(PY) -m pytest -q
 
+# both checkers always run (so one report lists everything); the target fails if either does
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src
-	$(VENV)/bin/mypy
+	@status=0; \
+	$(VENV)/bin/ruff check src || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py
