@@ -240,7 +240,7 @@ def test_attention_accepts_ids_in_every_form_and_restores_training_mode(tiny):
 
 @pytest.mark.parametrize(
     "ids, message",
-    [([5], "at least 2 tokens"), (list(range(129)), "more than the model's context of 128"), ([1, 1000], "outside the model's vocabulary")],
+    [([5], "at least 2 tokens"), (list(range(129)), "more than the model's context of 128"), ([1, 1000], "outside this model's vocabulary")],
 )
 def test_bad_inputs_raise_input_errors(tiny, ids, message):
     model, _ = tiny

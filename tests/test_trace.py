@@ -141,7 +141,7 @@ def test_input_errors(model, ids):
         trace(model, None, ids, layers=[5])
     with pytest.raises(GPT2LabError, match="layers 0..1"):
         trace(model, None, ids, layers="0,7")
-    with pytest.raises(GPT2LabError, match="at most 128"):
+    with pytest.raises(GPT2LabError, match="more than the model.s context of 128"):
         trace(model, None, list(range(129)))
     with pytest.raises(GPT2LabError, match="tokenizer"):
         trace(model, None, "some text")
@@ -167,9 +167,9 @@ def test_text_with_the_gpt2_tokenizer(gpt2_vocab_path, gpt2_vocab_model):
     tr = trace(model, tok, "Hello world, again")
     assert tr.ids == tok.encode("Hello world, again") and "".join(tr.tokens) == "Hello world, again"
     text = tr.to_text()
-    assert "·world" in text and "next token after" in text and "h.2.resid_out" in text
+    assert "␣world" in text and "next token after" in text and "h.2.resid_out" in text
     assert len(tr.top_next) == 5 and all(tok.decode([i]) == s for i, s, _ in tr.top_next)
-    with pytest.raises(GPT2LabError, match="at most 64"):
+    with pytest.raises(GPT2LabError, match="more than the model.s context of 64"):
         trace(model, tok, "word " * 100)
 
 
@@ -188,8 +188,8 @@ def test_cli(gpt2_vocab_path, gpt2_vocab_model, tmp_path, capsys):
     assert main(["trace", "--model", str(gpt2_vocab_model), "--text", "The cat sat", "--tokenizer", str(gpt2_vocab_path),
                  "--layers", "0,2", "--out", str(out), "--tensors"]) == 0
     printed = capsys.readouterr().out
-    assert "3 tokens: The ·cat ·sat" in printed and "h.2.mlp.act" in printed and "h.1." not in printed
-    assert "next token after '·sat'" in printed and len(printed.split("next token after")[1].splitlines()) == 1 + 5 + 3
+    assert "3 tokens: The ␣cat ␣sat" in printed and "h.2.mlp.act" in printed and "h.1." not in printed
+    assert "next token after '␣sat'" in printed and len(printed.split("next token after")[1].splitlines()) == 1 + 5 + 3
     assert Image.open(out / "trace.png").size == (1600, 480)
     saved = load_file(out / "trace_tensors.safetensors")
     assert saved["h.0.mlp.fc"].shape == (1, 3, 128) and saved["logits"].shape == (1, 3, 50257)
@@ -202,7 +202,7 @@ def test_cli(gpt2_vocab_path, gpt2_vocab_model, tmp_path, capsys):
     [
         (["--ids", "1 2 3", "--layers", "3"], "layer 3 does not exist"),
         (["--ids", "1 x 3"], "--ids must be whole numbers"),
-        (["--ids", " ".join(["5"] * 65)], "at most 64"),
+        (["--ids", " ".join(["5"] * 65)], "more than the model's context of 64"),
         (["--ids", "1", "--tensors"], "--tensors needs --out"),
     ],
 )

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import InputError
+from .tokens import token_ids, token_texts, visible
 
 if TYPE_CHECKING:
     from .model import GPT2
@@ -65,53 +66,6 @@ STAT_DESCRIPTIONS = {
     "self_token": "share of attention on the token itself",
     "induction": "on repeated random tokens: share on the token after the earlier copy",
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# Showing a token exactly
-# ---------------------------------------------------------------------------------------------
-
-# Whitespace and invisible characters drawn as symbols, so " the" and "the" look different.
-_VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u2192", "\r": "\u240d"}  # ␣ ↵ → ␍
-
-
-def visible(text: str) -> str:
-    """``text`` with spaces, newlines, tabs and other control characters made visible.
-
-    ``" the"`` -> ``"␣the"``, ``"\\n"`` -> ``"↵"``, a NUL byte -> ``"\\x00"``. Used by the terminal
-    mapping, the PNG labels and the HTML page alike, so a token looks the same everywhere.
-    """
-    out = []
-    for ch in text:
-        if ch in _VISIBLE:
-            out.append(_VISIBLE[ch])
-        elif ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029\u200b\ufeff":
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out) or "\u2205"  # ∅: an empty token still needs something to hover
-
-
-def token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
-    """The exact text of each token, one string per id.
-
-    A byte-level BPE token can hold part of a UTF-8 character (an emoji is often split over 2-3 tokens);
-    such bytes are shown as ``\\xNN`` escapes rather than as a replacement character, so nothing is
-    hidden. Without a tokenizer, tokens are shown by id (``#464``).
-    """
-    if tokenizer is None:
-        return [f"#{i}" for i in ids]
-    texts = []
-    for i in ids:
-        if hasattr(tokenizer, "decode_single_token_bytes"):
-            raw = tokenizer.decode_single_token_bytes(int(i))
-        elif hasattr(tokenizer, "decode_bytes"):
-            raw = tokenizer.decode_bytes([int(i)])
-        else:
-            texts.append(tokenizer.decode([int(i)]))
-            continue
-        texts.append(raw.decode("utf-8", errors="backslashreplace"))
-    return texts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,25 +313,6 @@ class AttentionResult:
         return "\n".join(lines)
 
 
-def _as_ids(tokenizer, text_or_ids) -> list[int]:
-    if isinstance(text_or_ids, str):
-        if tokenizer is None:
-            raise InputError("text needs a tokenizer; pass one, or pass token ids instead")
-        # allow the special <|endoftext|> written in the text to mean the token, as GPT-2 prompts do
-        try:
-            ids = tokenizer.encode(text_or_ids, allowed_special="all")
-        except TypeError:
-            ids = tokenizer.encode(text_or_ids)
-        return [int(i) for i in ids]
-    if isinstance(text_or_ids, torch.Tensor):
-        if text_or_ids.dim() == 2 and text_or_ids.size(0) == 1:
-            text_or_ids = text_or_ids[0]
-        if text_or_ids.dim() != 1:
-            raise InputError(f"token ids must be one sequence (T,) or (1, T), got shape {tuple(text_or_ids.shape)}")
-        return [int(i) for i in text_or_ids.tolist()]
-    return [int(i) for i in text_or_ids]
-
-
 @torch.no_grad()
 def capture(model: GPT2, ids: torch.Tensor) -> torch.Tensor:
     """Run ``ids`` (B, T) and return every layer's attention probabilities (B, L, H, T, T), float32, CPU.
@@ -428,16 +363,8 @@ def attention(
     """
     if isinstance(tokenizer, (list, tuple, torch.Tensor)) and isinstance(text_or_ids, str) and text_or_ids == "":
         tokenizer, text_or_ids = None, tokenizer  # attention(model, ids): ids in the tokenizer's place
-    ids = _as_ids(tokenizer, text_or_ids)
+    ids = token_ids(tokenizer, text_or_ids, model, min_tokens=2)
     T, cfg = len(ids), model.config
-    if T < 2:
-        raise InputError(f"need at least 2 tokens to look at attention, got {T}")
-    if T > cfg.block_size:
-        raise InputError(f"the text is {T} tokens, more than the model's context of {cfg.block_size}; shorten it")
-    bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
-    if bad:
-        raise InputError(f"token id {bad[0]} is outside the model's vocabulary of {cfg.vocab_size}")
-
     was_training = model.training
     model.eval()
     try:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
+from .tokens import token_ids, token_texts, visible
 from .model import GPT2
 
 # One line per kind of point: what the stage did.
@@ -120,33 +121,6 @@ class Trace:
         return plot_trace(self, path)
 
 
-def _visible(token: str) -> str:
-    """A token as text with spaces and control characters made visible."""
-    return token.replace(" ", "·").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
-
-
-def _as_ids(model: GPT2, tokenizer: Any, text_or_ids: str | Sequence[int] | torch.Tensor) -> list[int]:
-    if isinstance(text_or_ids, str):
-        if tokenizer is None:
-            raise InputError("a tokenizer is needed to trace text; pass one, or pass token ids")
-        ids = list(tokenizer.encode(text_or_ids, allowed_special="all"))
-    elif isinstance(text_or_ids, torch.Tensor):
-        if text_or_ids.dim() == 2 and text_or_ids.size(0) != 1:
-            raise InputError(f"trace follows one sequence; got a batch of {text_or_ids.size(0)}")
-        ids = text_or_ids.reshape(-1).tolist()
-    else:
-        ids = [int(i) for i in text_or_ids]
-    if not ids:
-        raise InputError("nothing to trace: the input has no tokens")
-    cfg = model.config
-    if len(ids) > cfg.block_size:
-        raise InputError(f"the input is {len(ids):,} tokens; this model reads at most {cfg.block_size:,} (its context): shorten it")
-    bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
-    if bad:
-        raise InputError(f"token id {bad[0]} is outside this model's vocabulary of {cfg.vocab_size:,}")
-    return ids
-
-
 def parse_layers(layers: str | Sequence[int] | None, n_layer: int) -> list[int]:
     """``None`` = all; "0,11", "0-3,7", -1 = the last; each must exist."""
     if layers is None:
@@ -206,7 +180,7 @@ def trace(
     """
     cfg = model.config
     chosen = parse_layers(layers, cfg.n_layer)
-    ids = _as_ids(model, tokenizer, text_or_ids)
+    ids = token_ids(tokenizer, text_or_ids, model)
     idx = torch.tensor([ids], dtype=torch.long, device=model.device)  # (1, T)
     points: list[TracePoint] = []
     normalised: dict[int, tuple[list[float], list[float]]] = {}  # id(LayerNorm) -> per-token stats of its input
@@ -282,23 +256,10 @@ def trace(
 
     probs = torch.softmax(logits[0, -1].float(), dim=-1)  # (V,)
     top = torch.topk(probs, min(top_k, probs.numel()))
-    name = _namer(tokenizer)
-    top_next = [(int(i), name(int(i)), float(p)) for p, i in zip(top.values, top.indices)]
-    return Trace(ids=ids, tokens=[name(i) for i in ids], points=points, logits=logits, top_next=top_next,
+    top_ids = top.indices.tolist()
+    top_next = [(i, text, float(p)) for i, text, p in zip(top_ids, token_texts(tokenizer, top_ids), top.values)]
+    return Trace(ids=ids, tokens=token_texts(tokenizer, ids), points=points, logits=logits, top_next=top_next,
                  layers=chosen, n_layer=cfg.n_layer)
-
-
-def _namer(tokenizer: Any):
-    if tokenizer is None:
-        return lambda i: f"<{i}>"
-
-    def name(i: int) -> str:
-        try:
-            return tokenizer.decode([i])
-        except Exception:  # an id the vocabulary has no text for (a padded embedding row)
-            return f"<{i}>"
-
-    return name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +270,7 @@ def _namer(tokenizer: Any):
 def render_trace(tr: Trace, max_tokens: int = 24) -> str:
     """The walk as a table: stage, shape, what it did, statistics; then the next-token candidates."""
     out = []
-    toks = " ".join(f"{_visible(t)}" for t in tr.tokens[:max_tokens]) + (" ..." if len(tr.tokens) > max_tokens else "")
+    toks = " ".join(f"{visible(t)}" for t in tr.tokens[:max_tokens]) + (" ..." if len(tr.tokens) > max_tokens else "")
     out.append(f"{len(tr.ids)} tokens: {toks}")
     out.append(f"ids: {tr.ids[:max_tokens]}{' ...' if len(tr.ids) > max_tokens else ''}")
     layers = "all layers" if len(tr.layers) == tr.n_layer else "layers " + ",".join(map(str, tr.layers))
@@ -328,10 +289,10 @@ def render_trace(tr: Trace, max_tokens: int = 24) -> str:
         out.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
         if r is header:
             out.append("  ".join("-" * w for w in widths))
-    last = _visible(tr.tokens[-1])
+    last = visible(tr.tokens[-1])
     out.append(f"\nnext token after {last!r}:")
     for i, tok, p in tr.top_next:
-        out.append(f"  {p:8.3%}  {_visible(tok)!r:<20} id {i}")
+        out.append(f"  {p:8.3%}  {visible(tok)!r:<20} id {i}")
     return "\n".join(out) + "\n"
 
 

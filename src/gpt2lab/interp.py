@@ -1,0 +1,463 @@
+"""Interpretability on the hook points: logit lens, activation patching, head ablation, logit attribution.
+
+    >>> from gpt2lab import GPT2, Tokenizer
+    >>> from gpt2lab import interp
+    >>> model, tok = GPT2.from_pretrained("gpt2"), Tokenizer.gpt2()
+    >>> clean = torch.tensor([tok.encode("When Mary and John went to the store, John gave a drink to")])
+    >>> corrupt = torch.tensor([tok.encode("When Mary and John went to the store, Mary gave a drink to")])
+    >>> mary, john = tok.encode(" Mary")[0], tok.encode(" John")[0]
+    >>> diff = interp.logit_diff(mary, john)                          # metric: logit(Mary) - logit(John), last position
+    >>> interp.patch(model, clean, corrupt, diff).shape               # (L, T): restore one layer x position at a time
+    >>> interp.patch(model, clean, corrupt, diff, point="attn.z", by="head").shape   # (L, H)
+    >>> interp.logit_attribution(model, clean, mary, john)["h.9.attn.h9"]            # one head's direct effect
+    >>> interp.logit_lens(model, clean).shape                         # (L + 1, B, T, V)
+
+Every function runs the model through ``model.run_with_cache`` and ``model.hooks`` (``gpt2lab.hooks``),
+under ``torch.no_grad`` and in eval mode (the model's mode is restored). Numerics are the model's own:
+no LayerNorm folding, no weight centring, so results are those of the released weights.
+
+The result objects (``lens``, ``patching``, ``attribution``) add what a person wants to look at: token
+names, top predictions, baselines; they draw themselves as PNGs and pages (``gpt2lab.views.interp``) and
+show in a notebook by themselves (``_repr_html_``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import InputError
+from .tokens import token_ids, token_texts
+
+if TYPE_CHECKING:
+    from .model import GPT2
+
+Metric = Callable[[torch.Tensor], "torch.Tensor | float"]
+
+# where each hook point keeps its positions and its heads: (position axis, head axis or None)
+POINT_AXES: dict[str, tuple[int, int | None]] = {
+    "resid_pre": (1, None), "ln_1.scale": (1, None), "attn.q": (2, 1), "attn.k": (2, 1), "attn.v": (2, 1),
+    "attn.scores": (2, 1), "attn.probs": (2, 1), "attn.z": (2, 1), "attn.out": (1, None), "resid_mid": (1, None),
+    "ln_2.scale": (1, None), "mlp.pre": (1, None), "mlp.post": (1, None), "mlp.out": (1, None), "resid_post": (1, None),
+}
+TOKENS_PER_BATCH = 8192  # patched runs are stacked along the batch up to about this many tokens per forward
+
+
+@contextlib.contextmanager
+def _inspecting(model: GPT2) -> Iterator[None]:
+    """Eval mode (no dropout) and no autograd for the block; the model's mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _as_batch(model: GPT2, idx: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    if idx.dim() == 1:
+        idx = idx[None]
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise InputError(f"token ids must be (T,) or (B, T) with T >= 1, got shape {tuple(idx.shape)}")
+    if idx.size(1) > model.config.block_size:
+        raise InputError(f"the input is {idx.size(1)} tokens; the model reads at most {model.config.block_size}")
+    if int(idx.min()) < 0 or int(idx.max()) >= model.config.vocab_size:
+        raise InputError(f"a token id is outside the model's vocabulary of {model.config.vocab_size}")
+    return idx.to(model.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def logit_diff(answer: int, wrong: int | None = None, position: int = -1) -> Metric:
+    """The metric patching usually reads: logit[answer] - logit[wrong] at ``position``, averaged over the batch."""
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        at = logits[:, position].float()  # (B, V)
+        value = at[:, answer] - (at[:, wrong] if wrong is not None else 0.0)  # (B,)
+        return value.mean()
+
+    return metric
+
+
+# ---------------------------------------------------------------------------------------------
+# Logit lens
+# ---------------------------------------------------------------------------------------------
+
+
+def logit_lens(model: GPT2, idx: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """What the model would predict if it stopped after each layer: (L + 1, B, T, V) logits.
+
+    Entry l reads ``h.{l}.resid_pre`` (entry 0: the embeddings), the last entry ``h.{L-1}.resid_post``;
+    each stream goes through ``ln_f`` with its statistics recomputed on that stream (not the final
+    stream's scale), then the LM head. The last entry is the model's own output.
+    """
+    idx = _as_batch(model, idx)
+    L = model.config.n_layer
+    names = [f"h.{i}.resid_pre" for i in range(L)] + [f"h.{L - 1}.resid_post"]
+    with _inspecting(model):
+        _, cache = model.run_with_cache(idx, names=names, last_logits_only=True)
+        streams = torch.stack([cache[n] for n in names])  # (L + 1, B, T, C)
+        return model.lm_head(model.transformer.ln_f(streams))  # (L + 1, B, T, V)
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation patching
+# ---------------------------------------------------------------------------------------------
+
+
+def _split_point(point: str) -> tuple[str, tuple[int, int | None]]:
+    kind = point.split(".", 2)[2] if point.startswith("h.") else point
+    if kind not in POINT_AXES:
+        raise InputError(f"cannot patch at {point!r}: choose one of {', '.join(POINT_AXES)}")
+    return kind, POINT_AXES[kind]
+
+
+def patch(
+    model: GPT2,
+    clean_idx: torch.Tensor | Sequence[int],
+    corrupt_idx: torch.Tensor | Sequence[int],
+    metric: Metric,
+    point: str = "resid_pre",
+    by: str = "position",
+    *,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    """Activation patching: run the corrupt input with one piece of one layer taken from the clean run.
+
+    For every layer l, ``point`` (e.g. ``"resid_pre"``, ``"attn.z"``) of layer l is taken from the clean
+    run, at one position (``by="position"``: the result is (L, T)) or for one head over every position
+    (``by="head"``, on a per-head point: (L, H)); the rest of the corrupt run goes on from there, and the
+    entry is ``metric(logits)``, a scalar. Entries near the clean run's metric mark where the
+    information that tells the two inputs apart lives.
+
+    Clean and corrupt must have the same shape (B, T). Runs are stacked along the batch, several
+    patches per forward; ``progress`` shows a bar (default: when the sweep takes several forwards).
+    """
+    kind, (pos_axis, head_axis) = _split_point(point)
+    clean, corrupt = _as_batch(model, clean_idx), _as_batch(model, corrupt_idx)
+    if clean.shape != corrupt.shape:
+        raise InputError(f"clean and corrupt inputs must have the same shape, got {tuple(clean.shape)} and {tuple(corrupt.shape)}: "
+                         "patching swaps positions one for one")
+    if by not in ("position", "head"):
+        raise InputError(f"by must be 'position' or 'head', got {by!r}")
+    if by == "head" and head_axis is None:
+        raise InputError(f"{kind!r} has no heads; patch by='head' on attn.q, attn.k, attn.v, attn.scores, attn.probs or attn.z")
+    L, B, T = model.config.n_layer, clean.size(0), clean.size(1)
+    n_slots = T if by == "position" else model.config.n_head
+    axis = pos_axis if by == "position" else head_axis
+    per_forward = max(1, min(n_slots, TOKENS_PER_BATCH // (B * T)))
+    chunks = [list(range(s, min(s + per_forward, n_slots))) for s in range(0, n_slots, per_forward)]
+    result = torch.empty(L, n_slots)
+    with _inspecting(model):
+        _, clean_cache = model.run_with_cache(clean, names=[f"h.{i}.{kind}" for i in range(L)])
+        bar = tqdm(total=L * len(chunks), desc=f"patching {kind} by {by}", unit="run", leave=False,
+                   disable=not progress if progress is not None else L * len(chunks) < 8)
+        for layer in range(L):
+            source = clean_cache[f"h.{layer}.{kind}"]
+            for slots in chunks:
+                n = len(slots)
+
+                def restore(x: torch.Tensor, name: str, slots: list[int] = slots, source: torch.Tensor = source) -> torch.Tensor:
+                    x = x.clone().unflatten(0, (len(slots), B))  # (n, B, ...): one patched run per slot
+                    for j, s in enumerate(slots):
+                        index = [slice(None)] * x.dim()
+                        index[0], index[axis + 1] = j, s  # axis + 1: the batch axis is now two
+                        x[tuple(index)] = source[tuple(index[1:])]
+                    return x.flatten(0, 1)
+
+                with model.hooks({f"h.{layer}.{kind}": restore}):
+                    logits = model(corrupt.repeat(n, 1))  # (n B, T, V)
+                for j, s in enumerate(slots):
+                    result[layer, s] = float(metric(logits[j * B : (j + 1) * B]))
+                bar.update(1)
+        bar.close()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Head ablation
+# ---------------------------------------------------------------------------------------------
+
+
+def ablate(model: GPT2, idx: torch.Tensor | Sequence[int], heads: Sequence[tuple[int, int]], how: str = "zero") -> torch.Tensor:
+    """Logits (B, T, V) with the given (layer, head) pairs knocked out of ``attn.z`` (before ``c_proj``).
+
+    ``how="zero"`` sets the head's output to 0; ``"mean"`` to its mean over this input's batch and
+    positions (the head still adds its average, but no longer says anything about each token).
+    """
+    if how not in ("zero", "mean"):
+        raise InputError(f"how must be 'zero' or 'mean', got {how!r}")
+    idx = _as_batch(model, idx)
+    L, H = model.config.n_layer, model.config.n_head
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        if not (0 <= layer < L and 0 <= head < H):
+            raise InputError(f"head ({layer}, {head}) does not exist: this model has layers 0..{L - 1} and heads 0..{H - 1}")
+        by_layer.setdefault(layer, []).append(head)
+
+    def knock_out(z: torch.Tensor, name: str) -> torch.Tensor:  # z (B, H, T, D)
+        z = z.clone()
+        for head in by_layer[int(name.split(".")[1])]:
+            z[:, head] = 0.0 if how == "zero" else z[:, head].mean(dim=(0, 1), keepdim=True)
+        return z
+
+    with _inspecting(model), model.hooks({f"h.{layer}.attn.z": knock_out for layer in by_layer}):
+        return model(idx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Direct logit attribution
+# ---------------------------------------------------------------------------------------------
+
+
+def logit_attribution(
+    model: GPT2,
+    idx: torch.Tensor | Sequence[int],
+    target: int,
+    other: int | None = None,
+    position: int = -1,
+) -> Attribution:
+    """Each component's direct contribution to logit[target] (minus logit[other]) at ``position``.
+
+    The final stream is a sum: the embeddings, each head's output (its ``attn.z`` through its slice of
+    ``c_proj``), each attention bias, each MLP's output. ``ln_f`` is linear in that sum once its scale
+    is held at the run's value: each component, centred as LayerNorm centres the whole, divided by that
+    scale, times ``ln_f``'s weight, dotted with the unembedding direction of target (minus other); plus
+    ``ln_f.bias`` dotted with it. So the values add up to the real logit (difference).
+
+    ``idx`` is one sequence, (T,) or (1, T). Keys: ``embed``, ``h.{i}.attn.h{j}``, ``h.{i}.attn.bias``,
+    ``h.{i}.mlp``, ``ln_f.bias``.
+    """
+    idx = _as_batch(model, idx)
+    if idx.size(0) != 1:
+        raise InputError(f"logit attribution reads one sequence; got a batch of {idx.size(0)}")
+    V = model.config.vocab_size
+    for token in (target, other):
+        if token is not None and not 0 <= token < V:
+            raise InputError(f"token id {token} is outside the model's vocabulary of {V}")
+    L, H, D, C = model.config.n_layer, model.config.n_head, model.config.head_dim, model.config.n_embd
+    with _inspecting(model):
+        logits, cache = model.run_with_cache(
+            idx, names=["h.0.resid_pre", "ln_f.scale", *(f"h.{i}.{p}" for i in range(L) for p in ("attn.z", "mlp.out"))])
+        unembed = model.lm_head.weight  # (V, C)
+        direction = unembed[target] - (unembed[other] if other is not None else 0.0)  # (C,)
+        ln_f = model.transformer.ln_f
+        scale = cache["ln_f.scale"][0, position]  # (1,): the run's sqrt(var + eps) at this position
+        parts: dict[str, torch.Tensor] = {"embed": cache["h.0.resid_pre"][0, position]}  # (C,)
+        for i in range(L):
+            c_proj = model.transformer.h[i].attn.c_proj
+            z = cache[f"h.{i}.attn.z"][0, :, position]  # (H, D)
+            w_o = c_proj.weight.view(C, H, D)  # (C, H, D): head j writes through columns j*D .. (j+1)*D
+            per_head = torch.einsum("hd,chd->hc", z, w_o)  # (H, C)
+            for j in range(H):
+                parts[f"h.{i}.attn.h{j}"] = per_head[j]
+            parts[f"h.{i}.attn.bias"] = c_proj.bias if c_proj.bias is not None else torch.zeros(C, device=z.device)
+            parts[f"h.{i}.mlp"] = cache[f"h.{i}.mlp.out"][0, position]
+        stack = torch.stack(list(parts.values()))  # (N, C)
+        centred = stack - stack.mean(dim=-1, keepdim=True)  # LayerNorm subtracts the mean of the sum
+        weighted = centred / scale * ln_f.weight  # (N, C)
+        values = (weighted @ direction).tolist()  # (N,)
+        bias = float(ln_f.bias @ direction) if ln_f.bias is not None else 0.0
+        at = logits[0, position]
+        total = float(at[target] - (at[other] if other is not None else 0.0))
+    out = Attribution(zip(parts, values))
+    out["ln_f.bias"] = bias
+    out.total, out.target, out.other, out.position, out.n_layer, out.n_head = total, target, other, position, L, H
+    return out
+
+
+class Attribution(dict):
+    """Component name -> direct contribution (a float); ``total`` is the real logit (difference).
+
+    ``sum(attr.values())`` equals ``total`` to float rounding. ``heads()`` arranges the head values as an
+    (L, H) tensor; ``top(n)`` the components with the largest magnitude; ``plot(path)`` a bar chart.
+    """
+
+    total: float = 0.0
+    target: int = 0
+    other: int | None = None
+    position: int = -1
+    n_layer: int = 0
+    n_head: int = 0
+    labels: dict[str, str] = {}
+
+    def heads(self) -> torch.Tensor:
+        return torch.tensor([[self[f"h.{i}.attn.h{j}"] for j in range(self.n_head)] for i in range(self.n_layer)])
+
+    def top(self, n: int = 10) -> list[tuple[str, float]]:
+        return sorted(self.items(), key=lambda kv: -abs(kv[1]))[:n]
+
+    def plot(self, path: str | Path, n: int = 20) -> Path:
+        from .views.interp import plot_attribution
+
+        return plot_attribution(self, path, n=n)
+
+    def _repr_html_(self) -> str:
+        from .views.interp import attribution_html
+
+        return attribution_html(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results for people: token names, top predictions, pictures
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Lens:
+    """The logit lens of one text: for each layer (rows, 0 = embeddings, L = the output) and position
+    (columns), the top predicted next tokens and their probabilities."""
+
+    tokens: list[str]
+    top_ids: torch.Tensor  # (L + 1, T, k)
+    top_probs: torch.Tensor  # (L + 1, T, k)
+    top_tokens: list[list[list[str]]]  # [layer][position][rank]
+    model_name: str = ""
+
+    @property
+    def n_layer(self) -> int:
+        return self.top_ids.size(0) - 1
+
+    def plot(self, path: str | Path) -> Path:
+        from .views.interp import plot_lens
+
+        return plot_lens(self, path)
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        from .views.interp import save_lens
+
+        return save_lens(self, out_dir)
+
+    def _repr_html_(self) -> str:
+        from .views.interp import lens_fragment
+
+        return lens_fragment(self)
+
+
+def lens(model: GPT2, tokenizer: Any, text_or_ids: str | Sequence[int] | torch.Tensor, top_k: int = 5, model_name: str = "") -> Lens:
+    """``logit_lens`` of one text with token names: a ``Lens`` to read, plot or save as a page."""
+    ids = token_ids(tokenizer, text_or_ids, model)
+    probs = logit_lens(model, ids)[:, 0].float().softmax(-1)  # (L + 1, T, V)
+    top = probs.topk(min(top_k, probs.size(-1)), dim=-1)
+    name = _namer(tokenizer)
+    top_tokens = [[[name(i) for i in row] for row in layer] for layer in top.indices.tolist()]
+    return Lens(tokens=[name(i) for i in ids], top_ids=top.indices.cpu(), top_probs=top.values.cpu(),
+                top_tokens=top_tokens, model_name=model_name)
+
+
+@dataclass
+class Patching:
+    """A patching map with what it needs to be read: the tokens, the metric on the clean and the corrupt
+    inputs, and ``scores`` (L, T) or (L, H), the metric with each piece restored. ``normalised`` maps the
+    corrupt run to 0 and the clean run to 1: 1 means that piece alone restores the clean behaviour."""
+
+    clean_tokens: list[str]
+    corrupt_tokens: list[str]
+    point: str
+    by: str
+    scores: torch.Tensor
+    clean_metric: float
+    corrupt_metric: float
+    metric_name: str = "logit difference"
+    model_name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def normalised(self) -> torch.Tensor:
+        span = self.clean_metric - self.corrupt_metric
+        return (self.scores - self.corrupt_metric) / (span if abs(span) > 1e-12 else 1.0)
+
+    def plot(self, path: str | Path) -> Path:
+        from .views.interp import plot_patching
+
+        return plot_patching(self, path)
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        from .views.interp import save_patching
+
+        return save_patching(self, out_dir)
+
+    def _repr_html_(self) -> str:
+        from .views.interp import patching_fragment
+
+        return patching_fragment(self)
+
+
+def patching(
+    model: GPT2,
+    tokenizer: Any,
+    clean: str | Sequence[int] | torch.Tensor,
+    corrupt: str | Sequence[int] | torch.Tensor,
+    answer: str | int,
+    wrong: str | int,
+    point: str = "resid_pre",
+    by: str | None = None,
+    *,
+    progress: bool | None = None,
+    model_name: str = "",
+) -> Patching:
+    """``patch`` with the metric logit(answer) - logit(wrong) at the last position, from text.
+
+    ``answer`` / ``wrong`` are single tokens (text such as ``" Mary"``, or ids). ``by`` defaults to
+    ``"head"`` on the per-head points and ``"position"`` elsewhere.
+    """
+    clean_ids, corrupt_ids = token_ids(tokenizer, clean, model), token_ids(tokenizer, corrupt, model)
+    if len(clean_ids) != len(corrupt_ids):
+        raise InputError(f"the clean text is {len(clean_ids)} tokens and the corrupt one {len(corrupt_ids)}: "
+                         "patching needs the same number of tokens; change words for words of one token each")
+    answer_id, wrong_id = _single_token(tokenizer, answer, "answer"), _single_token(tokenizer, wrong, "wrong")
+    kind, (_, head_axis) = _split_point(point)
+    by = by or ("head" if head_axis is not None else "position")
+    metric = logit_diff(answer_id, wrong_id)
+    with _inspecting(model):
+        clean_metric = float(metric(model(_as_batch(model, clean_ids), last_logits_only=True)))
+        corrupt_metric = float(metric(model(_as_batch(model, corrupt_ids), last_logits_only=True)))
+    scores = patch(model, clean_ids, corrupt_ids, metric, point=kind, by=by, progress=progress)
+    name = _namer(tokenizer)
+    return Patching(clean_tokens=[name(i) for i in clean_ids], corrupt_tokens=[name(i) for i in corrupt_ids], point=kind, by=by,
+                    scores=scores, clean_metric=clean_metric, corrupt_metric=corrupt_metric,
+                    metric_name=f"logit({name(answer_id)!r}) - logit({name(wrong_id)!r})", model_name=model_name)
+
+
+def attribution(model: GPT2, tokenizer: Any, text_or_ids: str | Sequence[int] | torch.Tensor, answer: str | int,
+                wrong: str | int | None = None, position: int = -1) -> Attribution:
+    """``logit_attribution`` from text, with the answer (and wrong) tokens given as text or ids."""
+    ids = token_ids(tokenizer, text_or_ids, model)
+    answer_id = _single_token(tokenizer, answer, "answer")
+    wrong_id = _single_token(tokenizer, wrong, "wrong") if wrong is not None else None
+    out = logit_attribution(model, ids, answer_id, wrong_id, position)
+    name = _namer(tokenizer)
+    out.labels = {"answer": name(answer_id), "wrong": name(wrong_id) if wrong_id is not None else "", "text": "".join(name(i) for i in ids)}
+    return out
+
+
+def _namer(tokenizer: Any) -> Callable[[int], str]:
+    return lambda i: token_texts(tokenizer, [i])[0]
+
+
+def _single_token(tokenizer: Any, token: str | int, what: str) -> int:
+    if isinstance(token, int):
+        return token
+    if tokenizer is None:
+        raise InputError(f"the {what} {token!r} is text: pass a tokenizer, or the token id")
+    ids = tokenizer.encode(token)
+    if len(ids) != 1:
+        raise InputError(f"the {what} {token!r} is {len(ids)} tokens; give one token (for a word after a space, start it with the space: ' Mary')")
+    return int(ids[0])
+
+
+__all__ = [
+    "logit_lens", "patch", "ablate", "logit_attribution", "logit_diff",
+    "Lens", "lens", "Patching", "patching", "Attribution", "attribution", "POINT_AXES",
+]
