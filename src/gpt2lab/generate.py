@@ -44,7 +44,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -172,7 +172,8 @@ def generate(
             ``torch.cat([idx, *steps], 1)`` is what ``stream=False`` returns.
         static_cache: decode with ``StaticDecoder`` (fixed shapes; same tokens).
         compile: ``torch.compile`` the static decode step (CUDA graphs on GPU); compiled once per
-            model, batch size and dtype.
+            model, batch size and dtype. While hooks are registered (``with model.hooks(...)``) both
+            are set aside: every step then runs the model's own forward, where the hooks act.
 
     Returns:
         (B, T + n) ids, the prompt included, or the iterator when ``stream=True``. The call ends
@@ -274,6 +275,8 @@ def _decode(
 
     # the cache holds what this call needs, never more than the context: allocated once
     max_len = min(block_size, window.size(1) + max_new_tokens)
+    if model.points.fns:  # hooks registered (model.hooks): every step goes through forward, where they run
+        static = compile = False
     if compile:
         max_len = block_size  # one compiled graph per batch size, whatever the lengths
     if static:
@@ -394,6 +397,34 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str], *, device: torch.devi
     idx = torch.tensor([[pad] * (T - len(e)) + e for e in encoded], dtype=torch.long, device=device)  # (B, T)
     mask = torch.tensor([[0] * (T - len(e)) + [1] * len(e) for e in encoded], dtype=torch.long, device=device)  # (B, T)
     return idx, mask
+
+
+# the return type follows the arguments: a str for a prompt, a list for a list, a TextStream when streaming
+@overload
+def generate_text(
+    model: GPT2, tokenizer: Any, prompt: str, max_new_tokens: int = ..., *, stream: Literal[False] = ..., stop_at_eot: bool = ...,
+    stop: str | Sequence[str] | None = ..., temperature: float = ..., top_k: int | None = ..., top_p: float | None = ..., min_p: float | None = ...,
+    repetition_penalty: float | None = ..., seed: int | None = ..., generator: torch.Generator | None = ..., static_cache: bool = ...,
+    compile: bool = ...,
+) -> str: ...
+
+
+@overload
+def generate_text(
+    model: GPT2, tokenizer: Any, prompt: Sequence[str], max_new_tokens: int = ..., *, stream: Literal[False] = ..., stop_at_eot: bool = ...,
+    stop: str | Sequence[str] | None = ..., temperature: float = ..., top_k: int | None = ..., top_p: float | None = ..., min_p: float | None = ...,
+    repetition_penalty: float | None = ..., seed: int | None = ..., generator: torch.Generator | None = ..., static_cache: bool = ...,
+    compile: bool = ...,
+) -> list[str]: ...
+
+
+@overload
+def generate_text(
+    model: GPT2, tokenizer: Any, prompt: str | Sequence[str], max_new_tokens: int = ..., *, stream: Literal[True], stop_at_eot: bool = ...,
+    stop: str | Sequence[str] | None = ..., temperature: float = ..., top_k: int | None = ..., top_p: float | None = ..., min_p: float | None = ...,
+    repetition_penalty: float | None = ..., seed: int | None = ..., generator: torch.Generator | None = ..., static_cache: bool = ...,
+    compile: bool = ...,
+) -> TextStream: ...
 
 
 def generate_text(
