@@ -131,7 +131,9 @@ class PythonBPE:
         self.special_tokens = dict(special_tokens or {})
         self.pattern = regex.compile(pattern)
         self.cache: dict[str, list[int]] = {}
-        self._sorted_tokens: list[bytes] | None = None  # built on the first encode_with_unstable
+        # built on the first encode_with_unstable: id -> bytes, and every token's bytes in sorted order
+        self._decoder: dict[int, bytes] | None = None
+        self._sorted_tokens: list[bytes] = []
 
     def encode_piece(self, piece: bytes) -> list[int]:
         """The ids of one pre-tokenised piece (step 3 of the module docstring)."""
@@ -152,13 +154,12 @@ class PythonBPE:
             return self._encode_ordinary(replace_lone_surrogates(text))
 
     def _encode_ordinary(self, text: str) -> list[int]:
-        return self._encode_pieces(self.pattern.findall(text))[0]
+        return self._encode_pieces(self.pattern.findall(text))
 
-    def _encode_pieces(self, pieces: list[str]) -> tuple[list[int], int]:
-        """The ids of pre-tokenised pieces, and how many of them the last piece gave."""
+    def _encode_pieces(self, pieces: list[str]) -> list[int]:
+        """The ids of pre-tokenised pieces."""
         ids: list[int] = []
         cache = self.cache
-        last = 0
         for piece in pieces:
             cached = cache.get(piece)
             if cached is None:
@@ -168,8 +169,7 @@ class PythonBPE:
                         cache.clear()
                     cache[piece] = cached
             ids.extend(cached)
-            last = len(cached)
-        return ids, last
+        return ids
 
     def encode(self, text: str, allowed_special: Collection[str] = frozenset()) -> list[int]:
         """Text -> ids, each allowed special token's text given its id. (Refusing disallowed
@@ -179,22 +179,21 @@ class PythonBPE:
         except UnicodeEncodeError:
             return self._encode(replace_lone_surrogates(text), allowed_special)[0]
 
-    def _encode(self, text: str, allowed_special: Collection[str]) -> tuple[list[int], int]:
-        """(ids, how many ids the last regex piece gave; 0 when the text ends in a special token)."""
+    def _encode(self, text: str, allowed_special: Collection[str]) -> tuple[list[int], str | None]:
+        """(ids, the text's last regex piece; None when the text is empty or ends in a special token)."""
         allowed = frozenset(allowed_special).intersection(self.special_tokens)  # unknown names are ignored, as tiktoken does
         if not allowed:
-            return self._encode_pieces(self.pattern.findall(text))
+            pieces = self.pattern.findall(text)
+            return self._encode_pieces(pieces), pieces[-1] if pieces else None
         ids: list[int] = []
-        start, last = 0, 0
+        start = 0
         for match in special_token_regex(allowed).finditer(text):
-            segment, last = self._encode_pieces(self.pattern.findall(text[start : match.start()]))
-            ids.extend(segment)
+            ids.extend(self._encode_pieces(self.pattern.findall(text[start : match.start()])))
             ids.append(self.special_tokens[match.group()])
-            start, last = match.end(), 0
-        if start < len(text):
-            segment, last = self._encode_pieces(self.pattern.findall(text[start:]))
-            ids.extend(segment)
-        return ids, last
+            start = match.end()
+        pieces = self.pattern.findall(text[start:])
+        ids.extend(self._encode_pieces(pieces))
+        return ids, pieces[-1] if pieces else None
 
     # -- completions ----------------------------------------------------------------------------
 
@@ -206,10 +205,14 @@ class PythonBPE:
         way the held-back bytes may be encoded once the text goes on. Used to complete text token by
         token; tiktoken's own notes call the method experimental. The continuations come sorted.
         """
-        ids, last = self._encode(text, allowed_special)
-        if last == 0:  # the text ends in a special token (or is empty): nothing is unstable
+        ids, last_piece = self._encode(text, allowed_special)
+        if last_piece is None:  # the text ends in a special token (or is empty): nothing is unstable
             return ids, []
-        decoder = {rank: token for token, rank in self.ranks.items()}
+        last = len(self.encode_piece(last_piece.encode("utf-8")))  # the ids the last piece gave
+        if self._decoder is None:
+            self._decoder = {rank: token for token, rank in self.ranks.items()}
+            self._sorted_tokens = sorted(self.ranks)
+        decoder, tokens = self._decoder, self._sorted_tokens
 
         def all_space(token_id: int) -> bool:
             return token_id in decoder and all(b in b" \n\t" for b in decoder[token_id])
@@ -221,9 +224,6 @@ class PythonBPE:
         unstable = b"".join(decoder[i] for i in ids[-last:])
         stable = ids[:-last]
         completions: set[tuple[int, ...]] = set()
-        if self._sorted_tokens is None:
-            self._sorted_tokens = sorted(self.ranks)
-        tokens = self._sorted_tokens
 
         # 1. one token that starts with all the held-back bytes
         at = bisect_left(tokens, unstable)
