@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------------------------------
-# The decoding loop
+# Inputs, checked before any work
 # ---------------------------------------------------------------------------------------------
 
 
@@ -130,6 +130,11 @@ def _check_inputs(model: GPT2, idx: Any, max_new_tokens: Any, attention_mask: An
     if stops and tokenizer is None:
         raise GenerationError("stop strings need the tokenizer (tokenizer=...) to read the generated text")
     return stops
+
+
+# ---------------------------------------------------------------------------------------------
+# Ids in, ids out
+# ---------------------------------------------------------------------------------------------
 
 
 def generate(
@@ -240,6 +245,11 @@ def _collect(idx: torch.Tensor, steps: Iterator[torch.Tensor], max_new_tokens: i
         out[:, T + n] = new
         n += 1
     return out[:, : T + n]
+
+
+# ---------------------------------------------------------------------------------------------
+# The decoding loop (eager, or with the static decoder)
+# ---------------------------------------------------------------------------------------------
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
