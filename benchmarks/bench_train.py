@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gpt2lab.config import PRESETS, GPT2Config  # noqa: E402
 from gpt2lab.data import save_tokens  # noqa: E402
-from gpt2lab.train import TrainConfig, Trainer, autocast, flops_per_token, peak_flops  # noqa: E402
+from gpt2lab.devices import autocast, parse_dtype  # noqa: E402
+from gpt2lab.flops import flops_per_token, peak_flops  # noqa: E402
+from gpt2lab.train import TrainConfig, Trainer  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +51,7 @@ def main() -> None:
     shape = PRESETS[args.preset] if args.preset else dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
     V, T, B = 50257, args.block_size, args.batch_size
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = parse_dtype(args.dtype)
     tokens = B * T
 
     with tempfile.TemporaryDirectory() as tmp:

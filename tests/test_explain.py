@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from gpt2lab import GPT2, ConfigError, GPT2Config
 from gpt2lab.cli import main
 from gpt2lab.explain import explain, explain_repr, parse_repr
+from gpt2lab.flops import flops_per_token
 
 PRESET_TOTALS = {"gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080, "gpt2-xl": 1_557_611_200}
 
@@ -231,9 +232,10 @@ def test_memory_and_flops_against_hand_arithmetic():
     f = ex.flops
     # matmul weights: 2 x (8*24 + 8*8 + 8*32 + 32*8) + 8*10 = 1616
     assert f["matmul_weights"] == 1616 and f["dense_per_token"] == 3232
-    assert f["attention_last_token"] == 4 * 2 * 8 * 4  # 4 L C T
-    assert f["attention_avg_per_token"] == sum(4 * 2 * 8 * t for t in range(1, 5)) / 4  # causal: token t sees t keys
-    assert f["training_per_token"] == 3 * (3232 + 160)
+    assert f["attention_per_token"] == 4 * 2 * 8 * 4 == 256  # 4 L C T: every token charged all T positions
+    assert f["forward_per_token"] == 3232 + 256
+    assert f["training_per_token"] == 6 * 1616 + 12 * 2 * 8 * 4 == 3 * (3232 + 256)
+    assert f["training_per_token"] == flops_per_token(SMALL, 4)  # the number MFU in training divides by
 
 
 def test_flops_and_memory_match_a_real_model():
@@ -242,10 +244,14 @@ def test_flops_and_memory_match_a_real_model():
     B, T = 3, 4
     ex = explain(model, seq_len=T, batch=B)
     idx = torch.randint(0, SMALL.vocab_size, (B, T))
-    model.explicit = True
+    model.explicit = True  # the explicit path multiplies the full T x T square, as the convention counts
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(idx)  # the explicit path multiplies the full T x T square: every token as if last
-    assert counter.get_total_flops() == B * T * ex.flops["inference_last_token"]
+        model(idx)
+    assert counter.get_total_flops() == B * T * ex.flops["forward_per_token"]
+    # training: backward does two products for each product of the forward, so 3 x forward exactly
+    with FlopCounterMode(display=False) as counter:
+        model.train()(idx, idx)[1].backward()
+    assert counter.get_total_flops() == B * T * ex.flops["training_per_token"]
     assert ex.memory["weights"]["fp32"] == sum(p.numel() * p.element_size() for p in model.parameters())
     cache = model.new_kv_cache(B)
     assert ex.memory["kv_cache"]["full_context_fp32"] == cache.k.numel() * 4 + cache.v.numel() * 4

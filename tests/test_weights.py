@@ -11,7 +11,7 @@ import torch
 from conftest import TINY, perturbed_hf_model
 
 from gpt2lab import GPT2, CheckpointError, ConfigError, GPT2Config
-from gpt2lab.weights import read_safetensors, read_safetensors_header, write_safetensors
+from gpt2lab.weights import read_safetensors, write_safetensors
 
 TOL = 1e-4  # DESIGN.md: fp32 logits max |delta| <= 1e-4
 
@@ -271,7 +271,7 @@ def test_corrupted_safetensors_header(hf_tiny, tmp_path):
         GPT2.from_pretrained(d)
     (d / "model.safetensors").write_bytes(b"\x01\x02")
     with pytest.raises(CheckpointError, match="not a safetensors file"):
-        read_safetensors_header(d / "model.safetensors")
+        read_safetensors(d / "model.safetensors")
 
 
 def test_shape_mismatch_names_tensor_and_shapes(hf_tiny, tmp_path):

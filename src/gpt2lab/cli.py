@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .devices import DEFAULT_DEVICE, DEVICE_HELP
 from .errors import GPT2LabError
 
 # name -> (help, add_arguments, run). Each capability registers itself below.
@@ -383,7 +384,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="make sampling reproducible")
     p.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations to write, one after another (default 1)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights' precision (default fp32)")
-    p.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step with CUDA graphs (for GPUs: slow to start, and slower than the default on a CPU)")
 
 
@@ -490,7 +491,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 # (flag, TrainConfig field, type, help). Defaults are None here so that only the options a user
-# really gives are compared with a checkpoint's when resuming.
+# really gives reach TrainConfig; the rest keep TrainConfig's defaults (or, resuming, the run's own).
 _TRAIN_OPTIONS = [
     ("--init", "init", str, "scratch (a new model), or a model to fine-tune: a directory, hub id or preset (gpt2 = the released weights)"),
     ("--n-layer", "n_layer", int, "blocks of a scratch model (default 4)"),
@@ -512,7 +513,7 @@ _TRAIN_OPTIONS = [
     ("--eval-batches", "eval_batches", int, "validation batches per evaluation (default 20)"),
     ("--checkpoint-every", "checkpoint_every", int, "save checkpoint and model/ every N steps (default 100)"),
     ("--log-every", "log_every", int, "metrics.jsonl line every N steps (default 1)"),
-    ("--device", "device", str, "auto, cpu, cuda, cuda:N or mps (default auto)"),
+    ("--device", "device", str, DEVICE_HELP),
     ("--dtype", "dtype", str, "autocast precision: auto, fp32, bf16, fp16 (default auto: bf16 on GPUs, else fp32)"),
     ("--pad-vocab", "pad_vocab", int, "pad the vocabulary to a multiple of N internally (default 64 on GPUs, 1 on CPUs)"),
 ]
@@ -532,9 +533,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 @command("train", "pre-train or fine-tune a GPT-2 on prepared data (runs DistributedDataParallel under torchrun)", _train_args)
 def _train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .train import CHECKPOINT, RUN_CONTROL, TrainConfig, load_checkpoint, train
+    from .train import TrainConfig, train
 
     given = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
     if args.compile:
@@ -544,13 +543,7 @@ def _train(args: argparse.Namespace) -> int:
         shaped = [f"--{f.replace('_', '-')}" for f in _SHAPE_FIELDS if f in given]
         if shaped:
             raise UsageError(f"{', '.join(shaped)} only apply to --init scratch; a fine-tuned model keeps its own shape")
-    if args.resume:
-        # a resumed run keeps its trajectory: an option that would change it must agree with the checkpoint
-        saved = load_checkpoint(Path(args.out) / CHECKPOINT)["train_config"]
-        for dest, value in given.items():
-            if dest not in RUN_CONTROL and saved.get(dest) != value:
-                flag = "--" + dest.replace("_", "-")
-                raise UsageError(f"{flag} {value} differs from the run's {saved.get(dest)!r}; a resumed run keeps its settings (leave {flag} out)")
+    # with --resume, train() keeps the run's settings and refuses options that contradict them (train.resumed_config)
     config = TrainConfig(data=args.data, out=args.out, resume=args.resume, progress=not args.quiet, **given)
     result = train(config)
     if result.interrupted:
@@ -573,7 +566,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, help="how far each window moves (default: block-size / 2)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="autocast precision (default fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

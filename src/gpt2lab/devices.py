@@ -1,10 +1,29 @@
-"""Where tensors live: one rule for every command that takes ``--device``."""
+"""Where tensors live and in what precision: one rule for every command that takes ``--device``
+or ``--dtype``.
+
+Every command defaults to ``--device auto``: CUDA, then Apple's MPS, then the CPU. Precision
+names are ``fp32``, ``bf16`` and ``fp16`` (``float32``, ``bfloat16``, ``float16`` and ``half``
+are accepted too); ``auto`` means bf16 on a GPU that has it, else fp32.
+"""
 
 from __future__ import annotations
+
+import contextlib
+from contextlib import AbstractContextManager
 
 import torch
 
 from .errors import ConfigError
+
+DEFAULT_DEVICE = "auto"
+DEVICE_HELP = "auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+}
+DTYPE_CHOICES = ("fp32", "bf16", "fp16")  # the names the command line offers
 
 
 def mps_available() -> bool:
@@ -12,10 +31,12 @@ def mps_available() -> bool:
     return mps is not None and mps.is_available()
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA, then Apple's MPS, then the CPU. Otherwise ``cpu``, ``cuda``, ``cuda:N`` or ``mps``,
-    checked to exist here (ConfigError with what to use instead)."""
-    if name == "auto":
+def pick_device(name: str | torch.device | None = DEFAULT_DEVICE) -> torch.device:
+    """``"auto"`` (or ``None``): CUDA, then Apple's MPS, then the CPU. Otherwise ``cpu``, ``cuda``,
+    ``cuda:N`` or ``mps``, checked to exist here (ConfigError with what to use instead)."""
+    if isinstance(name, torch.device):
+        return name
+    if name is None or name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps" if mps_available() else "cpu")
@@ -28,3 +49,29 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not mps_available():
         raise ConfigError("--device mps: Apple's Metal backend is not available here; use --device cpu")
     return device
+
+
+def parse_dtype(dtype: torch.dtype | str | None, device: torch.device | None = None) -> torch.dtype:
+    """A precision name (or a ``torch.dtype``, passed through) as a ``torch.dtype``; ``None`` is fp32.
+
+    ``"auto"`` is bf16 on a CUDA GPU that supports it and fp32 everywhere else (CPUs and MPS:
+    bf16 there is emulated or partial, so slower rather than faster for most products).
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        cuda_bf16 = device is not None and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
+    return DTYPES[dtype]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
+    """Mixed precision: matrix products in ``dtype``, reductions and losses in fp32 (autocast's
+    own per-operation lists). A no-op for fp32 or ``None``, so callers need no branch."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

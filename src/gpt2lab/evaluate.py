@@ -16,7 +16,6 @@ loss = mean negative log-likelihood per scored token (nats); perplexity = exp(lo
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -28,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels
+from .compatibility import check_data_fits_model, check_same_tokenizer, check_tokenizer_fits_model, check_window_fits_model
+from .devices import autocast
 from .errors import ConfigError, DataError
 from .model import GPT2
 
@@ -81,10 +82,8 @@ def evaluate(
         batch_size: windows per forward pass.
         dtype: autocast precision for the forward pass (default: the model's own).
     """
-    ctx = model.config.block_size
-    block_size = block_size or ctx
-    if block_size > ctx:
-        raise ConfigError(f"--block-size {block_size} is over the model's context of {ctx} positions; use at most {ctx}")
+    block_size = block_size or model.config.block_size
+    check_window_fits_model(block_size, model.config)
     if block_size < 2:
         raise ConfigError("block_size must be at least 2")
     stride = stride or max(1, block_size // 2)
@@ -121,8 +120,7 @@ def evaluate(
                 x = torch.from_numpy(rows).to(device)
                 if int(x.max()) >= vocab:
                     raise DataError(f"token id {int(x.max())} is outside the model's vocabulary of {vocab}: tokenizer mismatch")
-                ctx_manager = torch.autocast(device.type, dtype=dtype) if dtype not in (None, torch.float32) else contextlib.nullcontext()
-                with ctx_manager:
+                with autocast(device, dtype):
                     logits = model(x)  # (b, L, V)
                 # position t's logits predict token t + 1
                 per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, L-1)
@@ -159,34 +157,32 @@ def evaluate_path(
 
     A text file is tokenised with ``tokenizer``, else the model directory's own tokenizer, else
     GPT-2's. A DATA_DIR's ids are checked against the model's vocabulary (and its tokenizer, when
-    the model directory has one).
+    the model directory has one): the same checks training makes (``gpt2lab.compatibility``).
+
+    ``device``: where a model named by path is loaded (default ``"auto"``: CUDA, then MPS, then the
+    CPU); a ``GPT2`` passed in stays where it is unless a device is given. ``dtype``: the autocast
+    precision (fp32, bf16, fp16 or auto; default fp32).
     """
-    from .data import META, load_tokenizer, open_data, tokenizer_fingerprint
+    from .data import META, load_tokenizer, open_data
+    from .devices import parse_dtype, pick_device
     from .tokenizer import Tokenizer
-    from .vocab_files import find_vocab_files
-    from .weights import _parse_dtype, resolve_checkpoint_dir
+    from .weights import resolve_checkpoint_dir
 
     model_dir = None
     if not isinstance(model, GPT2):
         model_dir = resolve_checkpoint_dir(model)
-        model = GPT2.from_pretrained(model_dir, device=device)
+        model = GPT2.from_pretrained(str(model_dir), device=pick_device(device))
     elif device is not None:
-        model = model.to(device)
-    amp = _parse_dtype(dtype) if dtype not in (None, "fp32", "auto") else None
+        model = model.to(pick_device(device))
+    amp = parse_dtype(dtype, model.device)
     data = Path(data)
     if data.is_dir():
         if not (data / META).is_file():
             raise DataError(f"{data} is a folder without {META}: pass a prepared DATA_DIR (gpt2lab prepare) or a text file")
         prepared = open_data(data)
-        meta = prepared.meta["tokenizer"]
-        if int(meta["n_vocab"]) > model.config.vocab_size or int(prepared.meta.get("max_token_id", -1)) >= model.config.vocab_size:
-            raise DataError(
-                f"vocabulary mismatch: {data} was tokenised with {meta['n_vocab']:,} tokens, the model has {model.config.vocab_size:,}; "
-                "prepare the data with the model's tokenizer (--tokenizer)"
-            )
-        if model_dir is not None and find_vocab_files(model_dir) is not None:
-            if tokenizer_fingerprint(Tokenizer.from_file(model_dir)) != meta["fingerprint"]:
-                raise DataError(f"tokenizer mismatch: {data} was tokenised with {meta['name']!r}, not {model_dir}'s tokenizer; prepare it again with --tokenizer {model_dir}")
+        check_data_fits_model(prepared.meta, model.config, data)
+        if model_dir is not None:
+            check_same_tokenizer(model_dir, prepared.meta, data)
         ids = prepared.val
         if len(ids) < 2:
             raise DataError(f"{data} has no validation tokens (prepared with --val-fraction 0?); evaluate a text file instead")
@@ -197,8 +193,7 @@ def evaluate_path(
             tok = Tokenizer.from_pretrained(model_dir)
         else:
             tok = load_tokenizer(None)
-        if tok.n_vocab > model.config.vocab_size:
-            raise DataError(f"vocabulary mismatch: the tokenizer has {tok.n_vocab:,} tokens, the model {model.config.vocab_size:,}; pass the model's --tokenizer")
+        check_tokenizer_fits_model(tok.n_vocab, model.config)
         text = data.read_bytes().decode("utf-8", errors="replace")
         ids = np.asarray(tok.encode_ordinary(text), dtype=np.int64)
     else:

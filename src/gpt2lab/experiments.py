@@ -14,30 +14,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import InputError
+from .files import atomic_write
 from .model import GPT2, gelu_exact, gelu_tanh
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def _save(fig, path: Path) -> Path:
-    from .files import atomic_write
+def _figure(width_in: float, height_in: float, **subplots: Any) -> tuple[Figure, Any]:
+    """A ``Figure`` of its own and its axes: no pyplot, so no backend switch and no global state
+    (a notebook's own plots are left alone)."""
+    from matplotlib.figure import Figure
 
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    _pyplot().close(fig)
-    return path
+    fig = Figure(figsize=(width_in, height_in), dpi=100, layout="constrained")
+    return fig, fig.subplots(**subplots)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,11 +69,12 @@ def gpt2_forward_without_shortcuts(model: GPT2, idx: torch.Tensor) -> torch.Tens
     """GPT-2's forward pass with both residual additions of every block removed:
     x = attn(ln_1(x)); x = mlp(ln_2(x)) instead of x = x + ...  Returns logits (B, T, V)."""
     T = idx.size(1)
-    x = model.transformer.drop(model.transformer.wte(idx) + model.transformer.wpe(torch.arange(T, device=idx.device)))  # (B, T, C)
-    for block in model.transformer.h:
+    parts: Any = model.transformer  # a ModuleDict: wte, wpe, drop, h, ln_f
+    x = parts.drop(parts.wte(idx) + parts.wpe(torch.arange(T, device=idx.device)))  # (B, T, C)
+    for block in parts.h:
         x = block.attn(block.ln_1(x), None)  # (B, T, C): the stream is replaced, not added to
         x = block.mlp(block.ln_2(x))  # (B, T, C)
-    return model.lm_head(model.transformer.ln_f(x))  # (B, T, V)
+    return model.lm_head(parts.ln_f(x))  # (B, T, V)
 
 
 @dataclass
@@ -95,7 +97,7 @@ class ResidualResult:
             out.append(f"  {i:>5}  {a:>15.3e}  {b:>12.3e}  {a / b if b else float('inf'):>10.1f}x")
         out.append(f"  layer 0 gets {self.with_shortcuts[0] / self.without_shortcuts[0]:.0f}x more gradient with shortcuts; "
                    f"without them it gets {self.without_shortcuts[0] / self.without_shortcuts[-1]:.2g}x what the last layer gets.")
-        if self.gpt2_with is not None:
+        if self.gpt2_with is not None and self.gpt2_without is not None:
             out.append(f"\nGPT-2 blocks ({self.gpt2_name}), cross-entropy on random tokens, mean |gradient| per block:")
             out.append(f"  {'block':>5}  {'with shortcuts':>15}  {'ablated':>12}")
             for i, (a, b) in enumerate(zip(self.gpt2_with, self.gpt2_without)):
@@ -160,9 +162,8 @@ def residual_experiment(
 
 
 def plot_residuals(result: ResidualResult, path: str | Path) -> Path:
-    plt = _pyplot()
     n = 2 if result.gpt2_with is not None else 1
-    fig, axes = plt.subplots(1, n, figsize=(6.5 * n, 4.6), constrained_layout=True, squeeze=False)
+    fig, axes = _figure(6.5 * n, 4.6, nrows=1, ncols=n, squeeze=False)
     ax = axes[0][0]
     layers = range(result.depth)
     ax.semilogy(layers, result.with_shortcuts, "o-", label="with shortcuts: x = x + f(x)")
@@ -234,8 +235,7 @@ def activation_experiment(lo: float = -4.0, hi: float = 4.0, n: int = 801) -> Ac
 
 
 def plot_activations(result: ActivationResult, path: str | Path) -> Path:
-    plt = _pyplot()
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True, gridspec_kw={"width_ratios": [1, 1, 0.7]})
+    fig, (a, b, c) = _figure(16, 4.6, nrows=1, ncols=3, gridspec_kw={"width_ratios": [1, 1, 0.7]})
     styles = {"GELU (tanh, GPT-2's)": "-", "GELU (exact erf)": "--", "ReLU": ":"}
     names = list(result.values)
     c.plot(result.x, result.values[names[0]] - result.values[names[1]], color="tab:purple")

@@ -24,6 +24,7 @@ from typing import Any
 
 from .config import PRESETS, GPT2Config, parameter_counts
 from .errors import ConfigError
+from .flops import flops_estimate  # the one FLOPs convention (MFU in training uses it too)
 
 # ---------------------------------------------------------------------------------------------
 # Parsing print(model)
@@ -575,34 +576,6 @@ def memory_estimate(config: GPT2Config, batch: int, seq_len: int, params: int) -
     }
 
 
-def flops_estimate(config: GPT2Config, seq_len: int) -> dict[str, Any]:
-    """Floating-point operations per token (a multiply-add counts 2), matrix products only.
-
-    Dense part: every weight of a matrix product is used once per token: 2 x (weights in matmuls).
-    Embedding look-ups are not products; LayerNorm, softmax, GELU and biases are a few per value
-    and are left out. Attention: a token that sees t keys does q.k for each (2 x C x t per layer)
-    and sums t values (2 x C x t): 4 x n_layer x C x t, growing with the context. Backward costs
-    about twice the forward, so training is 3 x forward.
-    """
-    C, L, V, F_ = config.n_embd, config.n_layer, config.vocab_size, config.mlp_dim
-    T = seq_len
-    matmul_weights = L * (C * 3 * C + C * C + C * F_ + F_ * C) + C * V
-    dense = 2 * matmul_weights
-    attn_last = 4 * L * C * T  # the token at position T sees T keys (decoding at full context)
-    attn_avg = 2 * L * C * (T + 1)  # average over positions 1..T of 4 L C t
-    return {
-        "matmul_weights": matmul_weights,
-        "dense_per_token": dense,
-        "attention_last_token": attn_last,
-        "attention_avg_per_token": attn_avg,
-        "inference_last_token": dense + attn_last,
-        "forward_avg_per_token": dense + attn_avg,
-        "training_per_token": 3 * (dense + attn_avg),
-        "training_per_step": 3 * (dense + attn_avg) * T,  # per sequence; multiply by the batch
-        "formula": "forward = 2 x matmul weights + 4 x n_layer x n_embd x (keys seen); training = 3 x forward",
-    }
-
-
 def _components(config: GPT2Config, counts: dict[str, int], linear_kind: str) -> list[tuple[str, str]]:
     C, V, P, L, H, D, F_ = (config.n_embd, config.vocab_size, config.block_size, config.n_layer, config.n_head,
                             config.head_dim, config.mlp_dim)
@@ -913,17 +886,16 @@ def _render(ex: Explanation, markdown: bool) -> str:
 
     heading(f"FLOPs per token (T={T})")
     table([
-        ["weights used in matrix products", f"{cfg.n_layer} x (4 x {cfg.n_embd:,}^2 + 2 x {cfg.n_embd:,} x {cfg.mlp_dim:,}) "
-                                            f"+ {cfg.n_embd:,} x {cfg.vocab_size:,}", _fmt(fl["matmul_weights"])],
-        ["dense forward", "2 x matmul weights", _flops(fl["dense_per_token"])],
-        [f"attention, token at position {T} (grows with T)", f"4 x {cfg.n_layer} x {cfg.n_embd:,} x {T}",
-         _flops(fl["attention_last_token"])],
-        [f"attention, average over {T} positions", f"2 x {cfg.n_layer} x {cfg.n_embd:,} x ({T} + 1)",
-         _flops(fl["attention_avg_per_token"])],
-        ["inference: next token after a context of T (KV cache)", "dense + attention at T", _flops(fl["inference_last_token"])],
-        ["training per token", "3 x (dense + average attention)", _flops(fl["training_per_token"])],
+        ["weights used in matrix products (M)", f"{cfg.n_layer} x (4 x {cfg.n_embd:,}^2 + 2 x {cfg.n_embd:,} x {cfg.mlp_dim:,}) "
+                                                f"+ {cfg.n_embd:,} x {cfg.vocab_size:,}", _fmt(fl["matmul_weights"])],
+        ["dense", "2 x M", _flops(fl["dense_per_token"])],
+        [f"attention over {T} positions", f"4 x {cfg.n_layer} x {cfg.n_embd:,} x {T}", _flops(fl["attention_per_token"])],
+        ["forward (also: the next token after a context of T, KV cache)", "dense + attention", _flops(fl["forward_per_token"])],
+        ["training (forward + backward)", "3 x forward = 6 M + 12 x L x C x T", _flops(fl["training_per_token"])],
         [f"training per step (B={B}, T={T})", "B x T x training per token", _flops(fl["training_per_token"] * T * B)],
     ], ["what", "arithmetic", "FLOPs"], "llr")
-    out.append(f"Attention is {100 * fl['attention_avg_per_token'] / fl['forward_avg_per_token']:.1f}% of the forward "
-               f"FLOPs at T={T}; LayerNorm, softmax, GELU and biases (a few operations per value) are left out.")
+    out.append(f"Attention is {100 * fl['attention_per_token'] / fl['forward_per_token']:.1f}% of the forward FLOPs at T={T}. "
+               "Counted: matrix products, 2 per multiply-add, each token charged all T positions (PaLM's convention, which MFU "
+               "in training uses too; a causal kernel skips about half of the attention part). Left out: biases, LayerNorm, "
+               "GELU, softmax and the embedding look-ups (a few operations per value). See gpt2lab.flops.")
     return "\n".join(out).lstrip("\n") + "\n"

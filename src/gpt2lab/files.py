@@ -20,9 +20,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should read like any other file
     try:
         write(tmp)
+        # mkstemp makes 0600 (and a writer may replace the file); the result reads like any other file
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

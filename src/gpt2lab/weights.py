@@ -5,23 +5,27 @@ safetensors shards listed in ``model.safetensors.index.json``, or a pickled ``py
 The key table below is the only place that knows how their names and layouts differ from ours.
 
 Loading never holds two copies of the model: the network is built on the ``meta`` device (shapes,
-no memory), given storage once, and each tensor is read from disk straight into its parameter.
-Peak memory is therefore one model plus the largest single tensor.
+no memory) and, on the CPU, its parameters become copy-on-write views of the files, read (through
+the safetensors library) only when used; on a GPU, or in another dtype, each tensor is copied into
+its parameter one at a time. Saving writes every file atomically: a crash or a full disk leaves the
+previous save readable.
 """
 
 from __future__ import annotations
 
+import errno
 import json
-import math
 import os
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .config import PRESETS, GPT2Config
-from .errors import CheckpointError, ConfigError
+from .devices import parse_dtype
+from .errors import CheckpointError
 from .files import atomic_write, looks_like_path
 from .model import GPT2
 
@@ -61,147 +65,62 @@ def is_ignored_key(key: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# safetensors, read and written a tensor at a time
+# safetensors files, through the safetensors library
 # ---------------------------------------------------------------------------------------------
-# The format: 8 bytes little-endian header length N, N bytes of JSON
-# {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {...}},
-# then the raw little-endian tensor bytes, offsets counted from the end of the header.
-
-_ST_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-_ST_NAMES = {dtype: name for name, dtype in _ST_DTYPES.items()}
+# On the CPU the library hands out each tensor as a view into a private, copy-on-write memory map
+# of the file: nothing is read until a tensor is used, then the operating system pages it in from
+# its file cache (far cheaper than copying into fresh memory), and writing to a tensor (training)
+# copies only the pages written, never the file. benchmarks/bench_load.py measured it against the
+# hand-written reader this module had before: the same time and peak memory (benchmarks/README.md).
 
 
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+def _unreadable(path: Path, err: Exception) -> CheckpointError:
+    """The library's complaint about a file, as one line that says what to do."""
+    reason = str(err).removeprefix("Error while deserializing header: ")
+    if "too small" in reason:
+        what = "is not a safetensors file"
+    elif "not fully covered" in reason or "incomplete" in reason:
+        what = "is truncated"
+    else:
+        what = "is corrupted"
+    return CheckpointError(f"{path} {what} ({reason}); download it again")
 
 
-def read_safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
-    """The tensor table of a safetensors file and where its data starts, validated against the file size."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path} is not a safetensors file (only {size} bytes); download it again")
-        (n,) = struct.unpack("<Q", head)
-        if n > min(size - 8, 100_000_000):
-            raise CheckpointError(f"{path} is corrupted or truncated (header of {n} bytes in a {size}-byte file); download it again")
-        try:
-            header = json.loads(handle.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise CheckpointError(f"{path} is corrupted: its header is not valid JSON; download it again") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} is corrupted: its header is not a table of tensors")
-    header.pop("__metadata__", None)
-    data_start = 8 + n
-    for name, info in header.items():
-        try:
-            begin, end = info["data_offsets"]
-            dtype = _ST_DTYPES[info["dtype"]]
-            numel = math.prod(info["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path} is corrupted: bad entry for tensor {name!r}") from None
-        if end - begin != numel * _itemsize(dtype):
-            raise CheckpointError(f"{path} is corrupted: tensor {name!r} has {end - begin} bytes for shape {info['shape']}")
-        if data_start + end > size:
-            raise CheckpointError(
-                f"{path} is truncated: tensor {name!r} ends at byte {data_start + end} but the file has {size}; download it again"
-            )
-    return header, data_start
+def iter_safetensors(path: str | os.PathLike) -> Iterator[tuple[str, torch.Tensor]]:
+    """The (name, tensor) pairs of a safetensors file, in file order, as copy-on-write views of the file."""
+    path = Path(path)
+    try:
+        with safe_open(path, framework="pt") as handle:
+            for name in handle.keys():
+                yield name, handle.get_tensor(name)
+    except SafetensorError as err:
+        raise _unreadable(path, err) from None
 
 
-class StoredTensor:
-    """A tensor inside an open safetensors file, not read yet: the loader decides where its bytes go
-    (straight into a parameter when the layout matches, else into a reused scratch buffer)."""
-
-    def __init__(self, handle, path: Path, name: str, shape: list[int], dtype: torch.dtype, offset: int, nbytes: int) -> None:
-        self.handle, self.path, self.name = handle, path, name
-        self.shape, self.dtype, self.offset, self.nbytes = torch.Size(shape), dtype, offset, nbytes
-
-    def read_into(self, out: torch.Tensor) -> torch.Tensor:
-        """Fill ``out`` (contiguous, on the CPU, this dtype and size) with the stored bytes."""
-        if self.nbytes:
-            self.handle.seek(self.offset)
-            if self.handle.readinto(memoryview(out.reshape(-1).view(torch.uint8).numpy())) != self.nbytes:
-                raise CheckpointError(f"{self.path} is truncated inside tensor {self.name!r}; download it again")
-        return out
-
-    def load(self, scratch: dict[torch.dtype, torch.Tensor] | None = None) -> torch.Tensor:
-        """The tensor; with ``scratch``, read into a buffer reused across calls (valid until the next one)."""
-        numel = self.shape.numel()
-        if scratch is None:
-            return self.read_into(torch.empty(self.shape, dtype=self.dtype))
-        buffer = scratch.get(self.dtype)
-        if buffer is None or buffer.numel() < numel:
-            buffer = scratch[self.dtype] = torch.empty(numel, dtype=self.dtype)
-        return self.read_into(buffer[:numel].view(self.shape))
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file (copy-on-write views of it, on the CPU)."""
+    return dict(iter_safetensors(path))
 
 
-def iter_safetensors(path: Path) -> Iterator[StoredTensor]:
-    """The tensors of a safetensors file in file order, unread. Reading uses plain file reads, not
-    mmap, so no file pages stay mapped and counted against the process."""
-    header, data_start = read_safetensors_header(path)
-    with open(path, "rb") as handle:
-        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-            begin, end = info["data_offsets"]
-            yield StoredTensor(handle, path, name, info["shape"], _ST_DTYPES[info["dtype"]], data_start + begin, end - begin)
+def write_safetensors(path: str | os.PathLike, tensors: list[tuple[str, torch.Tensor]], metadata: dict[str, str] | None = None) -> Path:
+    """Write tensors to ``path`` atomically with the safetensors library.
 
-
-def map_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """The tensors of a safetensors file as views into a private, copy-on-write memory map of it.
-
-    Nothing is read until a tensor is used, and then the operating system pages it in from its file
-    cache, far cheaper than copying into fresh memory; writing to a tensor (training) copies only the
-    pages written, never the file. A tensor whose offset does not suit its dtype is copied instead.
+    A contiguous CPU tensor is written from its own memory (no copy); a transposed view is made
+    contiguous first, and a GPU tensor is copied to the CPU (all of a file's at once: shard a big
+    GPU model with ``save_pretrained(max_shard_size=...)`` to bound that). A full disk is an
+    ``OSError`` with ``errno.ENOSPC``, as from any other write.
     """
-    header, data_start = read_safetensors_header(path)
-    data = torch.from_file(str(path), shared=False, size=path.stat().st_size, dtype=torch.uint8)  # (file bytes,)
-    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        begin, end = info["data_offsets"]
-        dtype = _ST_DTYPES[info["dtype"]]
-        raw = data[data_start + begin : data_start + end]
-        if (data_start + begin) % _itemsize(dtype):
-            raw = raw.clone()
-        yield name, raw.view(dtype).view(info["shape"])
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file, read into memory."""
-    return {stored.name: stored.load() for stored in iter_safetensors(path)}
-
-
-def write_safetensors(path: Path, tensors: list[tuple[str, torch.Tensor]], metadata: dict[str, str] | None = None) -> None:
-    """Write tensors to ``path`` atomically, converting one at a time (a transposed or GPU tensor
-    is made contiguous on the CPU just before its bytes are written, never all at once)."""
-    header: dict[str, dict] = {"__metadata__": metadata or {"format": "pt"}}
-    offset = 0
-    for name, tensor in tensors:
-        nbytes = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": _ST_NAMES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned
+    contiguous = {name: tensor.detach().contiguous() for name, tensor in tensors}
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            handle.write(struct.pack("<Q", len(blob)))
-            handle.write(blob)
-            for _, tensor in tensors:
-                data = tensor.detach().to("cpu").contiguous().reshape(-1)
-                if data.numel():
-                    handle.write(memoryview(data.view(torch.uint8).numpy()))
+        try:
+            save_file(contiguous, tmp, metadata=metadata or {"format": "pt"})
+        except SafetensorError as err:
+            reason = str(err).removeprefix("Error while serializing: ")
+            code = errno.ENOSPC if "os error 28" in reason else errno.EIO
+            raise OSError(code, f"cannot write {path}: {reason}") from None
 
-    atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,12 +198,11 @@ def weight_files(directory: Path) -> list[Path]:
     )
 
 
-def iter_checkpoint(files: list[Path], mapped: bool = False) -> Iterator[tuple[str, torch.Tensor | StoredTensor]]:
-    """Every (key, tensor) of the checkpoint, one at a time; safetensors entries come unread, or as
-    views of a memory map with ``mapped``."""
+def iter_checkpoint(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every (key, tensor) of the checkpoint, one at a time, as views of the files (copy-on-write maps)."""
     for file in files:
         if file.suffix == ".safetensors":
-            yield from map_safetensors(file) if mapped else ((stored.name, stored) for stored in iter_safetensors(file))
+            yield from iter_safetensors(file)
         else:
             try:
                 # weights_only: a pickle can run code when loaded; this refuses anything but tensors
@@ -300,40 +218,26 @@ def iter_checkpoint(files: list[Path], mapped: bool = False) -> Iterator[tuple[s
 # ---------------------------------------------------------------------------------------------
 
 
-def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-             "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
-    if dtype not in names:
-        raise ConfigError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
-    return names[dtype]
-
-
 @torch.no_grad()
-def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | StoredTensor]], *, assign: bool = False) -> None:
+def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor]], *, assign: bool = False) -> None:
     """Copy checkpoint tensors into ``model``, checking that every parameter is filled exactly once
     with a tensor of the right shape, and that nothing in the checkpoint is left over.
 
-    A stored tensor whose layout, dtype and device already match its parameter is read from disk
-    straight into it (the Conv1D matrices too: ``model.Linear(conv1d=True)`` keeps them in the stored
-    order); the others (a dtype change, a GPU) pass through one scratch buffer that is reused, so
-    memory stays at one model plus one tensor.
+    The Conv1D matrices need no transpose of their numbers: ``model.Linear(conv1d=True)`` keeps them
+    in the stored order, so a parameter's transposed view has the checkpoint's layout.
 
     With ``assign``, each parameter is replaced by the checkpoint's tensor itself (converted to the
     parameter's dtype if needed): the model may be on the ``meta`` device, and memory-mapped tensors
-    stay mapped.
+    stay mapped, so memory holds one model. Without it, each tensor is copied into its parameter
+    (any device, any dtype), one tensor at a time.
     """
     cfg = model.config
     expected: dict[str, tuple[torch.Tensor, bool, str]] = {}
-    for name, param in model.named_parameters():  # a tied lm_head is the same tensor as wte: listed once
+    for name, parameter in model.named_parameters():  # a tied lm_head is the same tensor as wte: listed once
         key, transposed = hf_key(name)
-        expected[key] = (param, transposed, name)
+        expected[key] = (parameter, transposed, name)
     filled: set[str] = set()
     unexpected: list[str] = []
-    scratch: dict[torch.dtype, torch.Tensor] = {}
     for raw_key, tensor in tensors:
         key = normalize_key(raw_key)
         if is_ignored_key(key):
@@ -341,7 +245,7 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | Stored
         if key not in expected:
             if key == "lm_head.weight" and cfg.tie_word_embeddings:
                 continue  # some checkpoints store the tied head as well; it is wte by definition
-            if key.endswith(".bias") and not torch.count_nonzero(_materialize(tensor, scratch)):
+            if key.endswith(".bias") and not torch.count_nonzero(tensor):
                 continue  # zero biases stand for the biases a bias-free model does not have
             unexpected.append(raw_key)
             continue
@@ -353,20 +257,11 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | Stored
                 "does config.json match these weights?"
             )
         if assign:
-            value = tensor.load() if isinstance(tensor, StoredTensor) else tensor
-            value = value.to(param.dtype)  # a no-op when the dtypes match: the mapped view is kept
+            value = tensor.to(param.dtype)  # a no-op when the dtypes match: the mapped view is kept
             owner, _, attr = name.rpartition(".")
             setattr(model.get_submodule(owner), attr, torch.nn.Parameter(value.t() if transposed else value))
-            filled.add(key)
-            continue
-        target = param.data.t() if transposed else param.data  # in the checkpoint's layout
-        direct = (isinstance(tensor, StoredTensor) and tensor.dtype == param.dtype and param.device.type == "cpu"
-                  and target.is_contiguous())  # the model keeps Conv1D matrices in their stored order
-        if direct:
-            tensor.read_into(target)
         else:
-            source = _materialize(tensor, scratch)
-            param.copy_(source.t() if transposed else source)
+            param.copy_(tensor.t() if transposed else tensor)
         filled.add(key)
     missing = [k for k in expected if k not in filled]
     if missing or unexpected:
@@ -376,10 +271,6 @@ def load_weights(model: GPT2, tensors: Iterator[tuple[str, torch.Tensor | Stored
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} tensor(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
         raise CheckpointError("checkpoint does not fit the model: " + "; ".join(parts))
-
-
-def _materialize(tensor: torch.Tensor | StoredTensor, scratch: dict[torch.dtype, torch.Tensor]) -> torch.Tensor:
-    return tensor.load(scratch) if isinstance(tensor, StoredTensor) else tensor
 
 
 def from_pretrained(
@@ -398,13 +289,13 @@ def from_pretrained(
     directory = resolve_checkpoint_dir(name_or_path)
     config = GPT2Config.from_json_file(directory / "config.json")
     files = weight_files(directory)
-    dtype = _parse_dtype(dtype)
+    dtype = parse_dtype(dtype)
     device = torch.device(device) if device is not None else torch.device("cpu")
     with torch.device("meta"):  # shapes only: no memory, no random init that is overwritten anyway
         model = GPT2(config).to(dtype=dtype)
-    if device.type == "cpu" and all(f.suffix == ".safetensors" for f in files):
+    if device.type == "cpu":
         # the parameters become copy-on-write views of the files (converted only where dtype differs)
-        load_weights(model, iter_checkpoint(files, mapped=True), assign=True)
+        load_weights(model, iter_checkpoint(files), assign=True)
     else:
         if config.tie_word_embeddings:
             del model.lm_head.weight  # shared with wte: give storage once, then tie again
@@ -470,20 +361,23 @@ def save_pretrained(model: GPT2, directory: str | os.PathLike, max_shard_size: i
             size = 0
         shards[-1].append((key, tensor))
         size += nbytes
-    for stale in directory.glob("model*.safetensors*"):  # a previous save with other sharding
-        stale.unlink()
+    written = []
     if len(shards) == 1:
-        write_safetensors(directory / "model.safetensors", shards[0])
+        written.append(write_safetensors(directory / "model.safetensors", shards[0]))
     else:
         weight_map = {}
         total = 0
         for i, shard in enumerate(shards, start=1):
             name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            write_safetensors(directory / name, shard)
+            written.append(write_safetensors(directory / name, shard))
             for key, tensor in shard:
                 weight_map[key] = name
                 total += tensor.numel() * tensor.element_size()
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        atomic_write(directory / "model.safetensors.index.json", lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n"))
+        written.append(atomic_write(directory / "model.safetensors.index.json", lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n")))
+    # a previous save with other sharding goes only now, so a failed write (a full disk) leaves it loadable
+    for stale in directory.glob("model*.safetensors*"):
+        if stale not in written:
+            stale.unlink()
     model.config.to_json_file(directory / "config.json")
     return directory

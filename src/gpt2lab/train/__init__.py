@@ -1,0 +1,50 @@
+"""Train a GPT-2: from scratch or from released weights, on one CPU or many GPUs.
+
+    >>> from gpt2lab.data import prepare
+    >>> from gpt2lab.train import TrainConfig, train
+    >>> prepare(["my_texts/"], "data/")                                         # doctest: +SKIP
+    >>> result = train(TrainConfig(data="data/", out="run/", max_steps=200))    # doctest: +SKIP
+    >>> result.model.generate(...)                                              # doctest: +SKIP
+
+One job per module:
+
+    config.py       TrainConfig (everything that defines a run), TrainResult, the resume rule
+    trainer.py      Trainer and train(): the loop, evaluation, saving, metrics
+    optim.py        the learning-rate schedule (warmup, cosine) and AdamW's parameter groups
+    loss.py         next-token cross-entropy whose backward reuses the logits' memory
+    vocab.py        vocabulary padding (50257 -> 50304 on GPUs) and the real-vocabulary view
+    checkpoint.py   the run directory's files, checkpoint.pt read and written, RNG state, full disks
+    distributed.py  ranks and the process group under torchrun
+    signals.py      Ctrl-C / SIGTERM: finish the step, save, stop
+    plots.py        loss.png
+
+FLOPs per token and the hardware's peak (MFU) live in ``gpt2lab.flops``, precision and devices in
+``gpt2lab.devices``; the checks that data fits a model in ``gpt2lab.compatibility``.
+
+What a RUN_DIR holds afterwards:
+
+    checkpoint.pt   everything needed to continue exactly: weights, optimizer moments, step, the
+                    data sampler's position, every RNG state, the configuration (written atomically)
+    model/          the latest weights in Hugging Face format (``GPT2.from_pretrained``, transformers)
+    metrics.jsonl   one JSON object per logged step: step, loss, lr, tok_per_s, mfu, val_loss
+    loss.png        the training and validation curves
+
+Under ``torchrun --nproc-per-node N`` the same code runs DistributedDataParallel (NCCL on GPUs,
+gloo on CPUs): each rank reads its own slice of every global batch, rank 0 writes the files.
+"""
+
+from ..devices import autocast
+from ..flops import GPU_PEAK_FLOPS, flops_per_token, measure_cpu_peak_flops, peak_flops
+from .checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, METRICS, MODEL_DIR, PLOT, load_checkpoint
+from .config import RUN_CONTROL, TrainConfig, TrainResult, resumed_config
+from .distributed import Distributed, setup_distributed
+from .loss import lm_loss
+from .optim import lr_at, make_optimizer, param_groups
+from .plots import plot_metrics
+from .trainer import Trainer, set_dropout, train
+from .vocab import pad_vocabulary, real_vocab_model
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "lr_at", "param_groups", "make_optimizer", "plot_metrics",
+           "load_checkpoint", "flops_per_token", "peak_flops", "measure_cpu_peak_flops", "pad_vocabulary", "real_vocab_model",
+           "resumed_config", "RUN_CONTROL", "CHECKPOINT", "CHECKPOINT_FORMAT", "METRICS", "MODEL_DIR", "PLOT", "GPU_PEAK_FLOPS",
+           "Distributed", "setup_distributed", "lm_loss", "set_dropout", "autocast"]

@@ -1,0 +1,149 @@
+"""What defines a training run (``TrainConfig``), what it hands back (``TrainResult``), and the
+rule for resuming one: which settings may change and which the checkpoint decides."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..model import GPT2
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. ``gpt2lab train`` fills one from its options.
+
+    Model:
+        init: ``"scratch"`` (a new model of the shape below), or a checkpoint to fine-tune: a
+            local directory, a hub id or a preset name (``"gpt2"`` = the released 124M weights).
+        n_layer, n_head, n_embd: the shape of a scratch model (ignored when fine-tuning).
+        block_size: training context; a scratch model gets this many positions (default 256), a
+            pretrained one keeps its own and trains on windows of this length (default: its context,
+            at most 1024).
+        dropout: dropout everywhere (embeddings, attention, residual branches).
+    Optimisation:
+        batch_size: windows per micro-batch per process; tokens per step are
+            ``batch_size * block_size * grad_accum * world_size``.
+        grad_accum: micro-batches per optimizer step.
+        max_steps: optimizer steps to train for (counting from the start of the run).
+        lr, min_lr: peak and final learning rate (``min_lr`` defaults to lr / 10).
+        warmup_steps: linear warmup (default min(100, max_steps // 10)).
+        lr_decay_steps: the step where cosine decay reaches min_lr (default max_steps).
+        weight_decay, beta1, beta2: AdamW's; decay applies to matrices and embeddings only.
+        grad_clip: clip the global gradient norm to this (0 turns clipping off).
+        seed: makes initialisation, batch order and dropout reproducible.
+    Bookkeeping:
+        eval_every: evaluate on ``eval_batches`` validation batches every this many steps (0: only at the end).
+        checkpoint_every: save checkpoint.pt and model/ every this many steps (and at the end).
+        log_every: write a metrics.jsonl line every this many steps.
+    Hardware:
+        device: ``"auto"`` (CUDA, then MPS, then CPU), or ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        dtype: ``"auto"`` (bf16 on GPUs that have it, else fp32), ``"fp32"``, ``"bf16"`` or ``"fp16"``:
+            the autocast precision; parameters and optimizer state stay fp32.
+        compile: ``torch.compile`` the model.
+        pad_vocab: pad the vocabulary to a multiple of this for faster matrix products
+            (default 64 on GPUs, 1 on CPUs). Internal only: the loss and every saved model see the
+            real vocabulary.
+    resume: continue the run in ``out`` from its checkpoint (see ``resumed_config``).
+    """
+
+    data: str | os.PathLike
+    out: str | os.PathLike
+    init: str = "scratch"
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    block_size: int | None = None
+    dropout: float = 0.0
+    batch_size: int = 16
+    grad_accum: int = 1
+    max_steps: int = 1000
+    lr: float = 6e-4
+    min_lr: float | None = None
+    warmup_steps: int | None = None
+    lr_decay_steps: int | None = None
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 1337
+    eval_every: int = 100
+    eval_batches: int = 20
+    checkpoint_every: int = 100
+    log_every: int = 1
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    pad_vocab: int | None = None
+    resume: bool = False
+    progress: bool = True
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every "default" filled in and every value checked."""
+        c = TrainConfig(**asdict(self))
+        c.data, c.out = str(c.data), str(c.out)
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_batches", "log_every"):
+            if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(c, name)!r}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(c, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(c, name)}")
+        if not c.lr > 0:
+            raise ConfigError(f"lr must be positive, got {c.lr}")
+        c.min_lr = c.lr / 10 if c.min_lr is None else c.min_lr
+        if not 0 <= c.min_lr <= c.lr:
+            raise ConfigError(f"min_lr must be in [0, lr], got {c.min_lr}")
+        c.warmup_steps = min(100, c.max_steps // 10) if c.warmup_steps is None else c.warmup_steps
+        c.lr_decay_steps = c.max_steps if c.lr_decay_steps is None else c.lr_decay_steps
+        if c.warmup_steps < 0 or c.lr_decay_steps < 1:
+            raise ConfigError("warmup_steps must be >= 0 and lr_decay_steps >= 1")
+        if not 0.0 <= c.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {c.dropout}")
+        if c.dtype not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"dtype must be auto, fp32, bf16 or fp16, got {c.dtype!r}")
+        return c
+
+
+# Options that may change when a run is resumed: how long it goes on, how it is watched, where it
+# runs. Everything else defines the trajectory and is taken from the checkpoint.
+RUN_CONTROL = frozenset({"data", "out", "max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every",
+                         "device", "compile", "resume", "progress"})
+
+
+def resumed_config(saved: dict[str, Any], config: TrainConfig) -> TrainConfig:
+    """The configuration a resumed run continues with: ``config``'s ``RUN_CONTROL`` options, the
+    checkpoint's (``saved``) for everything else, so the run goes on exactly as it began.
+
+    A trajectory option that ``config`` sets to something other than its default *and* other
+    than the run's own value is a mistake (``--lr 0.5`` on a run that trains at 3e-3): a
+    ``ConfigError`` says so rather than silently dropping it. (Giving an option its default value
+    cannot be told from leaving it out: the checkpoint's value wins.)
+    """
+    for f in fields(TrainConfig):
+        if f.name in RUN_CONTROL or f.name not in saved:
+            continue
+        value = getattr(config, f.name)
+        if f.default is not MISSING and value != f.default and value != saved[f.name]:
+            flag = "--" + f.name.replace("_", "-")
+            raise ConfigError(f"{flag} {value!r} differs from the run's {saved[f.name]!r}; a resumed run keeps its settings (leave {flag} out)")
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: (getattr(config, k) if k in RUN_CONTROL else v) for k, v in saved.items() if k in known})
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` hands back."""
+
+    run_dir: Path
+    step: int
+    loss: float | None  # the last training loss
+    val_loss: float | None  # the last validation loss
+    model: GPT2  # the trained model, real vocabulary, eval mode, on the training device
+    interrupted: bool = False  # stopped by Ctrl-C / SIGTERM (a checkpoint was saved)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+__all__ = ["TrainConfig", "TrainResult", "RUN_CONTROL", "resumed_config"]
