@@ -24,6 +24,7 @@ window.GPT2LabInterp = window.GPT2LabInterp || (function () {
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
+  function percent(p) { return (p >= 0.001 ? (100 * p).toFixed(1) : (100 * p).toExponential(0)) + "%"; }  // never a bare 0.0%
   function cut(s, n) { return s.length <= n ? s : s.slice(0, n - 1) + "\u2026"; }
   function ramp(colours, t) {  // t in [0, 1] along the stops
     var i = 1;
@@ -139,7 +140,7 @@ window.GPT2LabInterp = window.GPT2LabInterp || (function () {
           bar.style.width = Math.max(1, Math.round(p[1] * 200)) + "px";
           var barCell = el("td"); barCell.appendChild(bar);
           tr.appendChild(el("td", null, String(j + 1))); tr.appendChild(el("td", null, p[0]));
-          tr.appendChild(el("td", null, (100 * p[1]).toFixed(1) + "%")); tr.appendChild(barCell);
+          tr.appendChild(el("td", null, percent(p[1]))); tr.appendChild(barCell);
           table.appendChild(tr);
         }
         info.appendChild(table);
@@ -172,7 +173,7 @@ window.GPT2LabInterp = window.GPT2LabInterp || (function () {
       bottomClass: byPos ? d.differs.map(function (x) { return x ? "g2l-diff" : ""; }) : null,
       cell: function (r, c) {
         var v = d.normalised[r][c];
-        return { text: v.toFixed(2), colour: colour(v), ink: Math.abs(v / d.limit) > 0.55 ? "#fff" : "#222" };
+        return { text: v.toFixed(2).replace("-0.00", "0.00"), colour: colour(v), ink: Math.abs(v / d.limit) > 0.55 ? "#fff" : "#222" };
       },
       onFocus: function (r, c) {
         [clean, corrupt].forEach(function (t) { t.chips.forEach(function (chip, j) { chip.classList.toggle("g2l-focus", byPos && j === c); }); });

@@ -92,6 +92,11 @@ def _short(text: str, limit: int) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "\u2026"
 
 
+def _probability(p: float) -> str:
+    """Two decimals, or for a small probability its order of magnitude ("3e-04"), never a bare "0.00"."""
+    return f"{p:.2f}" if p >= 0.005 else f"{p:.0e}"
+
+
 def _named(model_name: str, what: str) -> str:
     return f"{model_name}: {what}" if model_name else what
 
@@ -141,7 +146,7 @@ def plot_lens(lens: Lens, path: str | Path) -> Path:
             cell_fs = max(5.0, min(8.0, 72 * axis_w / T / 7.5))
             for layer, pos in np.ndindex(rows, T):
                 ink = _ink_for(cmap(norm(top1[layer, pos])))
-                ax.text(pos, layer, f"{_short(lens.top_tokens[layer][pos][0], 9)}\n{top1[layer, pos]:.2f}",
+                ax.text(pos, layer, f"{_short(lens.top_tokens[layer][pos][0], 9)}\n{_probability(float(top1[layer, pos]))}",
                         ha="center", va="center", fontsize=cell_fs, color=ink, linespacing=1.1)
         fig.colorbar(im, cax=cax, label="probability of the top token")
         fig.suptitle(_named(lens.model_name, f"logit lens: the top next-token prediction after each block ({T} tokens)"), fontsize=12)
@@ -197,7 +202,7 @@ def lens_text(lens: Lens, positions: int = 6, width: int = 14) -> str:
              " " * label_w + "  " + "".join(cell("-" * (width - 2)) for _ in cols)]
     labels = _lens_row_labels(lens.n_layer)
     for layer in reversed(range(lens.n_layer + 1)):  # the output first, as on the pictures: depth goes up
-        row = "".join(cell(f"{_short(lens.top_tokens[layer][i][0], width - 7)} {float(lens.top_probs[layer, i, 0]):.2f}") for i in cols)
+        row = "".join(cell(f"{_short(lens.top_tokens[layer][i][0], width - 7)} {_probability(float(lens.top_probs[layer, i, 0]))}") for i in cols)
         lines.append(labels[layer].rjust(label_w) + "  " + row.rstrip())
     shown = "the last " + str(len(cols)) if len(cols) < T else "all " + str(T)
     lines.append(f"\n(rows: blocks applied, output on top; {shown} positions; each cell the top next-token prediction and its probability)")
@@ -269,7 +274,8 @@ def plot_patching(p: Patching, path: str | Path) -> Path:
         if annotate:
             cell_fs = max(5.0, min(8.0, 72 * axis_w / cols / 4.0))
             for layer, j in np.ndindex(rows, cols):
-                ax.text(j, layer, f"{values[layer, j]:.2f}", ha="center", va="center", fontsize=cell_fs, color=_ink_for(cmap(norm(values[layer, j]))))
+                text = f"{values[layer, j]:.2f}".replace("-0.00", "0.00")
+                ax.text(j, layer, text, ha="center", va="center", fontsize=cell_fs, color=_ink_for(cmap(norm(values[layer, j]))))
         fig.colorbar(im, cax=cax, label="normalised: 0 = corrupt run, 1 = clean run")
         what = f"activation patching: {p.point} restored from the clean run, by {p.by}"
         fig.suptitle(_named(p.model_name, what) + f"\nmetric {p.metric_name}: clean {p.clean_metric:.3f}, corrupt {p.corrupt_metric:.3f}",
