@@ -308,6 +308,15 @@ class _Interpreter:
         if nums and nums[0] != C:
             self.problems.append(f"line {node.line}: LayerNorm is {nums[0]} wide, the stream is {C}")
 
+    def projection(self, node: ReprNode, role: str) -> bool:
+        """Take ``node`` as the Linear or Conv1D of ``role`` (its widths are checked at the end); False if it is neither."""
+        lin = _read_linear(node)
+        if lin is None:
+            return False
+        node.role = role
+        self.linears.setdefault(role, []).append((node, lin))
+        return True
+
     def block(self, block: ReprNode, C: int) -> None:
         block.role = "block"
         kids = _children(block)
@@ -317,26 +326,20 @@ class _Interpreter:
             elif c.key == "attn" and c.is_container:
                 c.role = "block.attn"
                 for a in c.children:
-                    if a.key in ("c_attn", "c_proj") and (lin := _read_linear(a)) is not None:
-                        a.role = f"block.attn.{a.key}"
-                        self.linears.setdefault(a.role, []).append((a, lin))
-                    elif a.key in ("attn_dropout", "resid_dropout") and a.cls == "Dropout":
+                    if a.key in ("attn_dropout", "resid_dropout") and a.cls == "Dropout":
                         self.dropout(a, a.key)
-                    else:
+                    elif not (a.key in ("c_attn", "c_proj") and self.projection(a, f"block.attn.{a.key}")):
                         self.report(a)
             elif c.key == "mlp" and c.is_container:
                 c.role = "block.mlp"
                 for a in c.children:
-                    if a.key in ("c_fc", "c_proj") and (lin := _read_linear(a)) is not None:
-                        a.role = f"block.mlp.{a.key}"
-                        self.linears.setdefault(a.role, []).append((a, lin))
-                    elif a.key == "act" and not a.is_container and (a.cls in _GELU_TANH | _GELU_EXACT or a.cls == "GELU"):
+                    if a.key == "act" and not a.is_container and (a.cls in _GELU_TANH | _GELU_EXACT or a.cls == "GELU"):
                         a.role = "block.mlp.act"
                         tanh = a.cls in _GELU_TANH or "tanh" in (a.args or "")
                         self.activations.add("gelu_tanh" if tanh else "gelu")
                     elif a.key == "dropout" and a.cls == "Dropout":
                         self.dropout(a, "dropout")
-                    else:
+                    elif not (a.key in ("c_fc", "c_proj") and self.projection(a, f"block.mlp.{a.key}")):
                         self.report(a)
             else:
                 self.report(c)
