@@ -233,6 +233,8 @@ SAME_AS_TIKTOKEN = {
     "encode_ordinary None": lambda e: e.encode_ordinary(None),
     "encode_to_numpy": lambda e: (lambda a: (a.tolist(), str(a.dtype)))(e.encode_to_numpy(f"{JAPANESE}{EOT}", allowed_special="all")),
     "encode_to_numpy refuses special text": lambda e: e.encode_to_numpy(EOT),
+    "encode_to_numpy lone surrogate": lambda e: e.encode_to_numpy("a\ud800"),
+    "encode_with_unstable lone surrogate": lambda e: e.encode_with_unstable("a\ud800"),
     # batches
     "encode_batch": lambda e: e.encode_batch(["Hello world", JAPANESE, ""]),
     "encode_batch allowed 'all'": lambda e: e.encode_batch([f"a{EOT}", "b"], allowed_special="all", num_threads=1),

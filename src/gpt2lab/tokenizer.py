@@ -102,6 +102,13 @@ class Tokenizer:
         backend: ``"tiktoken"`` (default, fast) or ``"python"`` (the reference in ``bpe``); same ids.
         merges: the pairs that made each merged token, in rank order, when known (training, or a
             merges file); otherwise they are recovered from the ranks when needed (``save``).
+
+    Where it differs from ``tiktoken.Encoding`` on purpose: errors are ``TokenizerError`` subclasses
+    of the exception tiktoken raises (so ``except KeyError`` and ``except ValueError`` both work) with a
+    one-line message; ``special_tokens_set`` is a frozenset (tiktoken's is a set nobody should change);
+    ``allowed_special`` / ``disallowed_special`` take any collection (tiktoken wants a set) and
+    ``is_special_token`` refuses a non-integer with ``TypeError`` (tiktoken: ``assert``); the Python
+    backend lists ``encode_with_unstable``'s continuations sorted (tiktoken: in hash order).
     """
 
     def __init__(
@@ -233,6 +240,7 @@ class Tokenizer:
         if self._enc is not None:
             return self._enc.encode_to_numpy(text, allowed_special=allowed, disallowed_special=())
         assert self._py is not None
+        text.encode("utf-8")  # tiktoken's encode_to_numpy, unlike encode, raises on lone surrogates instead of replacing them
         return np.array(self._py.encode(text, allowed), dtype=np.uint32)
 
     def encode_batch(
