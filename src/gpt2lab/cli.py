@@ -253,6 +253,110 @@ def _attention(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# lens / patch / attribute: looking inside through the hook points (gpt2lab.interp)
+# ---------------------------------------------------------------------------------------------
+
+
+def _interp_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a checkpoint directory (config.json + weights) or a hub id such as gpt2")
+    p.add_argument("--tokenizer", metavar="PATH", help="a vocabulary file or directory (default: the model's own, else GPT-2's)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
+
+
+def _interp_model(args: argparse.Namespace):
+    """The model on ``--device`` and its tokenizer, loaded as ``attention`` loads them."""
+    from .devices import pick_device
+    from .model import GPT2
+    from .tokenizer import Tokenizer
+
+    device = pick_device(args.device)  # a wrong --device is reported before any weights are read
+    tokenizer = Tokenizer.from_file(args.tokenizer) if args.tokenizer else Tokenizer.from_pretrained(args.model)
+    return GPT2.from_pretrained(args.model, device=device), tokenizer
+
+
+def _at_least_one(value: int, flag: str) -> None:
+    if value < 1:
+        raise UsageError(f"{flag} must be at least 1, got {value}")
+
+
+def _lens_args(p: argparse.ArgumentParser) -> None:
+    _interp_model_args(p)
+    p.add_argument("--text", required=True, help="the text whose next-token predictions to follow through the blocks")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="predictions kept per cell, shown on the page (default 5)")
+    p.add_argument("--positions", type=int, default=6, metavar="N", help="the last N positions in the terminal table (default 6)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for lens.png and lens.html")
+
+
+@command("lens", "logit lens: what the model would predict after each block, at each position (table, PNG, page)", _lens_args)
+def _lens(args: argparse.Namespace) -> None:
+    from . import interp
+    from .views.interp import lens_text, save_lens
+
+    _at_least_one(args.top_k, "--top-k")
+    _at_least_one(args.positions, "--positions")
+    model, tokenizer = _interp_model(args)
+    result = interp.lens(model, tokenizer, args.text, top_k=args.top_k, model_name=str(args.model))
+    print(lens_text(result, positions=args.positions), end="")
+    paths = save_lens(result, args.out)
+    print(f"\nWrote:\n  {paths['png']}  (heat map: top prediction per block and position)\n"
+          f"  {paths['html']}  (interactive page, open in a browser: hover a cell for its top {args.top_k})")
+
+
+def _patch_args(p: argparse.ArgumentParser) -> None:
+    _interp_model_args(p)
+    p.add_argument("--clean", required=True,
+                   help="the text whose behaviour is restored ('When Mary and John went to the store, John gave a drink to')")
+    p.add_argument("--corrupt", required=True, help="the same number of tokens with the deciding words changed ('..., Mary gave a drink to')")
+    p.add_argument("--answer", required=True, help="the clean text's answer, one token (a word after a space starts with the space: ' Mary')")
+    p.add_argument("--wrong", required=True, help="the competing answer, one token; the metric is logit(answer) - logit(wrong) at the last position")
+    p.add_argument("--point", default="resid_pre", help="the hook point restored in each layer: resid_pre (default), resid_mid, resid_post, "
+                   "attn.out, mlp.out, mlp.pre, mlp.post, attn.z, attn.q, attn.k, attn.v, attn.scores, attn.probs, ln_1.scale, ln_2.scale")
+    p.add_argument("--by", choices=("position", "head"), help="one position at a time, or one head over every position "
+                   "(default: head on the attn.* points, position elsewhere)")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="entries listed in the terminal, most restoring first (default 10)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for patching.png and patching.html")
+
+
+@command("patch", "activation patching: which layer and position (or head) carries what tells two texts apart (PNG, page)", _patch_args)
+def _patch(args: argparse.Namespace) -> None:
+    from . import interp
+    from .views.interp import patching_text, save_patching
+
+    _at_least_one(args.top, "--top")
+    model, tokenizer = _interp_model(args)
+    result = interp.patching(model, tokenizer, args.clean, args.corrupt, args.answer, args.wrong, point=args.point, by=args.by,
+                             model_name=str(args.model))
+    print(patching_text(result, n=args.top), end="")
+    paths = save_patching(result, args.out)
+    print(f"\nWrote:\n  {paths['png']}  (heat map, normalised: 0 = corrupt run, 1 = clean run)\n"
+          f"  {paths['html']}  (interactive page, open in a browser)")
+
+
+def _attribute_args(p: argparse.ArgumentParser) -> None:
+    _interp_model_args(p)
+    p.add_argument("--text", required=True, help="the text; the prediction after its last token is explained")
+    p.add_argument("--answer", required=True, help="the token whose logit is split into components, one token (' Mary')")
+    p.add_argument("--wrong", help="a competing token: explain logit(answer) - logit(wrong) instead")
+    p.add_argument("--top", type=int, default=20, metavar="N", help="components listed and drawn, largest first (default 20)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for attribution.png")
+
+
+@command("attribute", "direct logit attribution: each head's, MLP's and the embeddings' share of a logit (bar chart)", _attribute_args)
+def _attribute(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from . import interp
+    from .views.interp import attribution_text, plot_attribution
+
+    _at_least_one(args.top, "--top")
+    model, tokenizer = _interp_model(args)
+    result = interp.attribution(model, tokenizer, args.text, args.answer, args.wrong)
+    print(attribution_text(result, n=args.top), end="")
+    png = plot_attribution(result, Path(args.out) / "attribution.png", n=args.top)
+    print(f"\nWrote:\n  {png}  (the {min(args.top, len(result))} largest components, and every head)")
+
+
+# ---------------------------------------------------------------------------------------------
 # tokenizer: train / encode / decode
 # ---------------------------------------------------------------------------------------------
 
@@ -589,7 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # the order a newcomer meets them in
-    journey = ["demo", "generate", "compare", "tokenizer", "prepare", "train", "eval", "explain", "attention", "trace", "experiment"]
+    journey = ["demo", "generate", "compare", "tokenizer", "prepare", "train", "eval", "explain", "attention", "lens", "patch", "attribute",
+               "trace", "experiment"]
     for name in sorted(COMMANDS, key=lambda n: journey.index(n) if n in journey else len(journey)):
         help_text, add_arguments, run = COMMANDS[name]
         p = sub.add_parser(name, help=help_text, description=help_text)
