@@ -141,14 +141,15 @@ def driver(chromium):
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def open_page(driver, path: Path) -> list[dict]:
-    """Load ``path``, wait until the view has mounted; return the browser log of the load."""
+def open_page(driver, path: Path, views: str = ".g2l-attn") -> list[dict]:
+    """Load ``path``, wait until every view (the elements ``views`` selects) has mounted; return the
+    browser log of the load."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get_log("browser")  # drop what earlier pages logged
     driver.get(path.resolve().as_uri())
     WebDriverWait(driver, 30).until(lambda d: d.execute_script(
-        "return [...document.querySelectorAll('.g2l-attn')].every(e => e.getAttribute('data-ready') === '1')"))
+        "return [...document.querySelectorAll(arguments[0])].every(e => e.getAttribute('data-ready') === '1')", views))
     return driver.get_log("browser")
 
 

@@ -8,20 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import HOSTILE, errors_in, perturbed_model  # noqa: E402  (browser fixtures live in conftest)
-from gpt2lab import GPT2Config, interp
+from conftest import HOSTILE, errors_in, open_page  # noqa: E402  (browser fixtures live in conftest)
+from gpt2lab import interp
 from gpt2lab.views import interp as views
-from test_interp_views import CLEAN, CORRUPT, hostile_lens, hostile_patching  # noqa: E402  (the same inputs as the file tests)
+from test_interp_views import CLEAN, CORRUPT, hostile_lens, hostile_patching, sharp_model  # noqa: E402  (the file tests' inputs)
 
 
 @pytest.fixture(scope="module")
 def model():
-    m = perturbed_model(GPT2Config(vocab_size=50257, block_size=128, n_layer=2, n_head=4, n_embd=32), scale=0.3)
-    with torch.no_grad():  # sharper predictions, as in test_interp_views
-        m.transformer.wte.weight.mul_(3.0)
-    return m
+    return sharp_model()
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +44,10 @@ def pages(model, tokenizer, tmp_path_factory) -> dict[str, Path]:
 
 
 def open_view(driver, path: Path) -> list[dict]:
-    """Load ``path``, wait until every view has mounted; return the browser log of the load."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.get_log("browser")  # drop what earlier pages logged
-    driver.get(path.resolve().as_uri())
-    WebDriverWait(driver, 30).until(lambda d: d.execute_script(
-        "const v = [...document.querySelectorAll('.g2l-interp')]; return v.length > 0 && v.every(e => e.getAttribute('data-ready') === '1')"))
-    return driver.get_log("browser")
+    """Load ``path``, wait until its lens / patching views have mounted; return the browser log of the load."""
+    log = open_page(driver, path, views=".g2l-interp")
+    assert driver.find_elements("css selector", ".g2l-interp"), f"{path.name} has no view"
+    return log
 
 
 def data_of(driver, index: int = 0) -> dict:

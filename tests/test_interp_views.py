@@ -26,12 +26,18 @@ CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 
 
-@pytest.fixture(scope="module")
-def model():
+def sharp_model():
+    """GPT-2's vocabulary, two narrow layers, hard-perturbed weights; longer token vectors make sharper
+    predictions, so top probabilities spread over 0.1 .. 1 instead of all sitting near 0."""
     m = perturbed_model(GPT2Config(vocab_size=50257, block_size=128, n_layer=2, n_head=4, n_embd=32), scale=0.3)
-    with torch.no_grad():  # longer token vectors, sharper predictions: top probabilities spread over 0.1 .. 1
+    with torch.no_grad():
         m.transformer.wte.weight.mul_(3.0)
     return m
+
+
+@pytest.fixture(scope="module")
+def model():
+    return sharp_model()
 
 
 @pytest.fixture(scope="module")
