@@ -196,3 +196,12 @@ def test_explicit_is_chosen_once_per_model(model, idx):
         torch.testing.assert_close(model(idx), fused, atol=1e-5, rtol=0)
     other = GPT2(GPT2Config(**CFG))
     assert not other.explicit  # each model has its own registry
+
+
+def test_hooks_act_on_the_static_and_compiled_paths_too(model):
+    prompt = torch.randint(0, CFG["vocab_size"], (1, 5), generator=torch.Generator().manual_seed(2))
+    push = model.transformer.wte.weight[7].detach() * 100
+    seen = []
+    with model.hooks({"ln_f.out": lambda x, n: seen.append(n) or x + push}):
+        out = model.generate(prompt, 3, temperature=0, static_cache=True)
+    assert out[0, 5:].tolist() == [7, 7, 7] and len(seen) == 3

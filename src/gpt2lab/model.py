@@ -143,15 +143,8 @@ class KVCache:
     many positions are filled. ``GPT2.forward`` writes new positions in place and moves ``pos``.
     """
 
-    def __init__(
-        self,
-        config: GPT2Config,
-        batch_size: int,
-        max_len: int | None = None,
-        *,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str | None = None,
-    ) -> None:
+    def __init__(self, config: GPT2Config, batch_size: int, max_len: int | None = None, *,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
         self.max_len = max_len or config.block_size
         shape = (config.n_layer, batch_size, config.n_head, self.max_len, config.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, H, max_len, D)
@@ -290,14 +283,8 @@ class Block(Hooked):
 # ---------------------------------------------------------------------------------------------
 
 
-def attention_mask_bias(
-    T: int,
-    past: int,
-    attention_mask: torch.Tensor | None,
-    *,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> torch.Tensor | None:
+def attention_mask_bias(T: int, past: int, attention_mask: torch.Tensor | None, *,
+                        dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
     """The additive mask for T new queries after ``past`` cached positions.
 
     Query i (absolute position past + i) may see key j when j <= past + i and, if an
@@ -416,16 +403,9 @@ class GPT2(Hooked):
 
     # -- forward -------------------------------------------------------------------------------
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        *,
-        kv_cache: KVCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        last_logits_only: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, kv_cache: KVCache | None = None,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                last_logits_only: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits for every position.
 
         Args:
@@ -445,10 +425,8 @@ class GPT2(Hooked):
         B, T = idx.shape
         past = kv_cache.pos if kv_cache is not None else 0
         if past + T > self.config.block_size and position_ids is None:
-            raise ValueError(
-                f"sequence of {past + T} positions exceeds the context length block_size={self.config.block_size}; "
-                "crop the input to its last block_size tokens"
-            )
+            raise ValueError(f"sequence of {past + T} positions exceeds the context length block_size="
+                             f"{self.config.block_size}; crop the input to its last block_size tokens")
         if kv_cache is not None and past + T > kv_cache.max_len:
             raise ValueError(f"KV cache holds {kv_cache.max_len} positions; {past} used, {T} more do not fit")
         if position_ids is None:
@@ -504,12 +482,8 @@ class GPT2(Hooked):
     # -- checkpoints (implemented in weights.py) ---------------------------------------------------
 
     @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str,
-        dtype: torch.dtype | str | None = None,
-        device: torch.device | str | None = None,
-    ) -> "GPT2":
+    def from_pretrained(cls, name_or_path: str, dtype: torch.dtype | str | None = None,
+                        device: torch.device | str | None = None) -> GPT2:
         """Load a Hugging Face GPT-2: a local directory or a hub id such as ``"gpt2"``."""
         from .weights import from_pretrained
 

@@ -1,0 +1,109 @@
+"""Hook points and patching: gpt2lab against a plain forward and against TransformerLens, same process.
+
+1. ``model.run_with_cache(idx)`` of every hook point (15 per layer + 2) against gpt2lab's plain forward
+   and against TransformerLens v4's ``TransformerBridge.run_with_cache`` (every hook) on the same
+   weights; also each library's plain forward. Goals: at least 1.5x TransformerLens's speed, at most
+   1.3x gpt2lab's plain forward.
+2. A patching sweep of ``resid_pre`` by layer x position on an indirect-object prompt pair:
+   ``gpt2lab.interp.patch`` (several patched runs stacked per forward) against
+   ``transformer_lens.patching.get_act_patch_resid_pre`` (one forward per cell). Both are checked
+   equal first.
+
+Random ``gpt2``-shaped weights (the released ones give the same times), fp32 on the CPU; medians
+of ``--repeat`` runs, interleaved so a busy machine slows every side alike.
+
+    python benchmarks/bench_interp.py [--seq-len 128] [--repeat 5] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import torch
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # TransformerLens's sweeps print bars of their own
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def medians(fns: dict, repeat: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm up
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            times[k].append(timed(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from transformer_lens import patching
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import GPT2Config as HFConfig
+    from transformers import GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    from gpt2lab import GPT2, interp
+
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        GPT2LMHeadModel(HFConfig(n_layer=12, n_head=12, n_embd=768)).eval().save_pretrained(tmp)
+        ours = GPT2.from_pretrained(tmp).eval()
+        hf = GPT2LMHeadModel.from_pretrained(tmp, attn_implementation="eager").eval()
+        bridge = TransformerBridge.boot_transformers(tmp, hf_model=hf, tokenizer=None, device="cpu")
+    idx = torch.randint(0, 50257, (1, args.seq_len), generator=torch.Generator().manual_seed(1))
+
+    with torch.no_grad():
+        logits, cache = ours.run_with_cache(idx)
+        tl_logits, tl_cache = bridge.run_with_cache(idx)
+        delta = (logits - tl_logits).abs().max().item()
+        times = medians({
+            "gpt2lab forward": lambda: ours(idx),
+            "gpt2lab run_with_cache (all)": lambda: ours.run_with_cache(idx),
+            "TransformerLens forward": lambda: bridge(idx),
+            "TransformerLens run_with_cache (all)": lambda: bridge.run_with_cache(idx),
+        }, args.repeat)
+    print(f"gpt2 shape, T={args.seq_len}, batch 1, fp32 CPU, torch threads={torch.get_num_threads()}, median of {args.repeat}")
+    print(f"  cached points: gpt2lab {len(cache)}, TransformerLens {len(tl_cache)} (aliases share tensors); max |dlogits| {delta:.1e}")
+    for name, t in times.items():
+        print(f"  {name:<38} {t * 1e3:8.1f} ms")
+    ours_cache, plain, tl = times["gpt2lab run_with_cache (all)"], times["gpt2lab forward"], times["TransformerLens run_with_cache (all)"]
+    print(f"  run_with_cache: {tl / ours_cache:.2f}x TransformerLens's speed (goal >= 1.5x); "
+          f"{ours_cache / plain:.2f}x gpt2lab's plain forward (goal <= 1.3x)")
+
+    # 2. patching: IOI-like pair, 15 tokens, one name swapped at position 9
+    clean = torch.randint(0, 50257, (1, 15), generator=torch.Generator().manual_seed(2))
+    corrupt = clean.clone()
+    corrupt[0, 9] = (corrupt[0, 9] + 1) % 50257
+    metric = interp.logit_diff(1000, 2000)
+    ours_map = interp.patch(ours, clean, corrupt, metric, progress=False)
+    with torch.no_grad():
+        _, clean_cache = bridge.run_with_cache(clean)
+        tl_map = patching.get_act_patch_resid_pre(bridge, corrupt, clean_cache, metric)
+    delta = (ours_map - tl_map).abs().max().item()
+    t_ours = statistics.median(timed(lambda: interp.patch(ours, clean, corrupt, metric, progress=False)) for _ in range(3))
+    t_tl = statistics.median(timed(lambda: patching.get_act_patch_resid_pre(bridge, corrupt, clean_cache, metric)) for _ in range(3))
+    print(f"patching resid_pre, 12 layers x 15 positions (180 patched runs), median of 3; max |delta| {delta:.1e}")
+    print(f"  gpt2lab interp.patch                   {t_ours:8.2f} s")
+    print(f"  TransformerLens get_act_patch_resid_pre {t_tl:7.2f} s   gpt2lab is {t_tl / t_ours:.1f}x its speed")
+
+
+if __name__ == "__main__":
+    main()
