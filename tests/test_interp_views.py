@@ -295,6 +295,8 @@ def test_small_probabilities_keep_their_order_of_magnitude():
     lens.top_probs[..., 0] = 0.0003
     text = views.lens_text(lens)
     assert "3e-04" in text and " 0.00" not in text
+    lens.top_probs[0, 0, 1] = 2.5e-7
+    assert views.lens_data(lens)["probs"][:2] == [0.0003, 2.5e-7]  # the page keeps significant digits, not decimals
     assert views._probability(0.42) == "0.42" and views._probability(0.004) == "4e-03"
 
 

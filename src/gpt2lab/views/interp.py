@@ -170,7 +170,7 @@ def lens_data(lens: Lens) -> dict[str, Any]:
         "visible": [visible(t) for t in lens.tokens],
         "words": [visible(t) for t in words],
         "top": flat,  # (L + 1) * T * k, row-major
-        "probs": [round(float(p), 5) for p in lens.top_probs.flatten().tolist()],
+        "probs": [float(f"{p:.4g}") for p in lens.top_probs.flatten().tolist()],  # 4 significant digits: 3e-07 stays 3e-07
         "cell_text": len(lens.tokens) <= PAGE_TEXT_MAX_COLUMNS,
     }
 
