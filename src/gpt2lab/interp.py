@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from . import kernels
 from .errors import InputError
 from .tokens import token_ids, token_texts
 
@@ -51,11 +52,12 @@ TOKENS_PER_BATCH = 8192  # patched runs are stacked along the batch up to about 
 
 @contextlib.contextmanager
 def _inspecting(model: GPT2) -> Iterator[None]:
-    """Eval mode (no dropout) and no autograd for the block; the model's mode restored after."""
+    """Eval mode (no dropout), no autograd, and on a CPU where it pays the packed products that
+    ``generate`` uses (``gpt2lab.kernels``); the model's mode restored after."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), kernels.packed(model):
             yield
     finally:
         model.train(was_training)
