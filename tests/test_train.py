@@ -80,6 +80,7 @@ def cli(*args, timeout=120):
 # -- learning and outputs ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_and_writes_every_output(data_dir, tmp_path):
     result = train(config(data_dir, tmp_path / "run", max_steps=60, eval_every=20, checkpoint_every=30, n_embd=48, dropout=0.0))
     records = metrics(tmp_path / "run")
@@ -317,6 +318,7 @@ def test_out_of_disk_keeps_the_previous_checkpoint(data_dir, tmp_path, monkeypat
     assert [r["step"] for r in metrics(run)] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_full_disk_from_the_cli_is_one_line_and_exit_2(data_dir, tmp_path):
     """A real full disk (a small tmpfs) while the checkpoint is written; needs root to mount one."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
@@ -384,6 +386,8 @@ def test_fine_tune_from_a_saved_pretrained_dir(hf_tiny, tmp_path):
     assert result.step == 3
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
     common = ["--data", data_dir, "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--block-size", 16, "--max-steps", 4,
               "--eval-every", 2, "--eval-batches", 2, "--checkpoint-every", 4, "--seed", 0, "--dropout", 0, "--quiet"]
