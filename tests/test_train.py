@@ -30,6 +30,7 @@ from gpt2lab.train import (
     flops_per_token,
     load_checkpoint,
     lr_at,
+    measure_cpu_peak_flops,
     pad_vocabulary,
     param_groups,
     train,
@@ -239,6 +240,10 @@ def test_mfu_pieces():
     matmul = 12 * (4 * 768**2 + 2 * 768 * 3072) + 768 * 50257
     assert flops_per_token(cfg, 1024) == 6 * matmul + 12 * 12 * 768 * 1024
     assert flops_per_token(cfg, 1024) == explain(cfg, seq_len=1024).flops["training_per_token"]  # one convention
+    # measuring the CPU's peak (once per process) must not move the RNG that dropout draws from
+    state = torch.get_rng_state()
+    assert measure_cpu_peak_flops(n=64, repeats=1) > 0
+    assert torch.equal(torch.get_rng_state(), state)
     names = [name for name, _, _ in GPU_PEAK_FLOPS]
     # a more specific name must come before any name it contains, or it could never match
     assert all(not (a in b) for i, a in enumerate(names) for b in names[i + 1 :])

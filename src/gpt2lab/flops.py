@@ -94,8 +94,10 @@ def measure_cpu_peak_flops(dtype: torch.dtype = torch.float32, n: int = 1024, re
     with the thread count training uses. The denominator of MFU on a CPU (no data sheet applies)."""
     key = f"{dtype}-{n}-{torch.get_num_threads()}"
     if key not in _CPU_PEAK:
-        a = torch.randn(n, n, dtype=dtype)
-        b = torch.randn(n, n, dtype=dtype)
+        # a generator of its own: measuring must not move the global RNG a training run draws dropout from
+        numbers = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, dtype=dtype, generator=numbers)  # (n, n)
+        b = torch.randn(n, n, dtype=dtype, generator=numbers)  # (n, n)
         a @ b  # warm up (thread pool, caches)
         best = float("inf")
         for _ in range(repeats):
