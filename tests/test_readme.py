@@ -60,6 +60,9 @@ def test_readme_python_tour_runs(tmp_path, stand_in_hub, gpt2_vocab_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert (work / "attn" / "attention.html").is_file()
     assert (work / "run" / "model" / "model.safetensors").is_file()
+    assert (work / "patch" / "patching.html").is_file() and (work / "lens" / "lens.html").is_file()
+    assert (work / "attribution.png").is_file()
+    assert "['h.0.resid_pre', 'h.0.ln_1.scale', 'h.0.attn.q', 'h.0.attn.k']" in out.stdout
     n = len(Tokenizer.from_file(gpt2_vocab_path).encode("When Mary and John went to the store, John gave a drink to"))
     assert f"torch.Size([2, 2, {n}, {n}])" in out.stdout  # att.probs on the 2-layer, 2-head stand-in
     assert "attention: layer 0, mean over 2 heads" in out.stdout
