@@ -732,7 +732,7 @@ def test_cli_encode_decode(gpt2_vocab_path, capsys):
     vocab = ["--tokenizer", str(gpt2_vocab_path)]
     assert main(["tokenizer", "encode", "Hello world!", *vocab]) == 0
     out = capsys.readouterr().out
-    assert "Hello| world|!" in out and "b' world'" in out and "ids: 15496 995 0" in out
+    assert "Hello|␣world|!" in out and "b' world'" in out and "ids: 15496 995 0" in out
     assert main(["tokenizer", "encode", "--ids", "--special", f"a{EOT}", *vocab]) == 0
     assert capsys.readouterr().out.split() == ["64", "50256"]
     assert main(["tokenizer", "decode", "--text", "15496,", "995", *vocab]) == 0

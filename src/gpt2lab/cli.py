@@ -404,10 +404,11 @@ def _load_tokenizer(args: argparse.Namespace):
 
 def _show_tokens(tok, ids: list[int]) -> None:
     """Token boundaries on one line, then one row per token: position, id, bytes, text."""
+    from .tokens import visible
+
     pieces = tok.decode_tokens_bytes(ids)
     texts = [p.decode("utf-8", errors="replace") for p in pieces]
-    visible = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t", "|": "¦"})
-    print("|".join(t.translate(visible) for t in texts))
+    print("|".join(visible(t).replace("|", "¦") for t in texts))  # the views' glyphs: ␣ space, ↵ newline
     print(f"{len(ids)} tokens, {sum(map(len, pieces))} bytes")
     width = max([len(str(i)) for i in ids] + [2])
     print(f"{'#':>5}  {'id':>{width}}  bytes")
