@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from .devices import DEFAULT_DEVICE, DEVICE_HELP
+from .devices import DEFAULT_DEVICE, DEVICE_HELP, DTYPE_CHOICES
 from .errors import GPT2LabError
 
 # name -> (help, add_arguments, run). Each capability registers itself below.
@@ -629,8 +629,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DATA_DIR", help="a directory written by gpt2lab prepare")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="where the checkpoint, model/, metrics.jsonl and loss.png go")
     for flag, dest, kind, help_text in _TRAIN_OPTIONS:
-        extra = {"choices": ["auto", "fp32", "bf16", "fp16"]} if dest == "dtype" else {}
-        p.add_argument(flag, dest=dest, type=kind, default=None, help=help_text, **extra)
+        choices = ["auto", *DTYPE_CHOICES] if dest == "dtype" else None
+        p.add_argument(flag, dest=dest, type=kind, default=None, help=help_text, choices=choices)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -672,7 +672,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
     p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="autocast precision (default fp32)")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="autocast precision (default fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
