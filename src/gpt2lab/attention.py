@@ -186,7 +186,7 @@ class HeadStats:
         }
         ind = None
         if induction_probs is not None:
-            ind = induction_score(induction_probs, period)
+            ind = induction_score(induction_probs, period if period is not None else induction_probs.size(-1) // 2)
             if ind.dim() == 3:  # (B, L, H): average the batch of random sequences
                 ind = ind.mean(0)
             stats["induction"] = ind
@@ -364,7 +364,7 @@ def attention(
     if isinstance(tokenizer, (list, tuple, torch.Tensor)) and isinstance(text_or_ids, str) and text_or_ids == "":
         tokenizer, text_or_ids = None, tokenizer  # attention(model, ids): ids in the tokenizer's place
     ids = token_ids(tokenizer, text_or_ids, model, min_tokens=2)
-    T, cfg = len(ids), model.config
+    cfg = model.config
     was_training = model.training
     model.eval()
     try:

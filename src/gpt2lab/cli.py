@@ -101,7 +101,7 @@ def _model_for_lab(name: str, random: bool, seed: int):
     or a checkpoint's shape."""
     import torch
 
-    from .config import GPT2Config, PRESETS
+    from .config import PRESETS, GPT2Config
     from .model import GPT2
 
     if not random:
@@ -160,7 +160,8 @@ def _trace(args: argparse.Namespace) -> None:
         if args.tensors:
             from .weights import write_safetensors
 
-            write_safetensors(out / "trace_tensors.safetensors", [(p.name, p.tensor.contiguous().cpu()) for p in tr.points])
+            kept = [(p.name, p.tensor.contiguous().cpu()) for p in tr.points if p.tensor is not None]  # all, with --tensors
+            write_safetensors(out / "trace_tensors.safetensors", kept)
             print(f"wrote {out / 'trace_tensors.safetensors'} ({len(tr.points)} tensors, named as the points above)")
 
 
@@ -188,14 +189,14 @@ def _experiment(args: argparse.Namespace) -> None:
         name = args.model or "gpt2"
         model = _model_for_lab(name, args.random or args.model is None, args.seed)
         label = f"{name}, {'random' if args.random or args.model is None else 'loaded'} weights"
-        result = experiments.residual_experiment(args.depth, args.width, model=model, model_name=label,
-                                                 seq_len=args.seq_len, seed=args.seed)
-        print(result.to_text(), end="")
-        print(f"\nwrote {experiments.plot_residuals(result, out / 'residuals.png')}")
+        residuals = experiments.residual_experiment(args.depth, args.width, model=model, model_name=label,
+                                                    seq_len=args.seq_len, seed=args.seed)
+        print(residuals.to_text(), end="")
+        print(f"\nwrote {experiments.plot_residuals(residuals, out / 'residuals.png')}")
     else:
-        result = experiments.activation_experiment()
-        print(result.to_text(), end="")
-        print(f"\nwrote {experiments.plot_activations(result, out / 'activations.png')}")
+        activations = experiments.activation_experiment()
+        print(activations.to_text(), end="")
+        print(f"\nwrote {experiments.plot_activations(activations, out / 'activations.png')}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,7 +491,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations to write, one after another (default 1)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights' precision (default fp32)")
     p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step with CUDA graphs (for GPUs: slow to start, and slower than the default on a CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step with CUDA graphs (for GPUs: slow to start, and slower than the default on a CPU)")
 
 
 def _read_prompt(prompt: str) -> str:

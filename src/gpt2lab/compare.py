@@ -183,7 +183,8 @@ def compare(
     try:
         theirs = GPT2LMHeadModel.from_pretrained(directory, dtype=torch.float32).eval()
         if tokenizer.n_vocab > ours.config.vocab_size:
-            raise GPT2LabError(f"the tokenizer has {tokenizer.n_vocab} tokens but the model only {ours.config.vocab_size}; pass the model's tokenizer")
+            raise GPT2LabError(f"the tokenizer has {tokenizer.n_vocab} tokens but the model only {ours.config.vocab_size}; "
+                               "pass the model's tokenizer")
         idx, _ = encode_prompts(tokenizer, [prompt])  # (1, T)
         if idx.size(1) > ours.config.block_size:
             raise GPT2LabError(f"the prompt has {idx.size(1)} tokens; the context holds {ours.config.block_size}")

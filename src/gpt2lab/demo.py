@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -137,7 +138,7 @@ def short_explanation(config: GPT2Config, seq_len: int | None = None) -> str:
 def _sample(model: GPT2, tokenizer, prompt: str, n: int, seed: int) -> str:
     ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_token]
     idx = torch.tensor([ids], device=model.device)
-    out = model.generate(idx, n, temperature=0.8, top_k=40, seed=seed)
+    out = cast(torch.Tensor, model.generate(idx, n, temperature=0.8, top_k=40, seed=seed))  # not streamed: (1, T + n)
     return tokenizer.decode(out[0].tolist())
 
 

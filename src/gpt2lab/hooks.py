@@ -132,9 +132,10 @@ def run_with_cache(
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """Run ``model(idx, **forward_kwargs)`` and keep the activations at ``names`` (default: all).
 
-    Returns ``(logits, cache)`` (``((logits, loss), cache)`` when ``targets`` is passed), ``cache`` mapping each name to its tensor (detached), in forward
-    order, on ``device`` (default: the model's; on the model's own device nothing is copied). Only
-    the names asked for are kept. Hooks already registered run first: the cache sees what they left.
+    Returns ``(logits, cache)`` (``((logits, loss), cache)`` when ``targets`` is passed), ``cache``
+    mapping each name to its tensor (detached), in forward order, on ``device`` (default: the
+    model's; there nothing is copied). Only the names asked for are kept. Hooks already registered
+    run first: the cache sees what they left.
     Under ``torch.no_grad()`` on a CPU where it pays, the products use the packed weights that
     ``generate`` uses (``gpt2lab.kernels``): the same function to float rounding (~1e-6), 2x faster.
     """

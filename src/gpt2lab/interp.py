@@ -157,7 +157,7 @@ def patch(
         raise InputError(f"{kind!r} has no heads; patch by='head' on attn.q, attn.k, attn.v, attn.scores, attn.probs or attn.z")
     L, B, T = model.config.n_layer, clean.size(0), clean.size(1)
     n_slots = T if by == "position" else model.config.n_head
-    axis = pos_axis if by == "position" else head_axis
+    axis = pos_axis if by == "position" or head_axis is None else head_axis
     per_forward = max(1, min(n_slots, TOKENS_PER_BATCH // (B * T)))
     chunks = [list(range(s, min(s + per_forward, n_slots))) for s in range(0, n_slots, per_forward)]
     result = torch.empty(L, n_slots)
@@ -173,7 +173,7 @@ def patch(
                 def restore(x: torch.Tensor, name: str, slots: list[int] = slots, source: torch.Tensor = source) -> torch.Tensor:
                     x = x.clone().unflatten(0, (len(slots), B))  # (n, B, ...): one patched run per slot
                     for j, s in enumerate(slots):
-                        index = [slice(None)] * x.dim()
+                        index: list[int | slice] = [slice(None)] * x.dim()
                         index[0], index[axis + 1] = j, s  # axis + 1: the batch axis is now two
                         x[tuple(index)] = source[tuple(index[1:])]
                     return x.flatten(0, 1)

@@ -1,7 +1,6 @@
 """GPT-2, written from scratch in tensor operations.
 
-Read this file top to bottom: GELU, LayerNorm, attention, the MLP, one Block, then the whole GPT2.
-Shapes in comments use
+Read this file top to bottom: GELU, LayerNorm, attention, the MLP, one Block, then the whole GPT2. Shapes:
     B batch, T new positions in this call, P positions already in the KV cache, S = P + T,
     C n_embd, H n_head, D head_dim = C / H, V vocab_size, L n_layer.
 
@@ -37,7 +36,8 @@ materialise them.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 import torch.nn as nn
@@ -49,9 +49,16 @@ from .config import GPT2Config
 from .hooks import Hooked, HookPoints
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
 
     from .hooks import HookFn, Names
+
+    class Body(Protocol):  # what GPT2.transformer holds (an nn.ModuleDict), spelled out for type checkers
+        wte: nn.Embedding
+        wpe: nn.Embedding
+        drop: nn.Dropout
+        h: Sequence[Block]
+        ln_f: LayerNorm
 
 # the per-layer hook points, in forward order (names and shapes: the module docstring)
 LAYER_POINTS = (
@@ -176,13 +183,11 @@ class KVCache:
 class Linear(nn.Linear):
     """y = x Wᵀ + b, (..., in) -> (..., out): ``nn.Linear`` with two choices about speed.
 
-    * ``conv1d=True`` keeps the (out, in) weight in memory as the transpose of an (in, out) matrix.
-      Nothing about the function changes, only the order of the numbers: it is the order OpenAI's
-      Conv1D (and every GPT-2 checkpoint) uses, so a checkpoint is read straight into it and one
-      token's ``x @ Wᵀ`` walks the weight row by row (~10% faster decoding with the BLAS).
-    * Inside ``gpt2lab.kernels.packed(model)`` (generation and evaluation on a CPU enter it where it
-      pays), products that need no gradient use a oneDNN-packed copy of W: the same numbers to
-      float rounding, 2-3x faster there. Training and GPUs always take plain ``F.linear``.
+    * ``conv1d=True`` keeps the (out, in) weight in memory as the transpose of an (in, out) matrix:
+      the order OpenAI's Conv1D (and every GPT-2 checkpoint) uses, so a checkpoint is read straight in
+      and one token's ``x @ Wᵀ`` walks the weight row by row (~10% faster decoding with the BLAS).
+    * Inside ``gpt2lab.kernels.packed(model)`` (CPU inference enters it where it pays), products that
+      need no gradient use a oneDNN-packed copy of W: the same numbers to float rounding, 2-3x faster.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, conv1d: bool = False) -> None:
@@ -319,16 +324,15 @@ class GPT2(Hooked):
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                # (_weight: reset_parameters below draws them; nn.Embedding's own draw would be thrown away)
-                wte=nn.Embedding(config.vocab_size, config.n_embd, _weight=torch.empty(config.vocab_size, config.n_embd)),  # token embedding (V, C)
-                wpe=nn.Embedding(config.block_size, config.n_embd, _weight=torch.empty(config.block_size, config.n_embd)),  # position embedding (block_size, C)
-                drop=nn.Dropout(config.embd_pdrop),
-                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
-                ln_f=LayerNorm(config.n_embd, config.layer_norm_epsilon, config.bias),
-            )
-        )
+        self.transformer: Body = cast("Body", nn.ModuleDict(dict(
+            # token (V, C) and position (block_size, C) embeddings; _weight: reset_parameters below draws
+            # them (nn.Embedding's own draw would be thrown away)
+            wte=nn.Embedding(config.vocab_size, config.n_embd, _weight=torch.empty(config.vocab_size, config.n_embd)),
+            wpe=nn.Embedding(config.block_size, config.n_embd, _weight=torch.empty(config.block_size, config.n_embd)),
+            drop=nn.Dropout(config.embd_pdrop),
+            h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+            ln_f=LayerNorm(config.n_embd, config.layer_norm_epsilon, config.bias),
+        )))
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)  # (C) -> (V)
         self.tie_weights()
         self.reset_parameters()
@@ -389,8 +393,7 @@ class GPT2(Hooked):
         return n
 
     @property
-    def explicit(self) -> bool:
-        """Compute with the written-out formulas (True) or PyTorch's fused kernels (False, default)."""
+    def explicit(self) -> bool:  # written-out formulas (True) or PyTorch's fused kernels (False, default)
         return self.points.explicit
 
     @explicit.setter
@@ -482,14 +485,14 @@ class GPT2(Hooked):
     # -- checkpoints (implemented in weights.py) ---------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, dtype: torch.dtype | str | None = None,
+    def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None,
                         device: torch.device | str | None = None) -> GPT2:
         """Load a Hugging Face GPT-2: a local directory or a hub id such as ``"gpt2"``."""
         from .weights import from_pretrained
 
         return from_pretrained(name_or_path, dtype=dtype, device=device)
 
-    def save_pretrained(self, directory: str, max_shard_size: int | str | None = None) -> None:
+    def save_pretrained(self, directory: str | os.PathLike, max_shard_size: int | str | None = None) -> None:
         """Write ``config.json`` + ``model.safetensors`` that transformers' ``GPT2LMHeadModel`` loads."""
         from .weights import save_pretrained
 

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from .errors import InputError
+from .model import GPT2, LayerNorm
 from .tokens import token_ids, token_texts, visible
-from .model import GPT2
 
 # One line per kind of point: what the stage did.
 STAGES = {
@@ -199,7 +199,7 @@ def trace(
             tensor=x.detach() if tensors else None,  # otherwise nothing of the tensor outlives this call
         ))
 
-    def ln_input(module: torch.nn.Module, x: torch.Tensor) -> None:
+    def ln_input(module: LayerNorm, x: torch.Tensor) -> None:
         # the normalisation step of this LayerNorm, before its learned scale and shift, per token
         x = x.detach().float()
         x_hat = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + module.eps)
@@ -209,7 +209,7 @@ def trace(
     def as_is(name: str) -> Callable[[torch.Tensor], None]:
         return lambda x: record(name, x)
 
-    def layernorm(name: str, ln: torch.nn.Module) -> Callable[[torch.Tensor], None]:
+    def layernorm(name: str, ln: LayerNorm) -> Callable[[torch.Tensor], None]:
         def stage(x: torch.Tensor) -> None:  # its output, from the stream it reads, by the model's own LayerNorm
             ln_input(ln, x)
             record(name, ln(x), ln)
@@ -291,8 +291,8 @@ def render_trace(tr: Trace, max_tokens: int = 24) -> str:
             out.append("  ".join("-" * w for w in widths))
     last = visible(tr.tokens[-1])
     out.append(f"\nnext token after {last!r}:")
-    for i, tok, p in tr.top_next:
-        out.append(f"  {p:8.3%}  {visible(tok)!r:<20} id {i}")
+    for i, tok, prob in tr.top_next:
+        out.append(f"  {prob:8.3%}  {visible(tok)!r:<20} id {i}")
     return "\n".join(out) + "\n"
 
 
@@ -306,12 +306,15 @@ def plot_trace(tr: Trace, path: str | Path) -> Path:
     fig = Figure(figsize=(16, 4.8), layout="constrained")
     axes = fig.subplots(1, 3)
     # 1. residual stream: the embedding sum, then after each residual add (half steps for resid_mid)
-    xs, ys, labels = [], [], []
+    xs: list[float] = []
+    ys: list[float] = []
     for p in tr.points:
         if p.name == "embed.sum":
-            xs.append(0.0), ys.append(p.token_norm), labels.append("embed")
-        elif p.kind in ("resid_mid", "resid_out"):
-            xs.append(p.layer + (0.5 if p.kind == "resid_mid" else 1.0)), ys.append(p.token_norm), labels.append(p.name)
+            xs.append(0.0)
+            ys.append(p.token_norm)
+        elif p.kind in ("resid_mid", "resid_out") and p.layer is not None:
+            xs.append(p.layer + (0.5 if p.kind == "resid_mid" else 1.0))
+            ys.append(p.token_norm)
     ax = axes[0]
     ax.plot(xs, ys, color="tab:blue", lw=1.5)
     after_attn = [(x, y) for x, y in zip(xs, ys) if x % 1 == 0.5]

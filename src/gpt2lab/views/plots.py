@@ -141,7 +141,8 @@ def plot_grid(result: AttentionResult, path: str | Path, *, title: str | None = 
                     ax.set_title(f"h{head}", fontsize=7, pad=2)
                 if head == 0:
                     ax.set_ylabel(f"L{layer}", fontsize=7, rotation=0, ha="right", va="center")
-        fig.suptitle(title or f"{result.model_name + ': ' if result.model_name else ''}all heads ({L} layers x {H} heads, {len(result)} tokens)", fontsize=11)
+        name = f"{result.model_name}: " if result.model_name else ""
+        fig.suptitle(title or f"{name}all heads ({L} layers x {H} heads, {len(result)} tokens)", fontsize=11)
         return _save(fig, path)
 
 
@@ -172,5 +173,6 @@ def plot_layer_means(result: AttentionResult, path: str | Path, *, title: str | 
             ax.set_title(f"layer {layer}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.suptitle(title or f"{result.model_name + ': ' if result.model_name else ''}mean attention over heads, per layer ({len(result)} tokens)", fontsize=11)
+        name = f"{result.model_name}: " if result.model_name else ""
+        fig.suptitle(title or f"{name}mean attention over heads, per layer ({len(result)} tokens)", fontsize=11)
         return _save(fig, path)
