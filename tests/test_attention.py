@@ -212,6 +212,32 @@ def test_attention_equals_transformers_eager_output_attentions(tiny):
     assert result.ids == ids.tolist()
 
 
+def test_capture_holds_one_copy_of_the_probabilities(tiny):
+    """Each layer's probabilities are copied out as they are made and let go: while layer i runs, no earlier
+    layer's tensor is alive, and none outlives the call (peak: one (B, L, H, T, T) copy + one layer)."""
+    import gc
+    import weakref
+
+    from gpt2lab.attention import capture
+
+    model, _ = tiny
+    alive_before: list[int] = []
+    refs: list[weakref.ref] = []
+
+    def watch(probs, name):  # registered first, so it sees each layer's tensor before capture copies it
+        gc.collect()
+        alive_before.append(sum(r() is not None for r in refs))
+        refs.append(weakref.ref(probs))
+
+    ids = torch.randint(0, 1000, (2, 30), generator=torch.Generator().manual_seed(4))
+    with model.hooks({f"h.{i}.attn.probs": watch for i in range(model.config.n_layer)}):
+        out = capture(model, ids)
+    gc.collect()
+    assert out.shape == (2, 2, 4, 30, 30) and alive_before == [0, 0]
+    assert all(r() is None for r in refs)
+    assert not model.points.fns
+
+
 def test_induction_score_matches_transformers_on_the_same_repeats(tiny):
     model, hf = tiny
     result = attention_fn(model, None, list(range(10)), induction_period=9, induction_batch=2, seed=5)
