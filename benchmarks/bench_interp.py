@@ -27,9 +27,16 @@ import torch
 
 
 def timed(fn) -> float:
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - t0
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def medians(fns: dict, repeat: int) -> dict[str, float]:
@@ -47,6 +54,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,22 +63,21 @@ def main() -> None:
     from transformer_lens import patching
 
     patching.tqdm = functools.partial(tqdm.auto.tqdm, disable=True)  # its sweeps' bars, off for the timing
-    from gpt2lab import kernels
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import GPT2Config as HFConfig
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
-    from gpt2lab import GPT2, interp
+    from gpt2lab import GPT2, interp, kernels
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         GPT2LMHeadModel(HFConfig(n_layer=12, n_head=12, n_embd=768)).eval().save_pretrained(tmp)
-        ours = GPT2.from_pretrained(tmp).eval()
+        ours = GPT2.from_pretrained(tmp, device=args.device).eval()
         hf = GPT2LMHeadModel.from_pretrained(tmp, attn_implementation="eager").eval()
-        bridge = TransformerBridge.boot_transformers(tmp, hf_model=hf, tokenizer=None, device="cpu")
-    idx = torch.randint(0, 50257, (1, args.seq_len), generator=torch.Generator().manual_seed(1))
+        bridge = TransformerBridge.boot_transformers(tmp, hf_model=hf, tokenizer=None, device=args.device)
+    idx = torch.randint(0, 50257, (1, args.seq_len), generator=torch.Generator().manual_seed(1)).to(args.device)
 
     with torch.no_grad():
         logits, cache = ours.run_with_cache(idx)
@@ -87,7 +94,8 @@ def main() -> None:
             "TransformerLens forward": lambda: bridge(idx),
             "TransformerLens run_with_cache (all)": lambda: bridge.run_with_cache(idx),
         }, args.repeat)
-    print(f"gpt2 shape, T={args.seq_len}, batch 1, fp32 CPU, torch threads={torch.get_num_threads()}, median of {args.repeat}")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, torch threads={torch.get_num_threads()}"
+    print(f"gpt2 shape, T={args.seq_len}, batch 1, fp32, {where}, median of {args.repeat}")
     print(f"  cached points: gpt2lab {len(cache)}, TransformerLens {len(tl_cache)} (aliases share tensors); max |dlogits| {delta:.1e}")
     for name, t in times.items():
         print(f"  {name:<38} {t * 1e3:8.1f} ms")
@@ -98,7 +106,7 @@ def main() -> None:
     print(f"  (run_with_cache under no_grad uses the packed products where they pay: {kernels.worthwhile()} on this CPU)")
 
     # 2. patching: IOI-like pair, 15 tokens, one name swapped at position 9
-    clean = torch.randint(0, 50257, (1, 15), generator=torch.Generator().manual_seed(2))
+    clean = torch.randint(0, 50257, (1, 15), generator=torch.Generator().manual_seed(2)).to(args.device)
     corrupt = clean.clone()
     corrupt[0, 9] = (corrupt[0, 9] + 1) % 50257
     metric = interp.logit_diff(1000, 2000)
