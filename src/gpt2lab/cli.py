@@ -661,31 +661,57 @@ def _train(args: argparse.Namespace) -> int:
         parts.append(f"train loss {result.loss:.4f}")
     if result.val_loss is not None:
         parts.append(f"val loss {result.val_loss:.4f}")
-    print(f"{', '.join(parts)}; model saved in {result.run_dir / 'model'}")
+    adapter = f", adapter in {result.run_dir / 'adapter'}" if (result.run_dir / "adapter").is_dir() else ""
+    print(f"{', '.join(parts)}; model saved in {result.run_dir / 'model'}{adapter}")
     return 0
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
+    from .tasks import TASKS
+
     p.add_argument("--model", required=True, metavar="M", help="a model directory (e.g. RUN_DIR/model) or hub id")
-    p.add_argument("--data", required=True, metavar="DATA_DIR|FILE", help="a prepared DATA_DIR (its validation split) or a text file")
-    p.add_argument("--tokenizer", metavar="PATH", help="vocabulary for a text file (default: the model's, else GPT-2's)")
+    p.add_argument("--task", choices=TASKS, help="a benchmark: hellaswag (acc, acc_norm), lambada (acc, ppl), wikitext (loss, ppl); "
+                   "without it, loss and perplexity on --data")
+    p.add_argument("--data", metavar="DATA_DIR|FILE", help="a prepared DATA_DIR (its validation split) or a text file; with --task, "
+                   "the task's JSONL file (default: its standard split from the Hugging Face hub)")
+    p.add_argument("--limit", type=int, metavar="N", help="with --task: the first N items (wikitext: tokens)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the metrics and n")
+    p.add_argument("--tokenizer", metavar="PATH", help="vocabulary for text (default: the model's, else GPT-2's)")
     p.add_argument("--block-size", type=int, help="window length (default: the model's context)")
     p.add_argument("--stride", type=int, help="how far each window moves (default: block-size / 2)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--batch-size", type=int, help="windows (with --task: sequences) per forward pass (default 4; with --task 16)")
     p.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
     p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="autocast precision (default fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-@command("eval", "loss and perplexity of a model on validation data or a text file (sliding window)", _eval_args)
+@command("eval", "loss and perplexity on validation data or a text file (sliding window), or a benchmark score (--task)", _eval_args)
 def _eval(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_path
+    import json
 
-    result = evaluate_path(args.model, args.data, tokenizer=args.tokenizer, block_size=args.block_size, stride=args.stride,
-                           batch_size=args.batch_size, max_tokens=args.max_tokens, device=args.device, dtype=args.dtype,
-                           progress=not args.quiet)
-    print(result.summary())
+    from .evaluate import evaluate_path, evaluate_task
+
+    if args.task is None:
+        if args.data is None:
+            raise UsageError("give --data DATA_DIR|FILE (the text to score), or --task hellaswag|lambada|wikitext")
+        if args.limit is not None:
+            raise UsageError("--limit counts a task's items; without --task use --max-tokens")
+        result = evaluate_path(args.model, args.data, tokenizer=args.tokenizer, block_size=args.block_size, stride=args.stride,
+                               batch_size=args.batch_size or 4, max_tokens=args.max_tokens, device=args.device, dtype=args.dtype,
+                               progress=not args.quiet)
+        print(result.summary())
+        metrics: dict[str, float] = {"loss": result.loss, "ppl": result.perplexity, "n": result.tokens}
+    else:
+        if args.max_tokens is not None:
+            raise UsageError("--max-tokens applies without --task; with --task use --limit")
+        metrics = evaluate_task(args.model, args.tokenizer, args.task, args.data, args.limit, batch_size=args.batch_size or 16,
+                                block_size=args.block_size, stride=args.stride, device=args.device, dtype=args.dtype,
+                                progress=not args.quiet)
+        shown = "  ".join(f"{k} {v:.4f}" if k != "ppl" else f"{k} {v:.2f}" for k, v in metrics.items() if k != "n")
+        print(f"{args.task}: {shown}  ({metrics['n']:,} {'tokens' if args.task == 'wikitext' else 'items'})")
+    if args.json:
+        print(json.dumps(metrics))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,15 +12,18 @@ transformers' perplexity guide (https://huggingface.co/docs/transformers/perplex
         prev_end = end; stop when end == n
 
 loss = mean negative log-likelihood per scored token (nats); perplexity = exp(loss).
+
+``evaluate_task`` adds the benchmarks people quote for GPT-2 (HellaSwag, LAMBADA; ``gpt2lab.tasks``
+scores them) and this perplexity on WikiText's standard test split.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +31,10 @@ import torch.nn.functional as F
 
 from . import kernels
 from .compatibility import check_data_fits_model, check_same_tokenizer, check_tokenizer_fits_model, check_window_fits_model
-from .devices import autocast
+from .devices import autocast, parse_dtype, pick_device
 from .errors import ConfigError, DataError
 from .model import GPT2
+from .tasks import TASKS, hellaswag, hellaswag_item, lambada, lambada_item, load_records, perplexity
 
 
 @dataclass
@@ -136,7 +140,7 @@ def evaluate(
                 bar.close()
             model.train(was_training)
     loss = (nll / scored).item()
-    return EvalResult(loss, math.exp(loss) if loss < 700 else float("inf"), scored, len(plan), block_size, stride)
+    return EvalResult(loss, perplexity(loss), scored, len(plan), block_size, stride)
 
 
 def evaluate_path(
@@ -163,17 +167,9 @@ def evaluate_path(
     CPU); a ``GPT2`` passed in stays where it is unless a device is given. ``dtype``: the autocast
     precision (fp32, bf16, fp16 or auto; default fp32).
     """
-    from .data import META, load_tokenizer, open_data
-    from .devices import parse_dtype, pick_device
-    from .tokenizer import Tokenizer
-    from .weights import resolve_checkpoint_dir
+    from .data import META, open_data
 
-    model_dir = None
-    if not isinstance(model, GPT2):
-        model_dir = resolve_checkpoint_dir(model)
-        model = GPT2.from_pretrained(str(model_dir), device=pick_device(device))
-    elif device is not None:
-        model = model.to(pick_device(device))
+    model, model_dir = _resolve_model(model, device)
     amp = parse_dtype(dtype, model.device)
     data = Path(data)
     if data.is_dir():
@@ -187,13 +183,7 @@ def evaluate_path(
         if len(ids) < 2:
             raise DataError(f"{data} has no validation tokens (prepared with --val-fraction 0?); evaluate a text file instead")
     elif data.is_file():
-        if tokenizer is not None:
-            tok = load_tokenizer(tokenizer)
-        elif model_dir is not None:
-            tok = Tokenizer.from_pretrained(model_dir)
-        else:
-            tok = load_tokenizer(None)
-        check_tokenizer_fits_model(tok.n_vocab, model.config)
+        tok = _resolve_tokenizer(tokenizer, model_dir, model)
         text = data.read_bytes().decode("utf-8", errors="replace")
         ids = np.asarray(tok.encode_ordinary(text), dtype=np.int64)
     else:
@@ -203,4 +193,86 @@ def evaluate_path(
     return evaluate(model, ids, block_size=block_size, stride=stride, batch_size=batch_size, dtype=amp, progress=progress)
 
 
-__all__ = ["EvalResult", "evaluate", "evaluate_path", "sliding_windows"]
+def _resolve_model(model: GPT2 | str | os.PathLike, device: str | torch.device | None) -> tuple[GPT2, Path | None]:
+    """A ``GPT2`` as given (moved only when ``device`` is given), or loaded from its directory / hub
+    id onto ``device`` (default ``"auto"``); with the directory it came from, if any."""
+    from .weights import resolve_checkpoint_dir
+
+    if isinstance(model, GPT2):
+        return (model.to(pick_device(device)) if device is not None else model), None
+    model_dir = resolve_checkpoint_dir(model)
+    return GPT2.from_pretrained(str(model_dir), device=pick_device(device)), model_dir
+
+
+def _resolve_tokenizer(tokenizer: Any, model_dir: Path | None, model: GPT2) -> Any:
+    """``tokenizer`` itself (a ``Tokenizer``) or loaded from its path; else the model directory's own,
+    else GPT-2's; checked to produce only ids the model has."""
+    from .data import load_tokenizer
+    from .tokenizer import Tokenizer
+
+    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = load_tokenizer(tokenizer) if tokenizer is not None or model_dir is None else Tokenizer.from_pretrained(model_dir)
+    check_tokenizer_fits_model(tokenizer.n_vocab, model.config)
+    return tokenizer
+
+
+def wikitext_text(data: str | os.PathLike | None) -> str:
+    """WikiText's test split as one text: a raw file (``wiki.test.raw``) as it is; a JSONL file's or
+    the hub's rows (each a line of the raw file, blank lines included) joined back, as transformers'
+    perplexity guide joins them (``"\\n\\n".join(rows)``)."""
+    if data is not None and Path(data).suffix != ".jsonl":
+        path = Path(data)
+        if not path.is_file():
+            raise DataError(f"no such file: {path}")
+        return path.read_bytes().decode("utf-8", errors="replace")
+    rows = load_records("wikitext", data)
+    return "\n\n".join(str(r.get("text", "")) for r in rows)
+
+
+def evaluate_task(
+    model: GPT2 | str | os.PathLike,
+    tokenizer: Any = None,
+    task: str = "hellaswag",
+    data: str | os.PathLike | None = None,
+    limit: int | None = None,
+    *,
+    batch_size: int = 16,
+    block_size: int | None = None,
+    stride: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """A benchmark score of ``model``: ``{"acc", "acc_norm", "n"}`` for HellaSwag, ``{"acc", "ppl", "n"}``
+    for LAMBADA, ``{"loss", "ppl", "n"}`` for WikiText (``n``: items scored; for WikiText, tokens).
+
+    What each number means is in ``gpt2lab.tasks``. ``data``: the task's file (JSONL; WikiText also a
+    raw text file); ``None`` loads the standard split from the Hugging Face hub. ``limit``: the first
+    N items (WikiText: the first N tokens). ``tokenizer``: a ``Tokenizer`` or a path; ``None`` takes
+    the model directory's own, else GPT-2's. ``batch_size``: sequences (WikiText: windows) per forward
+    pass; ``block_size`` and ``stride`` shape WikiText's sliding window (``evaluate``).
+    Runs under ``torch.no_grad``; the model is left in the mode it came in.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    model, model_dir = _resolve_model(model, device)
+    amp = parse_dtype(dtype, model.device)
+    tokenizer = _resolve_tokenizer(tokenizer, model_dir, model)
+    if task == "wikitext":
+        if limit is not None and limit < 2:
+            raise DataError(f"limit must be at least 2 tokens for WikiText, got {limit}")
+        ids = np.asarray(tokenizer.encode_ordinary(wikitext_text(data)), dtype=np.int64)[:limit]
+        result = evaluate(model, ids, block_size=block_size, stride=stride, batch_size=batch_size, dtype=amp, progress=progress)
+        return {"loss": result.loss, "ppl": result.perplexity, "n": result.tokens}
+    records = load_records(task, data, limit)
+    where = str(data) if data is not None else task
+    if task == "hellaswag":
+        choices = [hellaswag_item(r, f"{where} item {i + 1}") for i, r in enumerate(records)]
+        return hellaswag(model, tokenizer, choices, batch_size=batch_size, dtype=amp, progress=progress)
+    clozes = [lambada_item(r, f"{where} item {i + 1}") for i, r in enumerate(records)]
+    return lambada(model, tokenizer, clozes, batch_size=batch_size, dtype=amp, progress=progress)
+
+
+__all__ = ["EvalResult", "evaluate", "evaluate_path", "evaluate_task", "sliding_windows", "wikitext_text"]

@@ -1,0 +1,304 @@
+"""Downstream benchmarks, scored the way GPT-2 is scored in the papers and in llm.c: a model reads a
+context and we ask how likely it finds each candidate continuation.
+
+Everything here reduces to one question, answered in batches by ``score_continuations``: given
+context ids and continuation ids, what total log-probability does the model give the continuation,
+token by token, and is every continuation token the model's first choice (its argmax)?
+
+    HellaSwag (completion style). Context = the item's ``ctx``; the four candidates are
+        ``" " + ending``. ``acc``: the ending with the highest total log-probability (lowest total
+        loss) is the labelled one. ``acc_norm``: the same with the mean log-probability per ending
+        token, which stops long endings from losing merely for being long. Published figures for
+        the released 124M GPT-2 with this scheme: acc 0.2859, acc_norm 0.2955 (10,042 validation
+        items, llm.c's hellaswag.py). Chance is 0.25.
+    LAMBADA (OpenAI's version). Context = the text up to its last space, target = ``" " + last word``.
+        ``acc``: every target token is the argmax given what precedes it (the word would be produced
+        by greedy decoding); ``ppl`` = exp(-mean over documents of the target's total log-probability):
+        a perplexity per *word*, not per token.
+    WikiText: the sliding-window token perplexity of ``gpt2lab.evaluate.evaluate`` (lives there).
+
+Inputs are the datasets' JSONL files (one record a line) or, when the network allows, the Hugging
+Face hub's copies through the ``datasets`` library (imported only then).
+
+Batching: requests are sorted by length (longest first) and padded on the right. Attention is causal,
+so padding after a sequence cannot change any position before it: no attention mask is needed and a
+batched score equals the one-at-a-time score to float rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import kernels
+from .devices import autocast
+from .errors import DataError
+from .model import GPT2
+
+TASKS = ("hellaswag", "lambada", "wikitext")
+
+# (dataset, configuration, split) of each task on the Hugging Face hub
+HUB = {
+    "hellaswag": ("Rowan/hellaswag", None, "validation"),
+    "lambada": ("EleutherAI/lambada_openai", "default", "test"),
+    "wikitext": ("Salesforce/wikitext", "wikitext-2-raw-v1", "test"),
+}
+
+# what a --data file holds, for the error that asks for one
+FILE_FORMAT = {
+    "hellaswag": "a JSONL file with ctx, endings and label per line",
+    "lambada": "a JSONL file with text per line",
+    "wikitext": "a text file (wiki.test.raw) or a JSONL file with text per line",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Items
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MultipleChoice:
+    """One HellaSwag item: a context, candidate endings, the index of the right one."""
+
+    context: str
+    endings: list[str]
+    label: int
+
+
+@dataclass
+class Cloze:
+    """One LAMBADA item: a context and the word that ends it (with its leading space)."""
+
+    context: str
+    target: str
+
+
+def hellaswag_item(record: dict[str, Any], where: str) -> MultipleChoice:
+    """A HellaSwag record as llm.c's JSONL writes it (``ctx``, ``endings``, ``label``) or as the hub
+    stores it (the same, or only ``ctx_a`` / ``ctx_b``; the label a string)."""
+    if "ctx" in record:
+        context = record["ctx"]
+    elif "ctx_a" in record:
+        # the hub's ctx is ctx_a + " " + ctx_b with ctx_b capitalised (lm-evaluation-harness does the same)
+        ctx_b = record.get("ctx_b") or ""
+        context = record["ctx_a"] + (" " + ctx_b[:1].upper() + ctx_b[1:] if ctx_b else "")
+    else:
+        raise DataError(f"{where}: a HellaSwag record needs ctx (or ctx_a and ctx_b), endings and label")
+    endings = record.get("endings")
+    if not isinstance(context, str) or not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) for e in endings):
+        raise DataError(f"{where}: a HellaSwag record needs a text ctx and a list of at least two text endings")
+    try:
+        label = int(record["label"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{where}: no usable label ({record.get('label')!r}); the test split has none, use the validation split") from None
+    if not 0 <= label < len(endings):
+        raise DataError(f"{where}: label {label} is not the index of one of the {len(endings)} endings")
+    return MultipleChoice(context, endings, label)
+
+
+def lambada_item(record: dict[str, Any], where: str) -> Cloze:
+    """A LAMBADA record (``text``): everything before the last space is the context."""
+    text = record.get("text")
+    if not isinstance(text, str) or " " not in text.strip(" "):
+        raise DataError(f"{where}: a LAMBADA record needs a text of at least two words")
+    context, word = text.rsplit(" ", 1)
+    return Cloze(context, " " + word)
+
+
+def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, Any]]:
+    """The records of a JSONL file (blank lines skipped), at most ``limit`` of them."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such file: {path}")
+    records: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if limit is not None and len(records) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number} is not JSON ({err.msg}); pass a JSONL file, one record a line") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number} is not a JSON object")
+            records.append(record)
+    return records
+
+
+def hub_records(task: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The task's standard split from the Hugging Face hub (needs ``datasets`` and the network, or its cache)."""
+    name, config, split = HUB[task]
+    advice = f"pass --data FILE ({FILE_FORMAT[task]})"
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"loading {name} from the hub needs the datasets package (pip install datasets); or {advice}") from None
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as err:  # no network, no cache, a hub outage: every one means "use a file"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"could not load {name} ({split}) from the Hugging Face hub ({reason}); {advice}") from None
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return [dict(r) for r in ds]
+
+
+def load_records(task: str, data: str | os.PathLike | None, limit: int | None = None) -> list[dict[str, Any]]:
+    """The task's records from a JSONL file, or from the hub when ``data`` is None."""
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be a positive number of items, got {limit}")
+    return hub_records(task, limit) if data is None else read_jsonl(data, limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring continuations
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Continuation:
+    """How the model scores one continuation after its context."""
+
+    logprob: float  # total log-probability of the continuation's tokens (nats; <= 0)
+    tokens: int  # how many tokens the continuation has
+    greedy: bool  # every continuation token is the model's argmax at its position
+
+
+def encode_request(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids), encoded separately, as llm.c and the GPT-2 paper do. An empty
+    context becomes ``<|endoftext|>``: the first continuation token needs something to be predicted from."""
+    context_ids = tokenizer.encode_ordinary(context) or [tokenizer.eot_token]
+    return context_ids, tokenizer.encode_ordinary(continuation)
+
+
+@torch.no_grad()
+def score_continuations(
+    model: GPT2,
+    requests: Sequence[tuple[list[int], list[int]]],
+    *,
+    batch_size: int = 16,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "score",
+) -> list[Continuation]:
+    """Score each (context ids, continuation ids) pair; the results come back in request order.
+
+    A pair longer than the model's context keeps its last ``block_size + 1`` tokens (the context is
+    cut from the left; the continuation is always whole). Requests run longest first, ``batch_size``
+    rows per forward pass, padded on the right (see the module docstring for why no mask is needed).
+    """
+    block = model.config.block_size
+    vocab = model.config.vocab_size
+    rows: list[tuple[list[int], int]] = []  # (input ids, how many continuation tokens end it)
+    for context, continuation in requests:
+        if not continuation:
+            raise DataError("a continuation encodes to no tokens; nothing to score")
+        if len(continuation) > block:
+            raise DataError(f"a continuation of {len(continuation)} tokens is longer than the model's context of {block}")
+        sequence = (context + continuation)[-(block + 1) :]
+        if max(sequence) >= vocab:
+            raise DataError(f"token id {max(sequence)} is outside the model's vocabulary of {vocab}: tokenizer mismatch")
+        rows.append((sequence, len(continuation)))
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))  # longest first: padding stays small
+    results: list[Continuation | None] = [None] * len(rows)
+    device = model.device
+    was_training = model.training
+    model.eval()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(rows), desc=desc, unit="seq", dynamic_ncols=True)
+    try:
+        with kernels.packed(model):  # on a CPU, oneDNN-packed weights where they pay; elsewhere nothing
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                width = len(rows[batch[0]][0]) - 1  # inputs drop the last token (it is only a target)
+                x = torch.zeros(len(batch), width, dtype=torch.long)  # (b, T), right-padded with id 0
+                rows_index: list[int] = []  # for each continuation token: its row in the batch,
+                positions: list[int] = []  # the input position whose logits predict it,
+                targets: list[int] = []  # and its id
+                for r, i in enumerate(batch):
+                    sequence, n_cont = rows[i]
+                    x[r, : len(sequence) - 1] = torch.tensor(sequence[:-1])
+                    first = len(sequence) - 1 - n_cont  # the input position whose logits predict the first continuation token
+                    rows_index += [r] * n_cont
+                    positions += range(first, first + n_cont)
+                    targets += sequence[-n_cont:]
+                with autocast(device, dtype):
+                    logits = model(x.to(device))  # (b, T, V)
+                picked = logits[torch.tensor(rows_index, device=device), torch.tensor(positions, device=device)].float()  # (n, V)
+                target = torch.tensor(targets, device=device)  # (n,)
+                logprobs = F.log_softmax(picked, dim=-1).gather(1, target[:, None])[:, 0].double().cpu()  # (n,)
+                is_argmax = (picked.argmax(dim=-1) == target).cpu()  # (n,)
+                offset = 0
+                for i in batch:
+                    n_cont = rows[i][1]
+                    results[i] = Continuation(logprobs[offset : offset + n_cont].sum().item(), n_cont,
+                                              bool(is_argmax[offset : offset + n_cont].all()))
+                    offset += n_cont
+                if bar is not None:
+                    bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    return [r for r in results if r is not None]
+
+
+def perplexity(mean_nll: float) -> float:
+    """exp(mean negative log-likelihood), infinite rather than an OverflowError for a hopeless model."""
+    return math.exp(mean_nll) if mean_nll < 700 else float("inf")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tasks
+# ---------------------------------------------------------------------------------------------
+
+
+def hellaswag(model: GPT2, tokenizer: Any, items: Sequence[MultipleChoice], *, batch_size: int = 16,
+              dtype: torch.dtype | None = None, progress: bool = False) -> dict[str, float]:
+    """``acc`` and ``acc_norm`` over ``items`` (see the module docstring), and ``n``."""
+    if not items:
+        raise DataError("no HellaSwag items to score")
+    requests = [encode_request(tokenizer, item.context, " " + ending) for item in items for ending in item.endings]
+    scores = score_continuations(model, requests, batch_size=batch_size, dtype=dtype, progress=progress, desc="hellaswag")
+    correct = correct_norm = 0
+    offset = 0
+    for item in items:
+        mine = scores[offset : offset + len(item.endings)]
+        offset += len(item.endings)
+        # highest log-probability = lowest loss; max() keeps the first of equals, as argmin does
+        best = max(range(len(mine)), key=lambda k: mine[k].logprob)
+        best_norm = max(range(len(mine)), key=lambda k: mine[k].logprob / mine[k].tokens)
+        correct += best == item.label
+        correct_norm += best_norm == item.label
+    return {"acc": correct / len(items), "acc_norm": correct_norm / len(items), "n": len(items)}
+
+
+def lambada(model: GPT2, tokenizer: Any, items: Sequence[Cloze], *, batch_size: int = 16,
+            dtype: torch.dtype | None = None, progress: bool = False) -> dict[str, float]:
+    """``acc`` and ``ppl`` over ``items`` (see the module docstring), and ``n``."""
+    if not items:
+        raise DataError("no LAMBADA items to score")
+    requests = [encode_request(tokenizer, item.context, item.target) for item in items]
+    scores = score_continuations(model, requests, batch_size=batch_size, dtype=dtype, progress=progress, desc="lambada")
+    mean_nll = -math.fsum(s.logprob for s in scores) / len(scores)
+    return {"acc": sum(s.greedy for s in scores) / len(scores), "ppl": perplexity(mean_nll), "n": len(scores)}
+
+
+__all__ = [
+    "TASKS", "HUB", "MultipleChoice", "Cloze", "Continuation", "hellaswag_item", "lambada_item", "read_jsonl", "hub_records",
+    "load_records", "encode_request", "perplexity", "score_continuations", "hellaswag", "lambada",
+]

@@ -1,0 +1,255 @@
+"""Benchmarks (HellaSwag, LAMBADA, WikiText): scores equal a plain transformers loop on the same
+checkpoint and items; the files' formats, the hub's field names, the CLI, the errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import perturbed_hf_model
+
+from gpt2lab import GPT2
+from gpt2lab.errors import ConfigError, DataError
+from gpt2lab.evaluate import evaluate, evaluate_task
+from gpt2lab.tasks import encode_request, hellaswag_item, lambada_item, score_continuations
+
+ROOT = Path(__file__).resolve().parents[1]
+# GPT-2's vocabulary (the tasks are text), a small body so a forward pass is quick; 128 positions,
+# so the long items below also exercise cutting the context from the left
+SMALL_VOCAB_WIDE = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=50257, n_positions=128)
+WORDS = ("the man a woman dog runs into kitchen and then slowly picks up ball while outside rain falls on green "
+         "house she he they were walking toward river quickly happy old new bright small large red blue").split()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tokenizer) -> tuple[object, Path, object]:
+    """A perturbed transformers model saved with GPT-2's tokenizer files, and transformers' own tokenizer of them."""
+    from transformers import GPT2TokenizerFast
+
+    hf = perturbed_hf_model(seed=3, **SMALL_VOCAB_WIDE)
+    path = tmp_path_factory.mktemp("hf_gpt2_vocab")
+    hf.save_pretrained(path)
+    tokenizer.save(path)
+    return hf, path, GPT2TokenizerFast.from_pretrained(str(path))
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def hellaswag_records(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        ctx = sentence(rng, 150 if i == 0 else rng.randint(3, 25))  # item 0 is longer than the context
+        endings = [sentence(rng, rng.randint(1, 12)) + "." for _ in range(4)]
+        records.append({"ctx": ctx, "endings": endings, "label": rng.randrange(4)})
+    return records
+
+
+def lambada_records(hf, hf_tok, n: int, seed: int = 0) -> list[dict]:
+    """Half the items end with the word the model itself predicts (so acc is neither 0 nor 1), half
+    with a random word."""
+    rng = random.Random(seed)
+    records = []
+    while len(records) < n:
+        context = sentence(rng, 160 if not records else rng.randint(4, 30))
+        word = rng.choice(WORDS)
+        if len(records) % 2 == 0:
+            ids = hf_tok(context)["input_ids"][-SMALL_VOCAB_WIDE["n_positions"]:]
+            with torch.no_grad():
+                top = hf(torch.tensor([ids])).logits[0, -1].topk(200).indices.tolist()
+            # the model's first choice, if it is a whole word that a space starts
+            piece = hf_tok.decode([top[0]])
+            if not (piece.startswith(" ") and piece[1:].isalpha() and hf_tok(piece)["input_ids"] == [top[0]]):
+                continue
+            word = piece[1:]
+        records.append({"text": context + " " + word})
+    return records
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+# -- the independent reference: transformers, one sequence at a time, written out plainly ----------
+
+
+def reference_continuation(hf, hf_tok, context: str, continuation: str) -> tuple[float, int, bool]:
+    """(total log-probability of the continuation, its token count, whether each token is the argmax)."""
+    n_positions = hf.config.n_positions
+    context_ids = hf_tok(context)["input_ids"]
+    continuation_ids = hf_tok(continuation)["input_ids"]
+    ids = (context_ids + continuation_ids)[-(n_positions + 1):]
+    with torch.no_grad():
+        logits = hf(torch.tensor([ids[:-1]])).logits[0].double()  # (T, V)
+    total, greedy = 0.0, True
+    for k in range(len(continuation_ids)):
+        position = len(ids) - 1 - len(continuation_ids) + k  # whose logits predict continuation token k
+        target = continuation_ids[k]
+        total += torch.log_softmax(logits[position], dim=-1)[target].item()
+        greedy = greedy and int(logits[position].argmax()) == target
+    return total, len(continuation_ids), greedy
+
+
+def reference_hellaswag(hf, hf_tok, records: list[dict]) -> dict:
+    correct = correct_norm = 0
+    for record in records:
+        scored = [reference_continuation(hf, hf_tok, record["ctx"], " " + ending) for ending in record["endings"]]
+        losses = torch.tensor([-logprob for logprob, _, _ in scored])
+        mean_losses = torch.tensor([-logprob / n for logprob, n, _ in scored])
+        correct += int(losses.argmin()) == record["label"]
+        correct_norm += int(mean_losses.argmin()) == record["label"]
+    return {"acc": correct / len(records), "acc_norm": correct_norm / len(records), "n": len(records)}
+
+
+def reference_lambada(hf, hf_tok, records: list[dict]) -> dict:
+    logprobs, hits = [], 0
+    for record in records:
+        words = record["text"].split(" ")
+        logprob, _, greedy = reference_continuation(hf, hf_tok, " ".join(words[:-1]), " " + words[-1])
+        logprobs.append(logprob)
+        hits += greedy
+    return {"acc": hits / len(records), "ppl": math.exp(-sum(logprobs) / len(logprobs)), "n": len(records)}
+
+
+# -- parity ------------------------------------------------------------------------------------------
+
+
+def test_hellaswag_equals_transformers(checkpoint, tokenizer, tmp_path):
+    hf, path, hf_tok = checkpoint
+    records = hellaswag_records(12)
+    data = write_jsonl(tmp_path / "hellaswag.jsonl", records)
+    ours = evaluate_task(GPT2.from_pretrained(path), tokenizer, "hellaswag", data, batch_size=5)
+    ref = reference_hellaswag(hf, hf_tok, records)
+    assert ours == ref  # acc, acc_norm and n exactly
+    assert ours["acc"] != ours["acc_norm"]  # the length normalisation matters on these items
+    # every continuation's log-probability, not only the argmins, within 1e-4
+    model = GPT2.from_pretrained(path)
+    requests = [encode_request(tokenizer, r["ctx"], " " + e) for r in records for e in r["endings"]]
+    scores = score_continuations(model, requests, batch_size=7)
+    expected = [reference_continuation(hf, hf_tok, r["ctx"], " " + e) for r in records for e in r["endings"]]
+    assert [(s.tokens, s.greedy) for s in scores] == [(n, g) for _, n, g in expected]
+    np.testing.assert_allclose([s.logprob for s in scores], [lp for lp, _, _ in expected], atol=1e-4, rtol=0)
+
+
+def test_lambada_equals_transformers(checkpoint, tokenizer, tmp_path):
+    hf, path, hf_tok = checkpoint
+    records = lambada_records(hf, hf_tok, 10)
+    data = write_jsonl(tmp_path / "lambada.jsonl", records)
+    ours = evaluate_task(GPT2.from_pretrained(path), tokenizer, "lambada", data, batch_size=3)
+    ref = reference_lambada(hf, hf_tok, records)
+    assert ours["acc"] == ref["acc"] and ours["n"] == ref["n"] == 10
+    assert 0 < ours["acc"] < 1  # the model's own words are found, the random ones are not (all of them)
+    assert ours["ppl"] == pytest.approx(ref["ppl"], rel=1e-4)
+
+
+def test_batch_size_does_not_change_the_scores(checkpoint, tokenizer, tmp_path):
+    _, path, _ = checkpoint
+    data = write_jsonl(tmp_path / "h.jsonl", hellaswag_records(6, seed=1))
+    model = GPT2.from_pretrained(path)
+    one, many = (evaluate_task(model, tokenizer, "hellaswag", data, batch_size=b) for b in (1, 24))
+    assert one == many
+
+
+def test_limit_and_the_hubs_field_names(checkpoint, tokenizer, tmp_path):
+    _, path, _ = checkpoint
+    records = hellaswag_records(5, seed=2)
+    # the hub's rows: ctx_a / ctx_b (ctx_b starting lower-case), the label a string
+    hub_rows = []
+    for r in records:
+        head, tail = r["ctx"].split(" ", 1) if " " in r["ctx"] else (r["ctx"], "")
+        hub_rows.append({"ctx_a": head, "ctx_b": tail, "endings": r["endings"], "label": str(r["label"])})
+        r["ctx"] = head + (" " + tail[:1].upper() + tail[1:] if tail else "")
+    model = GPT2.from_pretrained(path)
+    ours = evaluate_task(model, tokenizer, "hellaswag", write_jsonl(tmp_path / "hub.jsonl", hub_rows), limit=3)
+    plain = evaluate_task(model, tokenizer, "hellaswag", write_jsonl(tmp_path / "plain.jsonl", records[:3]))
+    assert ours == plain and ours["n"] == 3
+    assert hellaswag_item({"ctx_a": "A man", "ctx_b": "sits down.", "endings": ["x", "y"], "label": 1}, "here").context == "A man Sits down."
+
+
+def test_wikitext_is_the_sliding_window_perplexity(checkpoint, tokenizer, tmp_path):
+    _, path, _ = checkpoint
+    rng = random.Random(4)
+    rows = [" = Title = \n", "", *(" " + sentence(rng, 30) + " \n" for _ in range(8))]
+    model = GPT2.from_pretrained(path)
+    raw = tmp_path / "wiki.test.raw"
+    raw.write_text("\n\n".join(rows), encoding="utf-8")
+    from_rows = evaluate_task(model, tokenizer, "wikitext", write_jsonl(tmp_path / "wiki.jsonl", [{"text": t} for t in rows]))
+    from_raw = evaluate_task(model, tokenizer, "wikitext", raw, stride=32)
+    expected = evaluate(model, tokenizer.encode_ordinary(raw.read_text()), stride=64)
+    assert from_rows == {"loss": expected.loss, "ppl": expected.perplexity, "n": expected.tokens}
+    assert from_raw["n"] == expected.tokens and from_raw["loss"] != expected.loss  # another stride, another figure
+    limited = evaluate_task(model, tokenizer, "wikitext", raw, limit=50)
+    assert limited["n"] == 49
+
+
+def test_item_errors(tmp_path, checkpoint, tokenizer):
+    _, path, _ = checkpoint
+    with pytest.raises(DataError, match="no usable label"):
+        hellaswag_item({"ctx": "a", "endings": ["b", "c"], "label": ""}, "x")
+    with pytest.raises(DataError, match="not the index"):
+        hellaswag_item({"ctx": "a", "endings": ["b", "c"], "label": 2}, "x")
+    with pytest.raises(DataError, match="at least two words"):
+        lambada_item({"text": "word"}, "x")
+    assert lambada_item({"text": "a b  c"}, "x").target == " c"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"ctx": "a"}\nnot json\n')
+    with pytest.raises(DataError, match="bad.jsonl:2 is not JSON"):
+        evaluate_task(path, tokenizer, "hellaswag", bad)
+    with pytest.raises(ConfigError, match="unknown task"):
+        evaluate_task(path, tokenizer, "mmlu", bad)
+
+
+# -- the command line --------------------------------------------------------------------------------
+
+
+def run_eval(*args, **env) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env}
+    return subprocess.run([sys.executable, "-m", "gpt2lab", "eval", *map(str, args)], capture_output=True, text=True, env=environment)
+
+
+def test_cli_json_and_summary(checkpoint, tokenizer, tmp_path):
+    _, path, _ = checkpoint
+    data = write_jsonl(tmp_path / "h.jsonl", hellaswag_records(8, seed=5))
+    out = run_eval("--model", path, "--task", "hellaswag", "--data", data, "--limit", 6, "--json", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == evaluate_task(GPT2.from_pretrained(path), tokenizer, "hellaswag", data, limit=6)
+    assert set(result) == {"acc", "acc_norm", "n"} and result["n"] == 6
+    out = run_eval("--model", path, "--task", "hellaswag", "--data", data, "--quiet", "--device", "cpu")
+    full = evaluate_task(GPT2.from_pretrained(path), tokenizer, "hellaswag", data)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"hellaswag: acc {full['acc']:.4f}  acc_norm {full['acc_norm']:.4f}  (8 items)"
+
+
+def test_cli_errors(checkpoint, tmp_path):
+    _, path, _ = checkpoint
+    # no --data and no hub: one line that says to pass --data
+    out = run_eval("--model", path, "--task", "lambada", "--quiet", "--device", "cpu")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "pass --data FILE" in out.stderr, out.stderr
+    out = run_eval("--model", path, "--quiet")
+    assert out.returncode == 2 and "--data" in out.stderr and out.stderr.count("\n") == 1
+    out = run_eval("--model", path, "--task", "lambada", "--data", tmp_path / "missing.jsonl", "--quiet")
+    assert out.returncode == 2 and "no such file" in out.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_same_numbers_on_cpu_and_gpu(checkpoint, tokenizer, tmp_path):
+    hf, path, hf_tok = checkpoint
+    hella = write_jsonl(tmp_path / "h.jsonl", hellaswag_records(12))
+    lamb = write_jsonl(tmp_path / "l.jsonl", lambada_records(hf, hf_tok, 10))
+    for task, data in (("hellaswag", hella), ("lambada", lamb)):
+        cpu = evaluate_task(path, tokenizer, task, data, device="cpu")
+        gpu = evaluate_task(path, tokenizer, task, data, device="cuda")
+        assert {k: v for k, v in cpu.items() if k != "ppl"} == {k: v for k, v in gpu.items() if k != "ppl"}
+        assert cpu.get("ppl", 0) == pytest.approx(gpu.get("ppl", 0), rel=1e-4)
