@@ -253,3 +253,54 @@ def test_same_numbers_on_cpu_and_gpu(checkpoint, tokenizer, tmp_path):
         gpu = evaluate_task(path, tokenizer, task, data, device="cuda")
         assert {k: v for k, v in cpu.items() if k != "ppl"} == {k: v for k, v in gpu.items() if k != "ppl"}
         assert cpu.get("ppl", 0) == pytest.approx(gpu.get("ppl", 0), rel=1e-4)
+
+
+# -- during training (--eval-task) ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2_vocab_data(tmp_path_factory, tokenizer) -> Path:
+    """A DATA_DIR of text in GPT-2's vocabulary, with its tokenizer saved as prepare saves it."""
+    from gpt2lab.data import save_tokens
+
+    rng = random.Random(7)
+    ids = tokenizer.encode_ordinary(" ".join(sentence(rng, 12) + "." for _ in range(300)))
+    path = tmp_path_factory.mktemp("gpt2_vocab_data")
+    save_tokens(path, ids[: len(ids) * 9 // 10], ids[len(ids) * 9 // 10 :], n_vocab=tokenizer.n_vocab, eot_token=tokenizer.eot_token)
+    tokenizer.save(path / "tokenizer")
+    return path
+
+
+def small_run(data: Path, out: Path, **kw):
+    from gpt2lab.train import TrainConfig
+
+    base = dict(data=data, out=out, n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, max_steps=6, eval_every=3,
+                eval_batches=2, checkpoint_every=3, lr=3e-3, warmup_steps=2, progress=False, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_scores_the_task_at_every_evaluation(gpt2_vocab_data, tokenizer, tmp_path):
+    from matplotlib.image import imread
+
+    from gpt2lab.train import train
+
+    items = write_jsonl(tmp_path / "h.jsonl", hellaswag_records(5, seed=8))
+    result = train(small_run(gpt2_vocab_data, tmp_path / "run", eval_task="hellaswag", eval_task_data=str(items), eval_task_limit=4))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    scored = [r for r in records if "hellaswag_acc_norm" in r]
+    assert [r["step"] for r in scored] == [3, 6] and all("val_loss" in r and "hellaswag_acc" in r for r in scored)
+    final = evaluate_task(result.model, tokenizer, "hellaswag", items, limit=4)
+    assert scored[-1]["hellaswag_acc"] == round(final["acc"], 6) and scored[-1]["hellaswag_acc_norm"] == round(final["acc_norm"], 6)
+    assert imread(tmp_path / "run" / "loss.png").shape[0] == 700  # the loss panel and, below it, the task's panel
+
+
+def test_train_task_errors_come_before_training(gpt2_vocab_data, tmp_path):
+    from gpt2lab.train import train
+
+    with pytest.raises(DataError, match="no such file"):
+        train(small_run(gpt2_vocab_data, tmp_path / "a", eval_task="lambada", eval_task_data=str(tmp_path / "missing.jsonl")))
+    with pytest.raises(ConfigError, match="--eval-task must be one of"):
+        train(small_run(gpt2_vocab_data, tmp_path / "b", eval_task="mmlu"))
+    with pytest.raises(ConfigError, match="need --eval-task"):
+        train(small_run(gpt2_vocab_data, tmp_path / "c", eval_task_limit=3))
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()

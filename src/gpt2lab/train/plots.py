@@ -10,17 +10,26 @@ from typing import Any
 import numpy as np
 
 from ..files import atomic_write
+from ..tasks import TASKS
+
+
+def task_metric_names(records: list[dict[str, Any]]) -> list[str]:
+    """The benchmark scores (``--eval-task``) among the records' keys: ``hellaswag_acc_norm``, ..."""
+    return sorted({k for r in records for k in r if k.split("_", 1)[0] in TASKS})
 
 
 def plot_metrics(records: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """loss.png: training loss per step (and its running mean), validation loss where measured."""
+    """loss.png: training loss per step (and its running mean), validation loss where measured;
+    below it, when the run scores a benchmark, its metrics at each evaluation (accuracies on the
+    left axis, perplexities and losses on the right)."""
     from matplotlib.figure import Figure
 
     steps = [r["step"] for r in records if "loss" in r]
     losses = [r["loss"] for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
-    fig = Figure(figsize=(7, 4), dpi=100, layout="tight")
-    ax = fig.subplots()
+    scores = task_metric_names(records)
+    fig = Figure(figsize=(7, 7 if scores else 4), dpi=100, layout="tight")
+    ax, task_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2)) if scores else (fig.subplots(), None)
     ax.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=1, label="train (per step)")
     if len(losses) >= 10:
         k = max(2, len(losses) // 20)
@@ -33,7 +42,27 @@ def plot_metrics(records: list[dict[str, Any]], path: str | os.PathLike) -> Path
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
+    if task_ax is not None:
+        _plot_scores(task_ax, records, scores)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-__all__ = ["plot_metrics"]
+def _plot_scores(ax: Any, records: list[dict[str, Any]], names: list[str]) -> None:
+    """Benchmark metrics per evaluation: accuracies (0..1) on ``ax``, the rest on a twin axis."""
+    accuracies = [n for n in names if n.endswith(("_acc", "_acc_norm"))]
+    others = [n for n in names if n not in accuracies]
+    axes = [(ax, accuracies, "accuracy")] + ([(ax.twinx(), others, "perplexity / loss")] if others else [])
+    colours = iter(["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive", "tab:cyan"])
+    lines = []
+    for axis, group, label in axes:
+        for name in group:
+            points = [(r["step"], r[name]) for r in records if r.get(name) is not None]
+            steps, values = zip(*points)
+            lines += axis.plot(steps, values, "o-", color=next(colours), linewidth=2, markersize=4, label=name)
+        axis.set_ylabel(label)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(lines, [line.get_label() for line in lines])
+
+
+__all__ = ["plot_metrics", "task_metric_names"]
