@@ -597,9 +597,13 @@ def _prepare(args: argparse.Namespace) -> None:
     print(result.summary())
 
 
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(text.split(","))
+
+
 # (flag, TrainConfig field, type, help). Defaults are None here so that only the options a user
 # really gives reach TrainConfig; the rest keep TrainConfig's defaults (or, resuming, the run's own).
-_TRAIN_OPTIONS = [
+_TRAIN_OPTIONS: list[tuple[str, str, Callable[[str], object], str]] = [
     ("--init", "init", str, "scratch (a new model), or a model to fine-tune: a directory, hub id or preset (gpt2 = the released weights)"),
     ("--n-layer", "n_layer", int, "blocks of a scratch model (default 4)"),
     ("--n-head", "n_head", int, "attention heads of a scratch model (default 4)"),
@@ -620,14 +624,13 @@ _TRAIN_OPTIONS = [
     ("--eval-batches", "eval_batches", int, "validation batches per evaluation (default 20)"),
     ("--checkpoint-every", "checkpoint_every", int, "save checkpoint and model/ every N steps (default 100)"),
     ("--log-every", "log_every", int, "metrics.jsonl line every N steps (default 1)"),
-    ("--eval-task", "eval_task", str, "score a benchmark at every evaluation: hellaswag, lambada or wikitext (logged as hellaswag_acc_norm, ...)"),
-    ("--eval-task-data", "eval_task_data", str, "the benchmark's file (default: its standard split from the Hugging Face hub)"),
-    ("--eval-task-limit", "eval_task_limit", int, "score only the benchmark's first N items (wikitext: tokens)"),
-    ("--tensorboard", "tensorboard", str, "also log every metric to this TensorBoard directory (pip install tensorboard)"),
-    ("--wandb", "wandb", str, "also log every metric to this Weights & Biases project (pip install wandb; WANDB_MODE=offline needs no network)"),
     ("--device", "device", str, DEVICE_HELP),
     ("--dtype", "dtype", str, "autocast precision: auto, fp32, bf16, fp16 (default auto: bf16 on GPUs, else fp32)"),
     ("--pad-vocab", "pad_vocab", int, "pad the vocabulary to a multiple of N internally (default 64 on GPUs, 1 on CPUs)"),
+    ("--lora-rank", "lora_rank", int, "LoRA: train rank-R adapters only, the --init model frozen; writes RUN_DIR/adapter/ (PEFT) too"),
+    ("--lora-alpha", "lora_alpha", float, "LoRA: scale the adapters' update by alpha / rank (default alpha = rank)"),
+    ("--lora-targets", "lora_targets", _comma_list, "LoRA: matrices to adapt, comma-separated (default c_attn,c_proj,c_fc)"),
+    ("--lora-dropout", "lora_dropout", float, "LoRA: dropout on the adapters' input (default 0)"),
 ]
 _SHAPE_FIELDS = ("n_layer", "n_head", "n_embd")
 

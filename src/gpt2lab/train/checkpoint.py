@@ -2,8 +2,10 @@
 every random number generator's state, and a full disk reported in one line.
 
     checkpoint.pt   weights, optimizer moments, step, the data sampler's position, every RNG state,
-                    the configuration: everything needed to continue exactly
-    model/          the latest weights in Hugging Face format
+                    the configuration: everything needed to continue exactly (a LoRA run: the
+                    adapters' weights and a fingerprint of the base model, read again from ``init``)
+    model/          the latest weights in Hugging Face format (a LoRA run: adapters merged in)
+    adapter/        a LoRA run's adapters in PEFT's format (adapter_config.json, adapter_model.safetensors)
     metrics.jsonl   one JSON object per logged step
     loss.png        the training and validation curves
 """
@@ -27,6 +29,7 @@ from ..files import atomic_write
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"
 PLOT = "loss.png"
 CHECKPOINT_FORMAT = 1
 
@@ -132,5 +135,5 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["CHECKPOINT", "METRICS", "MODEL_DIR", "PLOT", "CHECKPOINT_FORMAT", "load_checkpoint", "write_checkpoint",
+__all__ = ["CHECKPOINT", "METRICS", "MODEL_DIR", "ADAPTER_DIR", "PLOT", "CHECKPOINT_FORMAT", "load_checkpoint", "write_checkpoint",
            "tensor_bytes", "write_failure", "rng_state", "set_rng_state", "seed_everything"]

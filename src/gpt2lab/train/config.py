@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..lora import DEFAULT_TARGETS, check_lora_settings
 from ..model import GPT2
-from ..tasks import TASKS
 
 
 @dataclass
@@ -25,6 +25,14 @@ class TrainConfig:
             pretrained one keeps its own and trains on windows of this length (default: its context,
             at most 1024).
         dropout: dropout everywhere (embeddings, attention, residual branches).
+    LoRA (``gpt2lab.lora``; needs ``init`` other than scratch):
+        lora_rank: train rank-r adapters beside the frozen block matrices instead of every weight
+            (None: full fine-tuning). RUN/model/ then holds the merged model, RUN/adapter/ the
+            adapter in PEFT's format.
+        lora_alpha: the adapters' update is scaled by lora_alpha / lora_rank (default alpha = rank).
+        lora_targets: the block matrices to adapt: c_attn, c_proj (attn.c_proj and mlp.c_proj), c_fc,
+            or one projection alone (attn.c_proj, mlp.c_proj); a tuple or a comma-separated string.
+        lora_dropout: dropout on the adapters' input.
     Optimisation:
         batch_size: windows per micro-batch per process; tokens per step are
             ``batch_size * block_size * grad_accum * world_size``.
@@ -40,12 +48,6 @@ class TrainConfig:
         eval_every: evaluate on ``eval_batches`` validation batches every this many steps (0: only at the end).
         checkpoint_every: save checkpoint.pt and model/ every this many steps (and at the end).
         log_every: write a metrics.jsonl line every this many steps.
-        eval_task: also score a benchmark at every evaluation (``hellaswag``, ``lambada`` or
-            ``wikitext``; ``gpt2lab.evaluate.evaluate_task``), logged as ``{task}_{metric}``
-            (``hellaswag_acc_norm``...); eval_task_data: its file (default: the hub's split);
-            eval_task_limit: its first N items (WikiText: tokens).
-        tensorboard: a TensorBoard log directory; wandb: a Weights & Biases project. Each gets
-            every metrics.jsonl record (``train.dashboards``).
     Hardware:
         device: ``"auto"`` (CUDA, then MPS, then CPU), or ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: ``"auto"`` (bf16 on GPUs that have it, else fp32), ``"fp32"``, ``"bf16"`` or ``"fp16"``:
@@ -65,6 +67,10 @@ class TrainConfig:
     n_embd: int = 256
     block_size: int | None = None
     dropout: float = 0.0
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_targets: tuple[str, ...] | str = DEFAULT_TARGETS
+    lora_dropout: float = 0.0
     batch_size: int = 16
     grad_accum: int = 1
     max_steps: int = 1000
@@ -81,11 +87,6 @@ class TrainConfig:
     eval_batches: int = 20
     checkpoint_every: int = 100
     log_every: int = 1
-    eval_task: str | None = None
-    eval_task_data: str | None = None
-    eval_task_limit: int | None = None
-    tensorboard: str | None = None
-    wandb: str | None = None
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
@@ -114,16 +115,16 @@ class TrainConfig:
             raise ConfigError("warmup_steps must be >= 0 and lr_decay_steps >= 1")
         if not 0.0 <= c.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {c.dropout}")
-        if c.eval_task is not None:
-            if c.eval_task not in TASKS:
-                raise ConfigError(f"--eval-task must be one of {', '.join(TASKS)}, got {c.eval_task!r}")
-        elif c.eval_task_data is not None or c.eval_task_limit is not None:
-            raise ConfigError("--eval-task-data and --eval-task-limit need --eval-task")
-        if c.eval_task_limit is not None and c.eval_task_limit < 1:
-            raise ConfigError(f"eval_task_limit must be a positive integer, got {c.eval_task_limit}")
-        for name in ("eval_task_data", "tensorboard"):  # paths kept as text: the checkpoint records the config
-            if getattr(c, name) is not None:
-                setattr(c, name, str(getattr(c, name)))
+        targets = c.lora_targets.split(",") if isinstance(c.lora_targets, str) else c.lora_targets
+        c.lora_targets = tuple(t.strip() for t in targets)
+        if c.lora_rank is not None:
+            if c.init == "scratch":
+                raise ConfigError("--lora-rank needs --init: LoRA adapts a trained model (a directory, hub id or preset such as gpt2)")
+            c.lora_rank, c.lora_alpha, c.lora_targets, c.lora_dropout = check_lora_settings(c.lora_rank, c.lora_alpha, c.lora_targets, c.lora_dropout)
+        else:
+            given = [n for n, default in (("alpha", None), ("targets", DEFAULT_TARGETS), ("dropout", 0.0)) if getattr(c, f"lora_{n}") != default]
+            if given:
+                raise ConfigError(f"--lora-{given[0]} applies to LoRA runs only; add --lora-rank R")
         if c.dtype not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"dtype must be auto, fp32, bf16 or fp16, got {c.dtype!r}")
         return c
@@ -132,7 +133,6 @@ class TrainConfig:
 # Options that may change when a run is resumed: how long it goes on, how it is watched, where it
 # runs. Everything else defines the trajectory and is taken from the checkpoint.
 RUN_CONTROL = frozenset({"data", "out", "max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every",
-                         "eval_task", "eval_task_data", "eval_task_limit", "tensorboard", "wandb",
                          "device", "compile", "resume", "progress"})
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import random
 import time
@@ -28,7 +29,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import kernels
 from ..compatibility import check_data_fits_model, check_same_tokenizer, check_window_fits_model
 from ..config import GPT2Config, parameter_counts
 from ..data import BatchSampler, TokenData, eval_starts, open_data, windows
@@ -36,8 +36,10 @@ from ..devices import autocast, parse_dtype, pick_device
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..files import atomic_write, atomic_write_bytes
 from ..flops import flops_per_token, peak_flops
+from ..lora import apply_lora, base_fingerprint, describe, lora_state_dict, merged_copy, save_adapter
 from ..model import GPT2
 from .checkpoint import (
+    ADAPTER_DIR,
     CHECKPOINT,
     CHECKPOINT_FORMAT,
     METRICS,
@@ -52,13 +54,14 @@ from .checkpoint import (
     write_failure,
 )
 from .config import TrainConfig, TrainResult, resumed_config
-from .dashboards import Dashboards
 from .distributed import setup_distributed
 from .loss import lm_loss
 from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
 from .signals import StopFlag
 from .vocab import VOCAB_KEYS, pad_vocabulary, real_vocab_model
+
+log = logging.getLogger(__name__)
 
 
 class Trainer:
@@ -74,7 +77,6 @@ class Trainer:
     ) -> None:
         self.on_eval = on_eval
         self.on_log = on_log
-        self.dashboards: Dashboards | None = None  # TensorBoard / W&B, on the main process
         config.resolved()  # every value checked before anything starts
         self.run_dir = Path(config.out)
         self.device = pick_device(config.device)
@@ -109,10 +111,16 @@ class Trainer:
 
         # the model, built identically on every rank
         seed_everything(config.seed)
-        if ckpt is not None:
+        if ckpt is not None and config.lora_rank is None:
             model = GPT2(GPT2Config(**ckpt["model_config"]))
-        else:
+        else:  # a LoRA checkpoint holds only the adapters: the base model is read again
             model = self._initial_model(config)
+        self.lora_base: str | None = None
+        if config.lora_rank is not None:
+            self.lora_base = base_fingerprint(model)
+            if ckpt is not None and ckpt.get("lora_base") != self.lora_base:
+                raise CheckpointError(f"--init {config.init} is no longer the model this LoRA run began from (its weights differ); "
+                                      "resume with the same base model")
         self.model_config = model.config  # the real vocabulary
         assert config.block_size is not None  # set by the checkpoint or by _initial_model
         self.block_size: int = config.block_size
@@ -121,9 +129,15 @@ class Trainer:
         model.to(self.device)
         pad = config.pad_vocab if config.pad_vocab is not None else (64 if self.device.type == "cuda" else 1)
         self.vocab = pad_vocabulary(model, pad) if pad > 1 else model.config.vocab_size
+        if config.lora_rank is not None:  # freezes every weight, then adds the adapters (drawn from the seeded generator)
+            apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets, config.lora_dropout)
+            log.info(describe(model))
         self.model = model
         self.optimizer = make_optimizer(model, config, self.device)
-        self.wte_index = [id(p) for g in self.optimizer.param_groups for p in g["params"]].index(id(model.get_parameter("transformer.wte.weight")))
+        optimized = [id(p) for g in self.optimizer.param_groups for p in g["params"]]
+        wte = id(model.get_parameter("transformer.wte.weight"))
+        # where the padded embedding's moments sit in the optimizer state (None: the embedding is frozen)
+        self.wte_index = optimized.index(wte) if wte in optimized else None
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
 
         self.sampler = BatchSampler(self.data.train, self.block_size, config.batch_size, seed=config.seed,
@@ -156,13 +170,11 @@ class Trainer:
             for name in (CHECKPOINT, METRICS, PLOT):
                 for stale in self.run_dir.glob(f".{name}.*.tmp"):
                     stale.unlink(missing_ok=True)
-            for stale in (self.run_dir / MODEL_DIR).glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+            for directory in (MODEL_DIR, ADAPTER_DIR):
+                for stale in (self.run_dir / directory).glob(".*.tmp"):
+                    stale.unlink(missing_ok=True)
             self.metrics = self._read_metrics(up_to=self.step) if ckpt is not None else []
             self._rewrite_metrics()
-            if config.eval_task:
-                self.task_tokenizer = self._task_tokenizer()
-            self.dashboards = Dashboards(config, self.run_dir)
 
     def _initial_model(self, config: TrainConfig) -> GPT2:
         n_vocab = self.data.n_vocab
@@ -202,7 +214,9 @@ class Trainer:
     # -- state with the real vocabulary ---------------------------------------------------------------
 
     def _model_state(self) -> dict[str, torch.Tensor]:
-        return {k: (v[: self.vocab] if k in VOCAB_KEYS else v).detach().cpu() for k, v in self.model.state_dict().items()}
+        """What the checkpoint stores of the model: every tensor (real vocabulary), or a LoRA run's adapters only."""
+        state = lora_state_dict(self.model) if self.lora_base is not None else self.model.state_dict()
+        return {k: (v[: self.vocab] if k in VOCAB_KEYS else v).detach().cpu() for k, v in state.items()}
 
     def _load_model_state(self, state: dict[str, torch.Tensor]) -> None:
         own = self.model.state_dict()
@@ -323,37 +337,6 @@ class Trainer:
             dist.all_reduce(total)
         return (total[0] / total[1]).item()
 
-    def _task_tokenizer(self) -> Any:
-        """The data's tokenizer (a benchmark is text). The task's data is read once here too, so a
-        missing file or an unreachable hub stops the run before it trains, not at its first evaluation."""
-        from ..data import load_tokenizer
-        from ..evaluate import wikitext_text
-        from ..tasks import load_records
-
-        cfg = self.config
-        assert cfg.eval_task is not None
-        if cfg.eval_task == "wikitext":
-            wikitext_text(cfg.eval_task_data)
-        else:
-            load_records(cfg.eval_task, cfg.eval_task_data, 1)
-        saved = self.data.directory / "tokenizer"  # prepare saves it; without it the data is GPT-2's
-        return load_tokenizer(saved if saved.is_dir() else None)
-
-    def task_scores(self) -> dict[str, float]:
-        """The benchmark's metrics (``eval_task``) of the model as it is now, named ``{task}_{metric}``."""
-        from ..evaluate import evaluate_task
-
-        cfg = self.config
-        assert cfg.eval_task is not None
-        model = self.export_model()
-        try:
-            scores = evaluate_task(model, self.task_tokenizer, cfg.eval_task, cfg.eval_task_data, cfg.eval_task_limit,
-                                   batch_size=cfg.batch_size, dtype=self.dtype)
-        finally:
-            kernels.unpack(model)  # the next step makes the packed copy stale: free its memory now
-            self.model.train()
-        return {f"{cfg.eval_task}_{k}": round(v, 6) for k, v in scores.items() if k != "n"}
-
     def export_model(self) -> GPT2:
         """The model as users see it: real vocabulary (views of the trained weights, no copy)."""
         return real_vocab_model(self.model, self.vocab)
@@ -383,6 +366,7 @@ class Trainer:
             "train_config": asdict(self.config),
             "data": {"fingerprint": self.data.meta.get("fingerprint"), "tokenizer": self.data.meta["tokenizer"]},
             "elapsed": self.elapsed,
+            "lora_base": self.lora_base,
         }
         path = self.run_dir / CHECKPOINT
         try:
@@ -392,7 +376,10 @@ class Trainer:
                                needed=tensor_bytes(ckpt))
         self.last_saved = self.step
         try:
-            self.export_model().save_pretrained(str(self.run_dir / MODEL_DIR))
+            model = self.export_model()
+            merged_copy(model).save_pretrained(str(self.run_dir / MODEL_DIR))  # a LoRA run's adapters folded in
+            if self.lora_base is not None:
+                save_adapter(model, self.run_dir / ADAPTER_DIR, base_model_name_or_path=self.config.init)
             self._copy_tokenizer()
             self._plot()
         except (OSError, RuntimeError) as err:
@@ -445,8 +432,6 @@ class Trainer:
                 handle.write(json.dumps(record) + "\n")
         except OSError as err:  # a line cut short is skipped when the run is resumed
             self._write_failed(err, f"writing {self.metrics_path}", f"the checkpoint of step {self.last_saved} is intact")
-        if self.dashboards is not None:
-            self.dashboards.log(record)
         if self.on_log is not None:
             self.on_log(record)
 
@@ -471,6 +456,8 @@ class Trainer:
                 f"({self.dist.world_size} process{'es' if self.dist.world_size > 1 else ''}, {str(self.dtype).removeprefix('torch.')}), "
                 f"{self.tokens_per_step:,} tokens per step" + (f", vocabulary padded to {padded}" if self.vocab != padded else "")
             )
+            if self.lora_base is not None:
+                bar.write(describe(self.model))
         loss = val_loss = None
         interrupted = False
         try:
@@ -493,12 +480,8 @@ class Trainer:
                             record = {"step": self.step, "loss": round(loss, 6), "lr": self.lr, "tok_per_s": round(tok_per_s, 1)}
                         if record is not None and val_loss is not None:
                             record["val_loss"] = round(val_loss, 6)
-                        scores = self.task_scores() if main and cfg.eval_task else {}
-                        if record is not None:
-                            record.update(scores)
                         if bar is not None:
-                            bar.write(f"step {self.step}: train loss {loss:.4f}" + (f", val loss {val_loss:.4f}" if val_loss is not None else "")
-                                      + "".join(f", {name} {value:.4f}" for name, value in scores.items()))
+                            bar.write(f"step {self.step}: train loss {loss:.4f}" + (f", val loss {val_loss:.4f}" if val_loss is not None else ""))
                         if main and self.on_eval is not None:
                             self._call_on_eval()
                     if record is not None:
@@ -546,10 +529,7 @@ class Trainer:
         """Leave the process group we joined. After a normal finish every rank first waits for the
         others (rank 0 is still writing files while the rest are done): a rank that tears down its
         gloo connections while a peer still uses them can abort the whole job at exit (reproduced:
-        3 aborts in 20 runs without the barrier, none with it). Dashboards are closed (flushed) first."""
-        if self.dashboards is not None:
-            self.dashboards.close()
-            self.dashboards = None
+        3 aborts in 20 runs without the barrier, none with it)."""
         if not self.dist.owns_group:
             return
         import torch.distributed as dist

@@ -7,6 +7,7 @@ from typing import cast
 import torch
 import torch.nn as nn
 
+from ..lora import apply_lora, lora_settings
 from ..model import GPT2
 
 VOCAB_KEYS = ("transformer.wte.weight", "lm_head.weight")  # the tensors with a vocabulary dimension
@@ -45,11 +46,14 @@ def pad_vocabulary(model: GPT2, multiple: int) -> int:
 
 def real_vocab_model(model: GPT2, real_vocab: int) -> GPT2:
     """The model with its real vocabulary: ``model`` itself, or, when padded, a second ``GPT2``
-    whose parameters are *views* of ``model``'s (no copy; the padding rows left out)."""
+    whose parameters are *views* of ``model``'s (no copy; the padding rows left out), LoRA adapters included."""
     if model.config.vocab_size == real_vocab:
         return model
     with torch.device("meta"):
         view = GPT2(model.config.replace(vocab_size=real_vocab))
+    adapters = lora_settings(model)
+    if adapters is not None:
+        apply_lora(view, **adapters)  # the same module tree, so the state below fits it
     state = {k: (v[:real_vocab] if k in VOCAB_KEYS else v) for k, v in model.state_dict(keep_vars=True).items()}
     view.load_state_dict(state, assign=True)
     view.tie_weights()
