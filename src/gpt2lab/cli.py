@@ -583,6 +583,9 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", metavar="PATH", help="a vocabulary file or model directory (default: GPT-2's)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of tokens held out for validation (default 0.05)")
     p.add_argument("--text-field", default="text", help="the field holding the text in JSON/JSONL/Parquet/dataset records")
+    p.add_argument("--format", choices=("text", "instruct"), default="text",
+                   help="text: documents (default); instruct: instruction records (Alpaca instruction/input/output, or chat "
+                        "messages) in the template gpt2lab chat uses, the loss on the responses only")
     p.add_argument("--workers", type=int, default=None, help="tokenising processes (default: one per CPU)")
     p.add_argument("--force", action="store_true", help="redo the work even when the inputs are unchanged")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -593,7 +596,7 @@ def _prepare(args: argparse.Namespace) -> None:
     from .data import prepare
 
     result = prepare(args.inputs, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction, text_field=args.text_field,
-                     num_workers=args.workers, progress=not args.quiet, force=args.force)
+                     format=args.format, num_workers=args.workers, progress=not args.quiet, force=args.force)
     print(result.summary())
 
 
@@ -624,11 +627,6 @@ _TRAIN_OPTIONS: list[tuple[str, str, Callable[[str], object], str]] = [
     ("--eval-batches", "eval_batches", int, "validation batches per evaluation (default 20)"),
     ("--checkpoint-every", "checkpoint_every", int, "save checkpoint and model/ every N steps (default 100)"),
     ("--log-every", "log_every", int, "metrics.jsonl line every N steps (default 1)"),
-    ("--eval-task", "eval_task", str, "score a benchmark at every evaluation: hellaswag, lambada or wikitext (logged as hellaswag_acc_norm, ...)"),
-    ("--eval-task-data", "eval_task_data", str, "the benchmark's file (default: its standard split from the Hugging Face hub)"),
-    ("--eval-task-limit", "eval_task_limit", int, "score only the benchmark's first N items (wikitext: tokens)"),
-    ("--tensorboard", "tensorboard", str, "also log every metric to this TensorBoard directory (pip install tensorboard)"),
-    ("--wandb", "wandb", str, "also log every metric to this Weights & Biases project (pip install wandb; WANDB_MODE=offline needs no network)"),
     ("--device", "device", str, DEVICE_HELP),
     ("--dtype", "dtype", str, "autocast precision: auto, fp32, bf16, fp16 (default auto: bf16 on GPUs, else fp32)"),
     ("--pad-vocab", "pad_vocab", int, "pad the vocabulary to a multiple of N internally (default 64 on GPUs, 1 on CPUs)"),

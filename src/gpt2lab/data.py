@@ -6,7 +6,10 @@
     val.bin     the validation token ids, same format
     meta.json   the tokenizer, the counts, the sources and a fingerprint of the inputs
 
-Documents are separated by ``<|endoftext|>``. The flat files are read back with ``numpy.memmap``,
+Documents are separated by ``<|endoftext|>``. Instruction data (``format="instruct"``, records laid
+out by ``gpt2lab.instruct``'s template) adds ``train.mask.bin`` and ``val.mask.bin``: which tokens
+are targets (the responses) and which are context only; batches then carry -100 as the target of
+every context position, so the loss counts the responses alone. The flat files are read back with ``numpy.memmap``,
 so training never loads a corpus into memory; ``prepare`` streams too (text is read in chunks and
 tokenised by a pool of worker processes, a bounded number of chunks in flight), so its memory stays
 flat however large the corpus.
@@ -41,6 +44,12 @@ FORMAT_VERSION = 1
 META = "meta.json"
 TRAIN = "train.bin"
 VAL = "val.bin"
+# Instruction data (``format="instruct"``) also has, for each token file, a loss mask of the same
+# length: one uint8 per token, 1 where the token is a target (a response and its <|endoftext|>),
+# 0 where it is context only (template, instruction, input). meta.json says "loss_mask": true.
+MASKS = {TRAIN: "train.mask.bin", VAL: "val.mask.bin"}
+FORMATS = ("text", "instruct")
+IGNORE_INDEX = -100  # the target of a position that takes no part in the loss (PyTorch's and transformers' convention)
 
 # Suffixes taken when walking a folder. A file named on the command line is read whatever its suffix.
 TEXT_SUFFIXES = frozenset(
@@ -242,8 +251,10 @@ def _record_text(record: Any, text_field: str, where: str) -> str:
     raise DataError(f"{where}: expected a JSON object with a {text_field!r} field or a string, got {type(record).__name__}")
 
 
-def _records(source: Source, text_field: str) -> Iterator[str]:
-    """The texts of a record file (JSONL, JSON, Parquet) or a Hugging Face dataset, one per record."""
+def _record_objects(source: Source, columns: Sequence[str] | None = None) -> Iterator[tuple[Any, str]]:
+    """The records of a record file (JSONL, JSON, Parquet) or a Hugging Face dataset, each with
+    where it is (``FILE:LINE``, ``FILE[INDEX]`` or ``hf:NAME:split row N``) for error messages.
+    ``columns``: the Parquet columns to read (default all)."""
     if source.kind == "jsonl":
         with open(source.name, "rb") as handle:
             for n, line in enumerate(handle, start=1):
@@ -253,7 +264,7 @@ def _records(source: Source, text_field: str) -> Iterator[str]:
                     record = json.loads(line.decode("utf-8", errors="replace"))
                 except json.JSONDecodeError as err:
                     raise DataError(f"{source.name}:{n} is not valid JSON ({err.msg})") from None
-                yield _record_text(record, text_field, f"{source.name}:{n}")
+                yield record, f"{source.name}:{n}"
     elif source.kind == "json":  # a JSON document has to be parsed whole; use JSONL for big corpora
         try:
             data = json.loads(Path(source.name).read_bytes().decode("utf-8", errors="replace"))
@@ -261,24 +272,33 @@ def _records(source: Source, text_field: str) -> Iterator[str]:
             raise DataError(f"{source.name} is not valid JSON ({err.msg} at line {err.lineno})") from None
         records = data if isinstance(data, list) else [data]
         for n, record in enumerate(records):
-            yield _record_text(record, text_field, f"{source.name}[{n}]")
+            yield record, f"{source.name}[{n}]"
     elif source.kind == "parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
             raise DataError(f"reading {source.name} needs pyarrow: pip install pyarrow") from None
         pf = pq.ParquetFile(source.name)
-        if text_field not in pf.schema_arrow.names:
-            raise DataError(f"{source.name} has no column {text_field!r} (it has {', '.join(pf.schema_arrow.names)}); use --text-field")
-        for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
-            for value in batch.column(0).to_pylist():
-                yield value or ""
+        missing = [c for c in columns or () if c not in pf.schema_arrow.names]
+        if missing:
+            raise DataError(f"{source.name} has no column {missing[0]!r} (it has {', '.join(pf.schema_arrow.names)}); use --text-field")
+        n = 0
+        for batch in pf.iter_batches(columns=list(columns) if columns else None, batch_size=1024):
+            for record in batch.to_pylist():
+                yield record, f"{source.name} row {n}"
+                n += 1
     elif source.kind == "hf":
         _, name, split = source.name.split(":", 2)
         for n, record in enumerate(_hf_dataset(name, split)):
-            yield _record_text(record, text_field, f"{source.name} row {n}")
+            yield record, f"{source.name} row {n}"
     else:  # pragma: no cover - kinds are fixed above
         raise AssertionError(source.kind)
+
+
+def _records(source: Source, text_field: str) -> Iterator[str]:
+    """The texts of a record file (JSONL, JSON, Parquet) or a Hugging Face dataset, one per record."""
+    for record, where in _record_objects(source, columns=[text_field]):
+        yield _record_text(record, text_field, where) or ""
 
 
 def _hf_dataset(name: str, split: str):
@@ -401,6 +421,13 @@ class PreparedData:
                 f"{self.directory}: inputs unchanged since the last prepare; nothing to do "
                 f"({m['train_tokens']:,} train / {m['val_tokens']:,} val tokens)"
             )
+        if m.get("instruct"):
+            ins = m["instruct"]
+            return (
+                f"{self.directory}: {ins['examples']:,} instruction examples ({ins['val_examples']:,} held out for validation), "
+                f"{m['train_tokens']:,} train + {m['val_tokens']:,} val tokens ({m['dtype']}), of which "
+                f"{ins['train_targets']:,} + {ins['val_targets']:,} are response tokens the loss counts"
+            )
         line = (
             f"{self.directory}: {m['train_tokens']:,} train + {m['val_tokens']:,} val tokens ({m['dtype']}) "
             f"from {m['documents']:,} documents in {m['files']:,} source(s)"
@@ -436,14 +463,15 @@ def val_ranges(n: int, val_fraction: float, segment: int = 1 << 16) -> list[tupl
     return ranges
 
 
-def _fingerprint(sources: list[Source], tok_fp: str, val_fraction: float, text_field: str) -> str:
+def _fingerprint(sources: list[Source], tok_fp: str, val_fraction: float, text_field: str, layout: str = "text") -> str:
     keys = []
     for s in sources:
         key = s.key()
         if s.kind == "hf":
             key.append(_hf_fingerprint(*s.name.split(":", 2)[1:]))
         keys.append(key)
-    blob = json.dumps([FORMAT_VERSION, tok_fp, val_fraction, text_field, keys])
+    what = [FORMAT_VERSION, tok_fp, val_fraction, text_field, keys] + ([layout] if layout != "text" else [])
+    blob = json.dumps(what)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -454,6 +482,7 @@ def prepare(
     tokenizer: str | os.PathLike | None = None,
     val_fraction: float = 0.05,
     text_field: str = "text",
+    format: str = "text",
     num_workers: int | None = None,
     progress: bool = True,
     force: bool = False,
@@ -466,6 +495,9 @@ def prepare(
         tokenizer: ``None``/``"gpt2"`` for GPT-2's vocabulary, a tokenizer file, or a model directory.
         val_fraction: share of tokens held out for validation (see ``val_ranges``).
         text_field: the field holding the text in JSON/JSONL/Parquet/dataset records.
+        format: ``"text"`` (documents, every token a target) or ``"instruct"``: instruction records
+            (Alpaca fields or chat ``messages``) laid out by the template of ``gpt2lab.instruct``,
+            with the loss on the responses only (see ``prepare_instruct``).
         num_workers: tokenising processes; default one per CPU (1 means in this process).
         progress: show a progress bar (bytes read).
         force: redo the work even when the inputs are unchanged.
@@ -476,30 +508,27 @@ def prepare(
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    if format not in FORMATS:
+        raise DataError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if format == "instruct":
+        return prepare_instruct(inputs, out, tokenizer=tokenizer, val_fraction=val_fraction, progress=progress, force=force)
     out = Path(out)
     sources = find_sources(inputs)
     tok = load_tokenizer(tokenizer)
     tok_fp = tokenizer_fingerprint(tok)
     fingerprint = _fingerprint(sources, tok_fp, val_fraction, text_field)
 
-    if not force and (out / META).is_file():
-        try:
-            old = json.loads((out / META).read_text(encoding="utf-8"))
-            itemsize = np.dtype(old["dtype"]).itemsize
-            same = (
-                old.get("fingerprint") == fingerprint
-                and (out / TRAIN).stat().st_size == old["train_tokens"] * itemsize
-                and (out / VAL).stat().st_size == old["val_tokens"] * itemsize
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            same = False
-        if same:
+    if not force:
+        old = _unchanged(out, fingerprint)
+        if old is not None:
             return PreparedData(out, old, skipped=True)
 
-    dtype = "uint16" if tok.n_vocab <= 1 << 16 else "uint32"
+    dtype = token_dtype(tok.n_vocab)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in MASKS.values():  # left by an earlier instruct prepare into this directory
+        (out / stale).unlink(missing_ok=True)
     stats = _Stats()
     workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
     total_bytes = sum(s.size for s in sources)
@@ -546,6 +575,130 @@ def prepare(
     }
     atomic_write_bytes(out / META, (json.dumps(meta, indent=2) + "\n").encode())
     return PreparedData(out, meta)
+
+
+def token_dtype(n_vocab: int) -> str:
+    """The narrowest unsigned type that holds every id of a vocabulary (half the disk of uint32 for GPT-2's)."""
+    return "uint16" if n_vocab <= 1 << 16 else "uint32"
+
+
+def prepare_instruct(
+    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tokenizer: str | os.PathLike | None = None,
+    val_fraction: float = 0.05,
+    progress: bool = True,
+    force: bool = False,
+) -> PreparedData:
+    """Instruction records (``.jsonl``/``.json``/``.parquet`` files or ``hf:NAME[:split]``) into a DATA_DIR.
+
+    Each record (Alpaca ``instruction``/``input``/``output``, or chat ``messages``) is laid out by
+    ``instruct.render``; examples are packed one after another, each response followed by its
+    ``<|endoftext|>``, into ``train.bin``/``val.bin`` with the loss masks ``train.mask.bin``/
+    ``val.mask.bin`` beside them. Whole examples go to validation (``val_fraction`` of them, evenly
+    spread), never half of one. ``train`` reads the masks through ``open_data``, so it takes this
+    data unchanged. Records are held in memory while they are split (instruction sets are small:
+    Alpaca's 52k examples are about 10M tokens). A malformed record is a ``DataError`` naming it
+    (``FILE:LINE``).
+    """
+    from .instruct import TEMPLATE, conversation_from_record, render
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    out = Path(out)
+    sources = find_sources(inputs, suffixes=RECORD_SUFFIXES)
+    for source in sources:
+        if source.kind == "text":
+            raise DataError(f"{source.name}: instruction data must be records (.jsonl, .json or .parquet), not plain text")
+    tok = load_tokenizer(tokenizer)
+    tok_fp = tokenizer_fingerprint(tok)
+    fingerprint = _fingerprint(sources, tok_fp, val_fraction, "", layout=f"instruct:{TEMPLATE}")
+    if not force:
+        old = _unchanged(out, fingerprint)
+        if old is not None:
+            return PreparedData(out, old, skipped=True)
+
+    examples: list[tuple[list[int], list[int]]] = []
+    turns = 0
+    bar = _progress_bar(sum(s.size for s in sources), progress)
+    try:
+        for source in sources:
+            for record, where in _record_objects(source):
+                conversation = conversation_from_record(record, where)
+                turns += len(conversation.turns)
+                examples.append(render(tok, conversation))
+            if bar is not None:
+                bar.update(source.size)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not examples:
+        raise DataError(f"no records in the inputs: all {len(sources)} source(s) are empty")
+
+    held_out = set(_val_examples(len(examples), val_fraction))
+    dtype = token_dtype(tok.n_vocab)
+    split = {TRAIN: [e for i, e in enumerate(examples) if i not in held_out], VAL: [e for i, e in enumerate(examples) if i in held_out]}
+    out.mkdir(parents=True, exist_ok=True)
+    counts, targets, max_id = {}, {}, -1
+    for fname, part in split.items():
+        ids = np.fromiter((t for e, _ in part for t in e), dtype=np.int64)  # (N,)
+        mask = np.fromiter((m for _, ms in part for m in ms), dtype=np.uint8)  # (N,)
+        if ids.size:
+            max_id = max(max_id, int(ids.max()))
+        atomic_write_bytes(out / fname, ids.astype(dtype).tobytes())
+        atomic_write_bytes(out / MASKS[fname], mask.tobytes())
+        counts[fname], targets[fname] = int(ids.size), int(mask.sum())
+
+    tok.save(out / "tokenizer")  # training copies it next to the model, so the model/ dir is complete
+    meta = {
+        "format": FORMAT_VERSION,
+        "dtype": dtype,
+        "train_tokens": counts[TRAIN],
+        "val_tokens": counts[VAL],
+        "documents": len(examples),
+        "files": len(sources),
+        "max_token_id": max_id,
+        "tokenizer": {"name": str(tokenizer) if tokenizer is not None else "gpt2", "n_vocab": tok.n_vocab,
+                      "eot_token": tok.eot_token, "fingerprint": tok_fp},
+        "val_fraction": val_fraction,
+        "text_field": None,
+        "empty_files": [],
+        "invalid_utf8_files": [],
+        "skipped_files": [],
+        "sources": [s.name for s in sources],
+        "fingerprint": fingerprint,
+        "loss_mask": True,
+        "instruct": {"template": TEMPLATE, "examples": len(examples), "turns": turns, "val_examples": len(split[VAL]),
+                     "train_targets": targets[TRAIN], "val_targets": targets[VAL]},
+    }
+    atomic_write_bytes(out / META, (json.dumps(meta, indent=2) + "\n").encode())
+    return PreparedData(out, meta)
+
+
+def _val_examples(n: int, val_fraction: float) -> list[int]:
+    """Which of ``n`` examples are held out: ``val_fraction`` of them (at least one when there are
+    two or more), evenly spread so validation samples the whole file, not only its end."""
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    return [int((i + 0.5) * n / n_val) for i in range(n_val)] if n_val > 0 else []
+
+
+def _unchanged(out: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The meta.json of an earlier prepare of the same inputs whose files are all still whole, else None."""
+    try:
+        old = json.loads((out / META).read_text(encoding="utf-8"))
+        itemsize = np.dtype(old["dtype"]).itemsize
+        sizes = {TRAIN: old["train_tokens"] * itemsize, VAL: old["val_tokens"] * itemsize}
+        if old.get("loss_mask"):
+            sizes.update({MASKS[TRAIN]: old["train_tokens"], MASKS[VAL]: old["val_tokens"]})
+        same = old.get("fingerprint") == fingerprint and all((out / f).stat().st_size == n for f, n in sizes.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return old if same else None
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -617,7 +770,7 @@ def save_tokens(
     that ``train`` and ``eval`` read like a prepared one."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dtype = "uint16" if n_vocab <= 1 << 16 else "uint32"
+    dtype = token_dtype(n_vocab)
     arrays = {TRAIN: np.asarray(train_ids).astype(dtype), VAL: np.asarray(val_ids).astype(dtype)}
     max_id = max((int(a.max()) for a in arrays.values() if a.size), default=-1)
     if max_id >= n_vocab:
@@ -652,12 +805,15 @@ def save_tokens(
 
 @dataclass
 class TokenData:
-    """A prepared DATA_DIR opened for reading: memory-mapped ``train`` and ``val`` id arrays."""
+    """A prepared DATA_DIR opened for reading: memory-mapped ``train`` and ``val`` id arrays, and
+    for instruction data their loss masks (uint8, 1 = a target; ``None`` for plain text)."""
 
     directory: Path
     meta: dict[str, Any]
     train: np.ndarray
     val: np.ndarray
+    train_mask: np.ndarray | None = None
+    val_mask: np.ndarray | None = None
 
     @property
     def n_vocab(self) -> int:
@@ -686,9 +842,14 @@ def open_data(directory: str | os.PathLike) -> TokenData:
         if path.stat().st_size != count * dtype.itemsize:
             raise DataError(f"{path} holds {path.stat().st_size // dtype.itemsize} tokens but {META} says {count}; run gpt2lab prepare again")
         arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=(count,)) if count else np.zeros(0, dtype=dtype)
+        if meta.get("loss_mask"):
+            mask_path = directory / MASKS[path.name]
+            if not mask_path.is_file() or mask_path.stat().st_size != count:
+                raise DataError(f"{directory} is instruction data but {mask_path.name} is missing or of the wrong length; run gpt2lab prepare again")
+            arrays[f"{name}_mask"] = np.memmap(mask_path, dtype=np.uint8, mode="r", shape=(count,)) if count else np.zeros(0, dtype=np.uint8)
     if counts["train"] == 0:
         raise DataError(f"{directory}/train.bin is empty: prepare it from more text")
-    return TokenData(directory, meta, arrays["train"], arrays["val"])
+    return TokenData(directory, meta, arrays["train"], arrays["val"], arrays.get("train_mask"), arrays.get("val_mask"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,6 +868,8 @@ class BatchSampler:
     With ``world_size`` ranks, each micro-batch takes the next ``batch_size * world_size`` windows
     of the stream and rank r keeps the r-th slice of ``batch_size``: one process with
     ``batch_size * world_size`` (or with gradient accumulation) sees the same windows.
+
+    ``mask`` (instruction data: 1 = a target) makes every other target -100 (see ``windows``).
     """
 
     data: np.ndarray
@@ -716,6 +879,7 @@ class BatchSampler:
     rank: int = 0
     world_size: int = 1
     position: int = 0
+    mask: np.ndarray | None = None
     _epoch: int = field(default=-1, repr=False)
     _order: np.ndarray | None = field(default=None, repr=False)
     _offset: int = field(default=0, repr=False)
@@ -755,7 +919,7 @@ class BatchSampler:
         first = self.position + self.rank * self.batch_size
         starts = self.window_starts(first, self.batch_size)
         self.position += self.batch_size * self.world_size
-        return windows(self.data, starts, self.block_size)
+        return windows(self.data, starts, self.block_size, self.mask)
 
     @property
     def epoch(self) -> float:
@@ -774,13 +938,23 @@ class BatchSampler:
         self.position = int(state["position"])
 
 
-def windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and next-token targets for windows starting at ``starts``: two (len(starts), block_size) tensors."""
+def windows(
+    data: np.ndarray, starts: np.ndarray, block_size: int, mask: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets for windows starting at ``starts``: two (len(starts), block_size) tensors.
+
+    With a loss ``mask`` (instruction data), a target whose token is context only (mask 0) is
+    ``IGNORE_INDEX``: the model still reads the prompt, but is not trained to write it.
+    """
     import torch
 
     rows = np.stack([np.asarray(data[s : s + block_size + 1], dtype=np.int64) for s in starts])  # (B, T+1)
     rows_t = torch.from_numpy(rows)
-    return rows_t[:, :-1], rows_t[:, 1:]  # (B, T) each
+    x, y = rows_t[:, :-1], rows_t[:, 1:]  # (B, T) each
+    if mask is not None:
+        is_target = np.stack([np.asarray(mask[s + 1 : s + block_size + 1], dtype=bool) for s in starts])  # (B, T)
+        y = y.masked_fill(~torch.from_numpy(is_target), IGNORE_INDEX)  # (B, T)
+    return x, y
 
 
 def eval_starts(data: np.ndarray, block_size: int, count: int) -> np.ndarray:

@@ -29,10 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import kernels
 from ..compatibility import check_data_fits_model, check_same_tokenizer, check_window_fits_model
 from ..config import GPT2Config, parameter_counts
-from ..data import BatchSampler, TokenData, eval_starts, open_data, windows
+from ..data import IGNORE_INDEX, BatchSampler, TokenData, eval_starts, open_data, windows
 from ..devices import autocast, parse_dtype, pick_device
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..files import atomic_write, atomic_write_bytes
@@ -55,7 +54,6 @@ from .checkpoint import (
     write_failure,
 )
 from .config import TrainConfig, TrainResult, resumed_config
-from .dashboards import Dashboards
 from .distributed import setup_distributed
 from .loss import lm_loss
 from .optim import lr_at, make_optimizer
@@ -79,7 +77,6 @@ class Trainer:
     ) -> None:
         self.on_eval = on_eval
         self.on_log = on_log
-        self.dashboards: Dashboards | None = None  # TensorBoard / W&B, on the main process
         config.resolved()  # every value checked before anything starts
         self.run_dir = Path(config.out)
         self.device = pick_device(config.device)
@@ -143,8 +140,9 @@ class Trainer:
         self.wte_index = optimized.index(wte) if wte in optimized else None
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
 
+        # instruction data brings its loss mask: the loss then counts the responses only
         self.sampler = BatchSampler(self.data.train, self.block_size, config.batch_size, seed=config.seed,
-                                    rank=self.dist.rank, world_size=self.dist.world_size)
+                                    rank=self.dist.rank, world_size=self.dist.world_size, mask=self.data.train_mask)
         self.step = 0
         self.elapsed = 0.0
         self.last_saved = 0
@@ -178,9 +176,6 @@ class Trainer:
                     stale.unlink(missing_ok=True)
             self.metrics = self._read_metrics(up_to=self.step) if ckpt is not None else []
             self._rewrite_metrics()
-            if config.eval_task:
-                self.task_tokenizer = self._task_tokenizer()
-            self.dashboards = Dashboards(config, self.run_dir)
 
     def _initial_model(self, config: TrainConfig) -> GPT2:
         n_vocab = self.data.n_vocab
@@ -319,60 +314,32 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
-        """Mean loss over the fixed validation windows (spread over the ranks); ``None`` without validation data."""
+        """Mean loss per target token over the fixed validation windows (spread over the ranks); ``None``
+        without validation data. Instruction data counts its response tokens only, as training does."""
         cfg = self.config
         # eval_batches global batches, so the windows do not depend on how many processes share them
         starts = eval_starts(self.data.val, self.block_size, cfg.eval_batches * cfg.batch_size * self.dist.world_size)
         if len(starts) == 0:
             return None
         mine = starts[self.dist.rank :: self.dist.world_size]
-        total = torch.zeros(2, device=self.device)  # (sum of window losses, windows)
+        total = torch.zeros(2, device=self.device)  # (sum of token losses, target tokens)
         self.model.eval()
         for i in range(0, len(mine), cfg.batch_size):
-            x, y = windows(self.data.val, mine[i : i + cfg.batch_size], self.block_size)
+            x, y = windows(self.data.val, mine[i : i + cfg.batch_size], self.block_size, self.data.val_mask)
             x, y = x.to(self.device), y.to(self.device)
             with autocast(self.device, self.dtype):
                 logits = self.model(x)  # (b, T, V')
-            per_token = F.cross_entropy(logits[..., : self.vocab].float().transpose(1, 2), y, reduction="none")  # (b, T)
-            total[0] += per_token.mean(dim=1).sum()
-            total[1] += x.size(0)
+            per_token = F.cross_entropy(logits[..., : self.vocab].float().transpose(1, 2), y, reduction="none")  # (b, T), 0 where ignored
+            total[0] += per_token.sum()
+            total[1] += (y != IGNORE_INDEX).sum()
         self.model.train()
         if self.dist.enabled:
             import torch.distributed as dist
 
             dist.all_reduce(total)
+        if total[1] == 0:
+            return None  # validation windows that hold no response token at all
         return (total[0] / total[1]).item()
-
-    def _task_tokenizer(self) -> Any:
-        """The data's tokenizer (a benchmark is text). The task's data is read once here too, so a
-        missing file or an unreachable hub stops the run before it trains, not at its first evaluation."""
-        from ..data import load_tokenizer
-        from ..evaluate import wikitext_text
-        from ..tasks import load_records
-
-        cfg = self.config
-        assert cfg.eval_task is not None
-        if cfg.eval_task == "wikitext":
-            wikitext_text(cfg.eval_task_data)
-        else:
-            load_records(cfg.eval_task, cfg.eval_task_data, 1)
-        saved = self.data.directory / "tokenizer"  # prepare saves it; without it the data is GPT-2's
-        return load_tokenizer(saved if saved.is_dir() else None)
-
-    def task_scores(self) -> dict[str, float]:
-        """The benchmark's metrics (``eval_task``) of the model as it is now, named ``{task}_{metric}``."""
-        from ..evaluate import evaluate_task
-
-        cfg = self.config
-        assert cfg.eval_task is not None
-        model = self.export_model()
-        try:
-            scores = evaluate_task(model, self.task_tokenizer, cfg.eval_task, cfg.eval_task_data, cfg.eval_task_limit,
-                                   batch_size=cfg.batch_size, dtype=self.dtype)
-        finally:
-            kernels.unpack(model)  # the next step makes the packed copy stale: free its memory now
-            self.model.train()
-        return {f"{cfg.eval_task}_{k}": round(v, 6) for k, v in scores.items() if k != "n"}
 
     def export_model(self) -> GPT2:
         """The model as users see it: real vocabulary (views of the trained weights, no copy)."""
@@ -469,8 +436,6 @@ class Trainer:
                 handle.write(json.dumps(record) + "\n")
         except OSError as err:  # a line cut short is skipped when the run is resumed
             self._write_failed(err, f"writing {self.metrics_path}", f"the checkpoint of step {self.last_saved} is intact")
-        if self.dashboards is not None:
-            self.dashboards.log(record)
         if self.on_log is not None:
             self.on_log(record)
 
@@ -519,12 +484,8 @@ class Trainer:
                             record = {"step": self.step, "loss": round(loss, 6), "lr": self.lr, "tok_per_s": round(tok_per_s, 1)}
                         if record is not None and val_loss is not None:
                             record["val_loss"] = round(val_loss, 6)
-                        scores = self.task_scores() if main and cfg.eval_task else {}
-                        if record is not None:
-                            record.update(scores)
                         if bar is not None:
-                            bar.write(f"step {self.step}: train loss {loss:.4f}" + (f", val loss {val_loss:.4f}" if val_loss is not None else "")
-                                      + "".join(f", {name} {value:.4f}" for name, value in scores.items()))
+                            bar.write(f"step {self.step}: train loss {loss:.4f}" + (f", val loss {val_loss:.4f}" if val_loss is not None else ""))
                         if main and self.on_eval is not None:
                             self._call_on_eval()
                     if record is not None:
@@ -572,10 +533,7 @@ class Trainer:
         """Leave the process group we joined. After a normal finish every rank first waits for the
         others (rank 0 is still writing files while the rest are done): a rank that tears down its
         gloo connections while a peer still uses them can abort the whole job at exit (reproduced:
-        3 aborts in 20 runs without the barrier, none with it). Dashboards are closed (flushed) first."""
-        if self.dashboards is not None:
-            self.dashboards.close()
-            self.dashboards = None
+        3 aborts in 20 runs without the barrier, none with it)."""
         if not self.dist.owns_group:
             return
         import torch.distributed as dist

@@ -1,0 +1,291 @@
+"""Instruction data: the template, ``prepare --format instruct`` (round trip, masks, errors), and
+training on it: the loss counts the response tokens only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gpt2lab
+from gpt2lab import GPT2, GPT2Config
+from gpt2lab.data import IGNORE_INDEX, MASKS, BatchSampler, open_data, prepare, windows
+from gpt2lab.errors import DataError
+from gpt2lab.instruct import DEFAULT_SYSTEM, Conversation, conversation_from_record, render
+from gpt2lab.train import TrainConfig, Trainer, lm_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ALPACA = [
+    {"instruction": "Name the capital of France.", "input": "", "output": "Paris."},
+    {"instruction": "Translate to German.", "input": "Good morning", "output": "Guten Morgen"},
+    {"instruction": "Give a synonym of fast.", "output": "quick"},  # no input field at all
+    {"messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"},
+                  {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye <|endoftext|>"},
+                  {"role": "assistant", "content": "Goodbye."}]},
+    {"instruction": "Count to three.", "input": None, "output": "1, 2, 3"},
+    {"messages": [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}]},
+]
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def cli(*args, input=None, timeout=120):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "gpt2lab", *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=env, input=input)
+
+
+# ---------------------------------------------------------------------------------------------
+# The template
+# ---------------------------------------------------------------------------------------------
+
+
+def test_alpaca_record_renders_the_books_layout(tokenizer):
+    """Chapter 7's format_input + "\\n\\n### Response:\\n" + output, then <|endoftext|>; the mask
+    covers exactly the output and its <|endoftext|>."""
+    record = {"instruction": "Translate to German.", "input": "Good morning", "output": "Guten Morgen"}
+    book_prompt = (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+        f"\n\n### Instruction:\n{record['instruction']}"
+        f"\n\n### Input:\n{record['input']}"
+        "\n\n### Response:\n"
+    )
+    ids, mask = render(tokenizer, conversation_from_record(record, "x:1"))
+    assert len(ids) == len(mask)
+    assert tokenizer.decode(ids) == book_prompt + "Guten Morgen<|endoftext|>"
+    n_prompt = len(tokenizer.encode_ordinary(book_prompt))
+    assert mask == [0] * n_prompt + [1] * (len(ids) - n_prompt)
+    assert ids[n_prompt:] == tokenizer.encode_ordinary("Guten Morgen") + [tokenizer.eot_token]
+    # without an input the "### Input:" section is left out, as in the book
+    ids, _ = render(tokenizer, conversation_from_record({"instruction": "Say hi.", "input": "", "output": "hi"}, "x:2"))
+    assert "### Input:" not in tokenizer.decode(ids)
+
+
+def test_messages_render_every_turn_and_mask_every_answer(tokenizer):
+    conversation = conversation_from_record(ALPACA[3], "x:4")
+    assert conversation.system == "You are terse." and len(conversation.turns) == 2
+    ids, mask = render(tokenizer, conversation)
+    text = tokenizer.decode(ids)
+    assert text == ("You are terse.\n\n### Instruction:\nHi\n\n### Response:\nHello!<|endoftext|>"
+                    "\n\n### Instruction:\nBye <|endoftext|>\n\n### Response:\nGoodbye.<|endoftext|>")
+    # "<|endoftext|>" typed in a message is text, not the special token: only the two answers end with it
+    assert ids.count(tokenizer.eot_token) == 2
+    taught = [i for i, m in zip(ids, mask) if m]
+    assert taught == tokenizer.encode_ordinary("Hello!") + [tokenizer.eot_token] + tokenizer.encode_ordinary("Goodbye.") + [tokenizer.eot_token]
+    # a messages record without a system message gets the template's sentence
+    assert conversation_from_record(ALPACA[5], "x:6").system == DEFAULT_SYSTEM
+
+
+def test_a_chat_prompt_is_the_training_layout_up_to_the_answer(tokenizer):
+    trained, _ = render(tokenizer, Conversation("S", [("question", "answer")]))
+    prompt, mask = render(tokenizer, Conversation("S", [("question", None)]))
+    assert trained[: len(prompt)] == prompt and not any(mask)
+    assert tokenizer.decode(prompt).endswith("### Response:\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare --format instruct
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prepare_round_trip(tokenizer, gpt2_vocab_path, tmp_path):
+    source = write_jsonl(tmp_path / "alpaca.jsonl", ALPACA)
+    result = gpt2lab.prepare(source, tmp_path / "data", tokenizer=gpt2_vocab_path, format="instruct", val_fraction=0.3, progress=False)
+    data = open_data(tmp_path / "data")
+    assert data.train_mask is not None and data.val_mask is not None
+    assert len(data.train_mask) == len(data.train) and len(data.val_mask) == len(data.val)
+
+    rendered = [render(tokenizer, conversation_from_record(r, "")) for r in ALPACA]
+    held_out = [1, 4]  # 30% of 6 examples = 2, evenly spread (int((i + 0.5) * 6 / 2) for i = 0, 1)
+    expected = {
+        "train": [e for i, e in enumerate(rendered) if i not in held_out],
+        "val": [e for i, e in enumerate(rendered) if i in held_out],
+    }
+    for split, ids, mask in (("train", data.train, data.train_mask), ("val", data.val, data.val_mask)):
+        assert ids.tolist() == [t for e, _ in expected[split] for t in e]
+        assert mask.tolist() == [m for _, ms in expected[split] for m in ms]
+        # every response is followed by <|endoftext|>, and <|endoftext|> is always a target
+        eot_positions = np.flatnonzero(np.asarray(ids) == tokenizer.eot_token)
+        assert len(eot_positions) == sum(len(conversation_from_record(ALPACA[i], "").turns)
+                                         for i in range(len(ALPACA)) if (i in held_out) == (split == "val"))
+        assert all(mask[p] == 1 for p in eot_positions)
+    meta = result.meta
+    assert meta["loss_mask"] is True and meta["instruct"]["examples"] == 6 and meta["instruct"]["val_examples"] == 2
+    assert meta["instruct"]["train_targets"] == int(np.sum(data.train_mask))
+    assert "instruction examples" in result.summary()
+
+    # unchanged inputs: nothing to do; a damaged mask file: done again
+    train_mask = data.train_mask.tolist()
+    del data  # let go of the memory maps before the files change under them
+    assert prepare(source, tmp_path / "data", tokenizer=gpt2_vocab_path, format="instruct", val_fraction=0.3, progress=False).skipped
+    (tmp_path / "data" / MASKS["train.bin"]).write_bytes(b"\x01")
+    again = prepare(source, tmp_path / "data", tokenizer=gpt2_vocab_path, format="instruct", val_fraction=0.3, progress=False)
+    assert not again.skipped and open_data(tmp_path / "data").train_mask.tolist() == train_mask
+    # the same directory prepared as plain text loses its masks
+    (tmp_path / "doc.txt").write_text("plain text " * 50)
+    prepare(tmp_path / "doc.txt", tmp_path / "data", tokenizer=gpt2_vocab_path, progress=False)
+    assert open_data(tmp_path / "data").train_mask is None and not (tmp_path / "data" / MASKS["train.bin"]).exists()
+
+
+def test_prepare_from_the_command_line(gpt2_vocab_path, tmp_path):
+    source = write_jsonl(tmp_path / "alpaca.jsonl", ALPACA)
+    run = cli("prepare", "--format", "instruct", source, "--out", tmp_path / "data", "--tokenizer", gpt2_vocab_path, "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert "6 instruction examples" in run.stdout and "response tokens" in run.stdout
+    assert json.loads((tmp_path / "data" / "meta.json").read_text())["instruct"]["template"] == "alpaca-v1"
+
+
+BAD_RECORDS = [
+    ('{"instruction": "x", "output": "y"', "not valid JSON"),
+    ('{"instruction": "x"}', "no 'output' field"),
+    ('{"prompt": "x", "completion": "y"}', "no 'instruction' and 'output' field (it has prompt, completion)"),
+    ('{"instruction": "x", "output": 3}', "field 'output' holds int, not text"),
+    ('{"instruction": " ", "output": "y"}', "the instruction is empty"),
+    ('["x", "y"]', "expected a JSON object"),
+    ('{"messages": []}', "non-empty list"),
+    ('{"messages": [{"role": "bot", "content": "x"}]}', "has role 'bot'"),
+    ('{"messages": [{"role": "user", "content": "x"}]}', "the last message is the user's"),
+    ('{"messages": [{"role": "assistant", "content": "x"}]}', "from the assistant but the user speaks next"),
+    ('{"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "s"}]}', "only the first message may be one"),
+    ('{"messages": [{"role": "user", "content": ["x"]}, {"role": "assistant", "content": "y"}]}', "holds list, not text"),
+]
+
+
+@pytest.mark.parametrize("line, message", BAD_RECORDS)
+def test_a_malformed_record_names_its_line(line, message, gpt2_vocab_path, tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text(json.dumps(ALPACA[0]) + "\n\n" + json.dumps(ALPACA[1]) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=f"{source}:4"):
+        prepare(source, tmp_path / "data", tokenizer=gpt2_vocab_path, format="instruct", progress=False)
+    with pytest.raises(DataError) as err:
+        prepare(source, tmp_path / "data", tokenizer=gpt2_vocab_path, format="instruct", progress=False)
+    assert message in str(err.value)
+
+
+def test_malformed_records_on_the_command_line_exit_2_with_one_line(gpt2_vocab_path, tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text(json.dumps(ALPACA[0]) + "\n" + '{"instruction": "x"}\n', encoding="utf-8")
+    run = cli("prepare", "--format", "instruct", source, "--out", tmp_path / "data", "--tokenizer", gpt2_vocab_path, "--quiet")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.count("\n") == 1 and f"{source}:2: no 'output' field" in run.stderr
+    (tmp_path / "notes.txt").write_text("some text")
+    run = cli("prepare", "--format", "instruct", tmp_path / "notes.txt", "--out", tmp_path / "data", "--quiet")
+    assert run.returncode == 2 and "must be records" in run.stderr and run.stderr.count("\n") == 1
+    run = cli("prepare", "--format", "chatml", source, "--out", tmp_path / "data")
+    assert run.returncode == 2 and "invalid choice" in run.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Training on it: the loss counts the responses only
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2_vocab_model(tmp_path_factory) -> Path:
+    """A small random model with GPT-2's vocabulary, saved as a checkpoint (no tokenizer files: GPT-2's is assumed)."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("vocab_model")
+    GPT2(GPT2Config(n_layer=2, n_head=2, n_embd=64)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def instruct_data(tmp_path_factory, gpt2_vocab_path) -> Path:
+    path = tmp_path_factory.mktemp("instruct")
+    source = write_jsonl(path / "alpaca.jsonl", ALPACA * 4)
+    prepare(source, path / "data", tokenizer=gpt2_vocab_path, format="instruct", val_fraction=0.25, progress=False)
+    return path / "data"
+
+
+def test_batches_carry_minus_100_exactly_where_the_mask_is_0(instruct_data):
+    data = open_data(instruct_data)
+    starts = np.array([0, 5, 37])
+    x, y = windows(data.train, starts, 24, data.train_mask)  # (3, 24) each
+    plain_x, plain_y = windows(data.train, starts, 24)
+    assert torch.equal(x, plain_x)
+    for row, s in enumerate(starts):
+        target_is_response = torch.from_numpy(np.asarray(data.train_mask[s + 1 : s + 25], dtype=bool))  # (24,)
+        assert torch.equal(y[row][target_is_response], plain_y[row][target_is_response])
+        assert bool((y[row][~target_is_response] == IGNORE_INDEX).all())
+    sampler = BatchSampler(data.train, 24, 4, seed=3, mask=data.train_mask)
+    _, y = sampler.next_batch()
+    assert bool((y == IGNORE_INDEX).any()) and bool((y != IGNORE_INDEX).any())
+
+
+def test_masked_loss_equals_cross_entropy_over_the_kept_targets():
+    """The in-place loss of the training step (and its gradient) with -100 targets, against
+    PyTorch's cross-entropy with ignore_index; a batch with no target at all is 0, not NaN."""
+    torch.manual_seed(0)
+    W = torch.randn(64, 16, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 64, (2, 5))
+    y[0, :3] = IGNORE_INDEX
+    y[1, 4] = IGNORE_INDEX
+    results = []
+    for loss_fn in (lambda logits: lm_loss(logits.float(), y, 64),
+                    lambda logits: F.cross_entropy(logits.reshape(-1, 64), y.reshape(-1), ignore_index=IGNORE_INDEX)):
+        W.grad = h.grad = None
+        loss = loss_fn(h @ W.t())
+        (3 * loss).backward()
+        results.append((loss.item(), W.grad.clone(), h.grad.clone()))
+    (la, gwa, gha), (lb, gwb, ghb) = results
+    assert la == pytest.approx(lb, abs=1e-5)
+    assert torch.allclose(gwa, gwb, atol=1e-5) and torch.allclose(gha, ghb, atol=1e-5)
+    assert bool((gha[0, :3] == 0).all()) and bool((gha[1, 4] == 0).all())
+
+    nothing = torch.full((1, 3), IGNORE_INDEX)
+    for dtype in (torch.float32, torch.float64):  # the in-place path, then the plain one
+        logits = torch.randn(1, 3, 8, dtype=dtype, requires_grad=True)
+        loss = lm_loss(logits, nothing, 8)
+        loss.backward()
+        assert loss.item() == 0.0 and logits.grad is not None and not bool(logits.grad.any())
+
+
+def test_the_trainer_loss_counts_only_response_tokens(instruct_data, gpt2_vocab_model, tmp_path):
+    """Computed by hand from the token and mask files: the trainer's training and validation loss
+    are the mean cross-entropy over response positions, and differ from the loss over every token."""
+    config = TrainConfig(data=instruct_data, out=tmp_path / "run", init=str(gpt2_vocab_model), block_size=32, batch_size=4,
+                         max_steps=2, eval_every=1, eval_batches=2, lr=1e-3, warmup_steps=0, progress=False, seed=5, device="cpu")
+    trainer = Trainer(config)
+    data = open_data(instruct_data)
+    model = GPT2.from_pretrained(gpt2_vocab_model).eval()
+
+    def by_hand(ids: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> tuple[float, float]:
+        rows = torch.tensor(np.stack([ids[s : s + 33] for s in starts]).astype(np.int64))  # (B, 33)
+        taught = torch.tensor(np.stack([mask[s + 1 : s + 33] for s in starts]).astype(bool))  # (B, 32)
+        with torch.no_grad():
+            log_probs = model(rows[:, :-1]).log_softmax(-1)  # (B, 32, V)
+        nll = -log_probs.gather(-1, rows[:, 1:, None]).squeeze(-1)  # (B, 32)
+        return nll[taught].mean().item(), nll.mean().item()
+
+    starts = trainer.sampler.window_starts(0, 4)  # the first step's windows
+    response_only, every_token = by_hand(data.train, data.train_mask, starts)
+    assert trainer.train_step() == pytest.approx(response_only, abs=1e-5)
+    assert abs(response_only - every_token) > 1e-3
+
+    from gpt2lab.data import eval_starts
+
+    trainer.model.load_state_dict(model.state_dict())  # back to the weights the hand computation used
+    val_starts = eval_starts(data.val, 32, 2 * 4)
+    val_response_only, _ = by_hand(data.val, data.val_mask, val_starts)
+    assert trainer.evaluate() == pytest.approx(val_response_only, abs=1e-5)
+
+
+def test_train_takes_instruct_data_unchanged(instruct_data, gpt2_vocab_model, tmp_path):
+    run = cli("train", "--data", instruct_data, "--out", tmp_path / "run", "--init", gpt2_vocab_model, "--block-size", 32,
+              "--batch-size", 2, "--max-steps", 2, "--eval-every", 1, "--eval-batches", 1, "--device", "cpu", "--quiet")
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(np.isfinite(r["val_loss"]) for r in records)
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
