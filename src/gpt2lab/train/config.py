@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..lora import DEFAULT_TARGETS, check_lora_settings
 from ..model import GPT2
+from ..tasks import TASKS
 
 
 @dataclass
@@ -48,6 +49,12 @@ class TrainConfig:
         eval_every: evaluate on ``eval_batches`` validation batches every this many steps (0: only at the end).
         checkpoint_every: save checkpoint.pt and model/ every this many steps (and at the end).
         log_every: write a metrics.jsonl line every this many steps.
+        eval_task: also score a benchmark at every evaluation (``hellaswag``, ``lambada`` or
+            ``wikitext``; ``gpt2lab.evaluate.evaluate_task``), logged as ``{task}_{metric}``
+            (``hellaswag_acc_norm``...); eval_task_data: its file (default: the hub's split);
+            eval_task_limit: its first N items (WikiText: tokens).
+        tensorboard: a TensorBoard log directory; wandb: a Weights & Biases project. Each gets
+            every metrics.jsonl record (``train.dashboards``).
     Hardware:
         device: ``"auto"`` (CUDA, then MPS, then CPU), or ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: ``"auto"`` (bf16 on GPUs that have it, else fp32), ``"fp32"``, ``"bf16"`` or ``"fp16"``:
@@ -87,6 +94,11 @@ class TrainConfig:
     eval_batches: int = 20
     checkpoint_every: int = 100
     log_every: int = 1
+    eval_task: str | None = None
+    eval_task_data: str | None = None
+    eval_task_limit: int | None = None
+    tensorboard: str | None = None
+    wandb: str | None = None
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
@@ -125,6 +137,16 @@ class TrainConfig:
             given = [n for n, default in (("alpha", None), ("targets", DEFAULT_TARGETS), ("dropout", 0.0)) if getattr(c, f"lora_{n}") != default]
             if given:
                 raise ConfigError(f"--lora-{given[0]} applies to LoRA runs only; add --lora-rank R")
+        if c.eval_task is not None:
+            if c.eval_task not in TASKS:
+                raise ConfigError(f"--eval-task must be one of {', '.join(TASKS)}, got {c.eval_task!r}")
+        elif c.eval_task_data is not None or c.eval_task_limit is not None:
+            raise ConfigError("--eval-task-data and --eval-task-limit need --eval-task")
+        if c.eval_task_limit is not None and c.eval_task_limit < 1:
+            raise ConfigError(f"eval_task_limit must be a positive integer, got {c.eval_task_limit}")
+        for name in ("eval_task_data", "tensorboard"):  # paths kept as text: the checkpoint records the config
+            if getattr(c, name) is not None:
+                setattr(c, name, str(getattr(c, name)))
         if c.dtype not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"dtype must be auto, fp32, bf16 or fp16, got {c.dtype!r}")
         return c
@@ -133,6 +155,7 @@ class TrainConfig:
 # Options that may change when a run is resumed: how long it goes on, how it is watched, where it
 # runs. Everything else defines the trajectory and is taken from the checkpoint.
 RUN_CONTROL = frozenset({"data", "out", "max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every",
+                         "eval_task", "eval_task_data", "eval_task_limit", "tensorboard", "wandb",
                          "device", "compile", "resume", "progress"})
 
 

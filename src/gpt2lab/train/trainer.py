@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import kernels
 from ..compatibility import check_data_fits_model, check_same_tokenizer, check_window_fits_model
 from ..config import GPT2Config, parameter_counts
 from ..data import IGNORE_INDEX, BatchSampler, TokenData, eval_starts, open_data, windows
@@ -54,6 +55,7 @@ from .checkpoint import (
     write_failure,
 )
 from .config import TrainConfig, TrainResult, resumed_config
+from .dashboards import Dashboards
 from .distributed import setup_distributed
 from .loss import lm_loss
 from .optim import lr_at, make_optimizer
@@ -77,6 +79,7 @@ class Trainer:
     ) -> None:
         self.on_eval = on_eval
         self.on_log = on_log
+        self.dashboards: Dashboards | None = None  # TensorBoard / W&B, on the main process
         config.resolved()  # every value checked before anything starts
         self.run_dir = Path(config.out)
         self.device = pick_device(config.device)
@@ -176,6 +179,9 @@ class Trainer:
                     stale.unlink(missing_ok=True)
             self.metrics = self._read_metrics(up_to=self.step) if ckpt is not None else []
             self._rewrite_metrics()
+            if config.eval_task:
+                self.task_tokenizer = self._task_tokenizer()
+            self.dashboards = Dashboards(config, self.run_dir)
 
     def _initial_model(self, config: TrainConfig) -> GPT2:
         n_vocab = self.data.n_vocab
@@ -341,6 +347,37 @@ class Trainer:
             return None  # validation windows that hold no response token at all
         return (total[0] / total[1]).item()
 
+    def _task_tokenizer(self) -> Any:
+        """The data's tokenizer (a benchmark is text). The task's data is read once here too, so a
+        missing file or an unreachable hub stops the run before it trains, not at its first evaluation."""
+        from ..data import load_tokenizer
+        from ..evaluate import wikitext_text
+        from ..tasks import load_records
+
+        cfg = self.config
+        assert cfg.eval_task is not None
+        if cfg.eval_task == "wikitext":
+            wikitext_text(cfg.eval_task_data)
+        else:
+            load_records(cfg.eval_task, cfg.eval_task_data, 1)
+        saved = self.data.directory / "tokenizer"  # prepare saves it; without it the data is GPT-2's
+        return load_tokenizer(saved if saved.is_dir() else None)
+
+    def task_scores(self) -> dict[str, float]:
+        """The benchmark's metrics (``eval_task``) of the model as it is now, named ``{task}_{metric}``."""
+        from ..evaluate import evaluate_task
+
+        cfg = self.config
+        assert cfg.eval_task is not None
+        model = self.export_model()
+        try:
+            scores = evaluate_task(model, self.task_tokenizer, cfg.eval_task, cfg.eval_task_data, cfg.eval_task_limit,
+                                   batch_size=cfg.batch_size, dtype=self.dtype)
+        finally:
+            kernels.unpack(model)  # the next step makes the packed copy stale: free its memory now
+            self.model.train()
+        return {f"{cfg.eval_task}_{k}": round(v, 6) for k, v in scores.items() if k != "n"}
+
     def export_model(self) -> GPT2:
         """The model as users see it: real vocabulary (views of the trained weights, no copy)."""
         return real_vocab_model(self.model, self.vocab)
@@ -436,6 +473,8 @@ class Trainer:
                 handle.write(json.dumps(record) + "\n")
         except OSError as err:  # a line cut short is skipped when the run is resumed
             self._write_failed(err, f"writing {self.metrics_path}", f"the checkpoint of step {self.last_saved} is intact")
+        if self.dashboards is not None:
+            self.dashboards.log(record)
         if self.on_log is not None:
             self.on_log(record)
 
@@ -484,8 +523,12 @@ class Trainer:
                             record = {"step": self.step, "loss": round(loss, 6), "lr": self.lr, "tok_per_s": round(tok_per_s, 1)}
                         if record is not None and val_loss is not None:
                             record["val_loss"] = round(val_loss, 6)
+                        scores = self.task_scores() if main and cfg.eval_task else {}
+                        if record is not None:
+                            record.update(scores)
                         if bar is not None:
-                            bar.write(f"step {self.step}: train loss {loss:.4f}" + (f", val loss {val_loss:.4f}" if val_loss is not None else ""))
+                            bar.write(f"step {self.step}: train loss {loss:.4f}" + (f", val loss {val_loss:.4f}" if val_loss is not None else "")
+                                      + "".join(f", {name} {value:.4f}" for name, value in scores.items()))
                         if main and self.on_eval is not None:
                             self._call_on_eval()
                     if record is not None:
@@ -533,7 +576,10 @@ class Trainer:
         """Leave the process group we joined. After a normal finish every rank first waits for the
         others (rank 0 is still writing files while the rest are done): a rank that tears down its
         gloo connections while a peer still uses them can abort the whole job at exit (reproduced:
-        3 aborts in 20 runs without the barrier, none with it)."""
+        3 aborts in 20 runs without the barrier, none with it). Dashboards are closed (flushed) first."""
+        if self.dashboards is not None:
+            self.dashboards.close()
+            self.dashboards = None
         if not self.dist.owns_group:
             return
         import torch.distributed as dist
