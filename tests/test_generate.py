@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from conftest import perturbed_model
 from gpt2lab import GPT2, GPT2Config, GenerationError
 from gpt2lab.generate import (
     GenerationSettings,
@@ -31,12 +32,7 @@ SMALL = dict(n_layer=2, n_head=4, n_embd=32, vocab_size=53, block_size=24)
 @pytest.fixture(scope="module")
 def small() -> GPT2:
     """A small random model with every parameter perturbed (a sharp-ish distribution, short context)."""
-    torch.manual_seed(0)
-    m = GPT2(GPT2Config(**SMALL)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape) * 0.3)  # logical order: independent of memory layout
-    return m
+    return perturbed_model(GPT2Config(**SMALL), scale=0.3)
 
 
 @pytest.fixture(scope="module")

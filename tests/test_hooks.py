@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import perturbed_model
 from gpt2lab import GPT2, GPT2Config, kernels
 from gpt2lab.errors import InputError
 from gpt2lab.model import FINAL_POINTS, LAYER_POINTS
@@ -16,12 +17,7 @@ B, T, H, D, C = 2, 9, 4, 8, 32
 
 @pytest.fixture
 def model() -> GPT2:
-    torch.manual_seed(0)
-    m = GPT2(GPT2Config(**CFG)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape) * 0.05)
-    return m
+    return perturbed_model(GPT2Config(**CFG))
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import perturbed_model
 from gpt2lab import GPT2, GPT2Config
 from gpt2lab.hooks import HookPoints
 from gpt2lab.model import LayerNorm, attention_mask_bias, attention_scores, gelu_exact, gelu_tanh
@@ -13,12 +14,7 @@ SMALL = dict(n_layer=3, n_head=4, n_embd=32, vocab_size=101, block_size=48)
 
 @pytest.fixture
 def model() -> GPT2:
-    torch.manual_seed(0)
-    m = GPT2(GPT2Config(**SMALL)).eval()
-    with torch.no_grad():  # move LayerNorms and biases off their 1/0 initial values
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape) * 0.05)
-    return m
+    return perturbed_model(GPT2Config(**SMALL))  # LayerNorms and biases off their 1/0 initial values
 
 
 def ids(B: int, T: int, seed: int = 0, vocab: int = SMALL["vocab_size"]) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, perturbed_hf_model
+from conftest import TINY, perturbed_hf_model, perturbed_model
 
 from gpt2lab import GPT2, CheckpointError, ConfigError, GPT2Config
 from gpt2lab.weights import read_safetensors, write_safetensors
@@ -116,13 +116,9 @@ def test_save_then_transformers_loads_the_same_logits(hf_tiny, tmp_path):
 def test_random_model_of_ours_round_trips_through_transformers(tmp_path):
     from transformers import GPT2LMHeadModel
 
-    torch.manual_seed(0)
     cfg = GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=64, block_size=16, bias=False, qkv_bias=False,
                      tie_word_embeddings=False)
-    model = GPT2(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape) * 0.05)
+    model = perturbed_model(cfg)
     model.save_pretrained(tmp_path)
     hf = GPT2LMHeadModel.from_pretrained(tmp_path).eval()  # zeros stand in for the missing biases
     idx = random_ids(1, 16, 64)

@@ -44,8 +44,23 @@ DEFAULT_TOP_K = 8  # edges kept per row beyond that budget
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
-def _asset(name: str) -> str:
+def asset(name: str) -> str:
+    """A file shipped in ``gpt2lab/views`` (page shell, CSS, JS), as text."""
     return resources.files("gpt2lab.views").joinpath(name).read_text(encoding="utf-8")
+
+
+def check_element_id(element_id: str) -> str:
+    """An id safe to write into markup unescaped: a letter, then letters, digits, '-' or '_' (at most 64)."""
+    if not _ID_RE.match(element_id):
+        raise InputError(f"element_id must be a letter then letters, digits, '-' or '_' (at most 64), got {element_id!r}")
+    return element_id
+
+
+def fill_page(css: str, body: str, data: str, js: str) -> str:
+    """The shared page shell (``attention.html``) with its four parts in place. One pass over the template:
+    text put in for one placeholder is never read as another."""
+    parts = {"CSS": css, "BODY": body, "DATA": data, "JS": js}
+    return re.sub(r"\{\{(CSS|BODY|DATA|JS)\}\}", lambda m: parts[m.group(1)], asset("attention.html"))
 
 
 def script_json(obj) -> str:
@@ -159,19 +174,16 @@ class Fragment:
 def fragment(result: AttentionResult, *, element_id: str = "gpt2lab-attention", top_k: int | None = None,
              layer: int = 0, head: int | None = 0, title: str | None = None) -> Fragment:
     """The interactive view of ``result`` as embeddable pieces (see ``Fragment``)."""
-    if not _ID_RE.match(element_id):
-        raise InputError(f"element_id must be a letter then letters, digits, '-' or '_' (at most 64), got {element_id!r}")
+    check_element_id(element_id)
     data = page_data(result, top_k=top_k, layer=layer, head=head, title=title)
     html = f'<div class="g2l-attn" id="{element_id}"><noscript>This attention view needs JavaScript.</noscript></div>'
-    return Fragment(element_id, _asset("attention.css"), _asset("attention.js"), html, script_json(data))
+    return Fragment(element_id, asset("attention.css"), asset("attention.js"), html, script_json(data))
 
 
 def render_page(result: AttentionResult, **kwargs) -> str:
     """The full self-contained page as a string (``kwargs`` as for ``fragment``)."""
     frag = fragment(result, **kwargs)
-    parts = {"CSS": frag.css, "BODY": frag.html, "DATA": frag.data_script, "JS": frag.js + "\n" + frag.mount_js}
-    # one pass over the template: text inserted for one placeholder is never scanned for another
-    return re.sub(r"\{\{(CSS|BODY|DATA|JS)\}\}", lambda m: parts[m.group(1)], _asset("attention.html"))
+    return fill_page(frag.css, frag.html, frag.data_script, frag.js + "\n" + frag.mount_js)
 
 
 def write_page(result: AttentionResult, path: str | Path, **kwargs) -> Path:

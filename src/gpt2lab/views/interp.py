@@ -27,7 +27,6 @@ import base64
 import html
 import itertools
 import math
-import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InputError
 from ..files import atomic_write_bytes
 from ..tokens import visible
-from .html import _ID_RE, _asset, script_json
+from .html import asset, check_element_id, fill_page, script_json
 from .plots import DPI, MAX_TICK_LABELS, _cmap, _figure, _label, _norm, _save
 
 if TYPE_CHECKING:
@@ -454,8 +453,7 @@ def _png_data_url(plot, result) -> str:
 
 def _mount_parts(data: dict[str, Any], element_id: str, inner: str = "") -> tuple[str, str, str]:
     """(the view's element, the data element, the script that mounts one into the other)."""
-    if not _ID_RE.match(element_id):
-        raise InputError(f"element_id must be a letter then letters, digits, '-' or '_' (at most 64), got {element_id!r}")
+    check_element_id(element_id)
     body = f'<div class="g2l-interp" id="{element_id}">{inner or "<noscript>This view needs JavaScript.</noscript>"}</div>'
     data_el = f'<script type="application/json" id="{element_id}-data">{script_json(data)}</script>'
     mount = f'GPT2LabInterp.mount(document.getElementById("{element_id}"), JSON.parse(document.getElementById("{element_id}-data").textContent));'
@@ -465,14 +463,12 @@ def _mount_parts(data: dict[str, Any], element_id: str, inner: str = "") -> tupl
 def _fragment(data: dict[str, Any], element_id: str, png_url: str, what: str) -> str:
     img = f'<img alt="{what}" src="{png_url}" style="max-width:100%">'
     body, data_el, mount = _mount_parts(data, element_id, img)
-    return f"<style>{_asset('interp.css')}</style>\n{body}\n{data_el}\n<script>{_asset('interp.js')}\n{mount}</script>"
+    return f"<style>{asset('interp.css')}</style>\n{body}\n{data_el}\n<script>{asset('interp.js')}\n{mount}</script>"
 
 
 def _write_page(data: dict[str, Any], path: Path, element_id: str) -> Path:
     body, data_el, mount = _mount_parts(data, element_id)
-    parts = {"CSS": _asset("interp.css"), "BODY": body, "DATA": data_el, "JS": _asset("interp.js") + "\n" + mount}
-    # the attention page's shell; one pass, so text put in for one placeholder is never read as another
-    page = re.sub(r"\{\{(CSS|BODY|DATA|JS)\}\}", lambda m: parts[m.group(1)], _asset("attention.html"))
+    page = fill_page(asset("interp.css"), body, data_el, asset("interp.js") + "\n" + mount)  # the attention page's shell
     return atomic_write_bytes(path, page.encode("utf-8"))
 
 
