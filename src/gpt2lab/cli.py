@@ -557,6 +557,43 @@ def _generate(args: argparse.Namespace) -> int:
     return 130 if interrupted else 0
 
 
+def _chat_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="an instruction-tuned checkpoint directory (e.g. RUN_DIR/model) or a hub id")
+    p.add_argument("--tokenizer", metavar="PATH", help="a vocabulary file or directory (default: the model's own, else GPT-2's)")
+    p.add_argument("--system", metavar="S", help="the paragraph that opens the prompt (default: the Alpaca template's sentence)")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="the longest answer in tokens (default 256)")
+    p.add_argument("--temperature", type=float, default=0.7, metavar="T", help="0 = greedy; < 1 sharper, > 1 flatter (default 0.7)")
+    p.add_argument("--top-k", type=int, default=50, metavar="K", help="sample only from the K most likely tokens (default 50; 0 = all)")
+    p.add_argument("--top-p", type=float, metavar="P", help="sample from the smallest set of tokens whose probability reaches P")
+    p.add_argument("--seed", type=int, metavar="S", help="make the answers reproducible")
+    p.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES, help="weights' precision (default fp32)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
+
+
+@command("chat", "talk to an instruction-tuned model in the template prepare --format instruct trains; streamed, "
+                 "Ctrl-C stops an answer; reads one message per line when stdin is not a terminal", _chat_args)
+def _chat(args: argparse.Namespace) -> int:
+    from .chat import Chat, run_chat
+    from .compatibility import check_tokenizer_fits_model
+    from .devices import pick_device
+    from .instruct import DEFAULT_SYSTEM
+    from .model import GPT2
+    from .sampling import GenerationSettings
+    from .tokenizer import Tokenizer
+
+    top_k = args.top_k or None
+    GenerationSettings(args.temperature, top_k, args.top_p)  # checked before the model is loaded
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    device = pick_device(args.device)
+    model = GPT2.from_pretrained(args.model, dtype=args.dtype, device=device)
+    tokenizer = Tokenizer.from_file(args.tokenizer) if args.tokenizer else Tokenizer.from_pretrained(args.model)
+    check_tokenizer_fits_model(tokenizer.n_vocab, model.config)
+    chat = Chat(model, tokenizer, system=DEFAULT_SYSTEM if args.system is None else args.system, max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature, top_k=top_k, top_p=args.top_p, seed=args.seed)
+    return run_chat(chat)
+
+
 def _compare_args(p: argparse.ArgumentParser) -> None:
     _model_source_args(p)
     p.add_argument("--max-new-tokens", type=int, default=20, metavar="N", help="length of the continuations compared (default 20)")
@@ -738,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # the order a newcomer meets them in
-    journey = ["demo", "generate", "compare", "tokenizer", "prepare", "train", "eval", "explain", "attention", "lens", "patch", "attribute",
+    journey = ["demo", "generate", "chat", "compare", "tokenizer", "prepare", "train", "eval", "explain", "attention", "lens", "patch", "attribute",
                "trace", "experiment"]
     for name in sorted(COMMANDS, key=lambda n: journey.index(n) if n in journey else len(journey)):
         help_text, add_arguments, run = COMMANDS[name]
