@@ -235,3 +235,30 @@ def test_command_line_mistakes_are_one_line(model_dir, gpt2_vocab_path, tmp_path
     run = subprocess.run([sys.executable, "-m", "gpt2lab", "chat", "--model", str(model_dir), "--tokenizer", str(gpt2_vocab_path)],
                          input="word " * 2000 + "\n", capture_output=True, text=True, timeout=120, env=ENV)
     assert run.returncode == 2 and "the message is too long" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow  # trains a small model for 200 steps: about 25 s on two cores
+def test_a_model_tuned_on_instruct_data_answers_in_the_chat(tmp_path):
+    """The whole path: prepare --format instruct, train, then chat from a pipe: the answers are the
+    responses it was taught, so prompt layout and training layout agree."""
+    import json
+
+    from gpt2lab.data import prepare
+    from gpt2lab.instruct import INSTRUCTION_HEADER, RESPONSE_HEADER
+    from gpt2lab.tokenizer import Tokenizer
+    from gpt2lab.train import TrainConfig, train
+
+    pairs = [("Name the capital of France.", "Paris."), ("What colour is the sky?", "Blue."), ("Say hello.", "Hello!"),
+             ("Count to three.", "1, 2, 3")]
+    (tmp_path / "sft.jsonl").write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in pairs * 10))
+    # a small vocabulary learnt from the template's own text keeps the model (and the run) small
+    corpus = "".join(DEFAULT_SYSTEM + INSTRUCTION_HEADER + q + RESPONSE_HEADER + a + "\n" for q, a in pairs)
+    Tokenizer.train(corpus, 600, progress=False).save(tmp_path / "tok")
+    prepare(tmp_path / "sft.jsonl", tmp_path / "data", tokenizer=tmp_path / "tok", format="instruct", val_fraction=0.1, progress=False)
+    train(TrainConfig(data=tmp_path / "data", out=tmp_path / "run", n_layer=2, n_head=2, n_embd=64, block_size=96, batch_size=8,
+                      max_steps=200, lr=1e-2, warmup_steps=10, eval_every=0, checkpoint_every=0, progress=False, device="cpu", seed=0))
+    run = subprocess.run([sys.executable, "-m", "gpt2lab", "chat", "--model", str(tmp_path / "run" / "model"), "--temperature", "0",
+                          "--max-new-tokens", "10", "--device", "cpu"],
+                         input="".join(q + "\n" for q, _ in pairs), capture_output=True, text=True, timeout=120, env=ENV)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [a for _, a in pairs]

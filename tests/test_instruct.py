@@ -146,6 +146,33 @@ def test_prepare_from_the_command_line(gpt2_vocab_path, tmp_path):
     assert json.loads((tmp_path / "data" / "meta.json").read_text())["instruct"]["template"] == "alpaca-v1"
 
 
+def test_parquet_and_hub_records_give_the_same_data(tokenizer, gpt2_vocab_path, tmp_path, monkeypatch):
+    """A Parquet file and a Hugging Face dataset (rows as dicts; here a stand-in, no network) of
+    the same records prepare to the same tokens and masks as the JSONL file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import gpt2lab.data as data_mod
+
+    alpaca = [r for r in ALPACA if "instruction" in r]
+    rows = [{"instruction": r["instruction"], "input": r.get("input"), "output": r["output"]} for r in alpaca]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "alpaca.parquet")
+
+    def stand_in_hub(name: str, split: str) -> list[dict]:
+        assert (name, split) == ("tatsu-lab/alpaca", "train")  # the default split of an hf: name
+        return rows
+
+    monkeypatch.setattr(data_mod, "_hf_dataset", stand_in_hub)
+    monkeypatch.setattr(data_mod, "_hf_fingerprint", lambda name, split: "stand-in")
+    made = {}
+    for name, source in (("jsonl", write_jsonl(tmp_path / "alpaca.jsonl", alpaca)), ("parquet", tmp_path / "alpaca.parquet"),
+                         ("hf", "hf:tatsu-lab/alpaca")):
+        prepare(source, tmp_path / name, tokenizer=gpt2_vocab_path, format="instruct", val_fraction=0.25, progress=False)
+        data = open_data(tmp_path / name)
+        made[name] = (data.train.tolist(), data.val.tolist(), data.train_mask.tolist(), data.val_mask.tolist())
+    assert made["parquet"] == made["jsonl"] == made["hf"]
+
+
 BAD_RECORDS = [
     ('{"instruction": "x", "output": "y"', "not valid JSON"),
     ('{"instruction": "x"}', "no 'output' field"),
