@@ -146,7 +146,7 @@ def check_lora_settings(rank: int, alpha: float | None, targets: Iterable[str], 
         raise ConfigError(f"LoRA alpha must be positive, got {alpha:g}")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"LoRA dropout must be in [0, 1), got {dropout}")
-    names = tuple(dict.fromkeys(t.strip() for t in ([targets] if isinstance(targets, str) else targets) if t.strip()))
+    names = tuple(dict.fromkeys(t.strip() for t in (targets.split(",") if isinstance(targets, str) else targets) if t.strip()))
     if not names:
         raise ConfigError(f"no LoRA targets given; choose from {', '.join(TARGET_NAMES)}")
     for t in names:
@@ -167,7 +167,8 @@ def apply_lora(model: GPT2, rank: int, alpha: float | None = None, targets: Iter
     Args:
         rank: r, the inner width of each adapter (1 and up; 4 to 64 is usual).
         alpha: the update is scaled by alpha / r (default alpha = r: scale 1).
-        targets: which block matrices to adapt (module docstring); default c_attn, c_proj, c_fc: all four.
+        targets: which block matrices to adapt (module docstring), names or one comma-separated string;
+            default c_attn, c_proj, c_fc: all four.
         dropout: dropout on the adapter's input during training (the frozen path has none of its own).
 
     Returns ``model``, whose only trainable parameters are now the adapters' A and B. A draws from
