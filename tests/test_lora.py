@@ -11,9 +11,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, perturbed_hf_model, perturbed_model
-from test_train import cli, config, losses
 
+from conftest import TINY, perturbed_hf_model, perturbed_model
 from gpt2lab import GPT2, GPT2Config, kernels
 from gpt2lab.data import save_tokens
 from gpt2lab.errors import CheckpointError, ConfigError
@@ -31,6 +30,7 @@ from gpt2lab.lora import (
     trainable_parameters,
 )
 from gpt2lab.train import TrainConfig, load_checkpoint, train
+from test_train import cli, config, losses
 
 CONFIG = GPT2Config(n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"], vocab_size=TINY["vocab_size"],
                     block_size=TINY["n_positions"])
@@ -129,7 +129,7 @@ def test_inference_paths_include_the_adapters():
 
 
 def test_hook_points_see_the_adapted_activations():
-    model, merged = adapted(), None
+    model = adapted()
     merged = merged_copy(model)
     logits, cache = model.run_with_cache(IDS)
     want_logits, want = merged.run_with_cache(IDS)
