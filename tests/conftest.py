@@ -70,6 +70,16 @@ def tokenizer(gpt2_vocab_path):
 
 
 @pytest.fixture(scope="session")
+def gpt2_vocab_model_dir(tmp_path_factory) -> Path:
+    """A small random gpt2lab model with GPT-2's vocabulary (2 layers, 2 heads, width 64, context
+    1024), saved as a checkpoint without tokenizer files: pass ``tokenizer`` / ``gpt2_vocab_path``."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("gpt2_vocab_model")
+    GPT2(GPT2Config(n_layer=2, n_head=2, n_embd=64)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def hf_tiny(tmp_path_factory) -> tuple[object, Path]:
     hf = perturbed_hf_model(**TINY)
     path = tmp_path_factory.mktemp("hf_tiny")

@@ -25,17 +25,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A small random model with GPT-2's vocabulary, saved as a checkpoint (no tokenizer files)."""
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("chat_model")
-    GPT2(GPT2Config(n_layer=2, n_head=2, n_embd=64)).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(model_dir) -> GPT2:
-    return GPT2.from_pretrained(model_dir).eval()
+def model(gpt2_vocab_model_dir) -> GPT2:
+    return GPT2.from_pretrained(gpt2_vocab_model_dir).eval()
 
 
 def greedy_answer(model: GPT2, tokenizer, ids: list[int], max_new_tokens: int) -> str:
@@ -182,9 +173,9 @@ class Terminal:
         raise AssertionError(f"the chat did not leave; the terminal shows:\n{self.output.decode(errors='replace')}")
 
 
-def test_chat_in_a_terminal(model_dir, gpt2_vocab_path):
+def test_chat_in_a_terminal(gpt2_vocab_model_dir, gpt2_vocab_path):
     """Streamed answers; Ctrl-C during an answer stops it and the chat goes on; Ctrl-D leaves with 0."""
-    term = Terminal("chat", "--model", model_dir, "--tokenizer", gpt2_vocab_path, "--max-new-tokens", 3000, "--seed", 0, "--device", "cpu")
+    term = Terminal("chat", "--model", gpt2_vocab_model_dir, "--tokenizer", gpt2_vocab_path, "--max-new-tokens", 3000, "--seed", 0, "--device", "cpu")
     term.read_until(rb"you: ")
     term.send(b"Tell me a story.\r")
     term.read_until(rb"gpt2: .{8}")  # the answer is coming, a piece at a time
@@ -200,8 +191,8 @@ def test_chat_in_a_terminal(model_dir, gpt2_vocab_path):
     assert b"Traceback" not in term.output and b"KeyboardInterrupt" not in term.output
 
 
-def test_two_ctrl_c_at_the_prompt_leave(model_dir, gpt2_vocab_path):
-    term = Terminal("chat", "--model", model_dir, "--tokenizer", gpt2_vocab_path, "--device", "cpu")
+def test_two_ctrl_c_at_the_prompt_leave(gpt2_vocab_model_dir, gpt2_vocab_path):
+    term = Terminal("chat", "--model", gpt2_vocab_model_dir, "--tokenizer", gpt2_vocab_path, "--device", "cpu")
     term.read_until(rb"you: ")
     term.send(b"\x03")
     term.read_until(rb"Ctrl-C again.*you: ")
@@ -210,11 +201,11 @@ def test_two_ctrl_c_at_the_prompt_leave(model_dir, gpt2_vocab_path):
     assert b"Traceback" not in term.output
 
 
-def test_chat_reads_messages_from_a_pipe(model, model_dir, tokenizer, gpt2_vocab_path):
+def test_chat_reads_messages_from_a_pipe(model, gpt2_vocab_model_dir, tokenizer, gpt2_vocab_path):
     """Not a terminal: one message per line (blank lines skipped, "exit" ends), and stdout holds
     the answers alone, each followed by a newline; the same answers as the Python API gives."""
     run = subprocess.run(
-        [sys.executable, "-m", "gpt2lab", "chat", "--model", str(model_dir), "--tokenizer", str(gpt2_vocab_path),
+        [sys.executable, "-m", "gpt2lab", "chat", "--model", str(gpt2_vocab_model_dir), "--tokenizer", str(gpt2_vocab_path),
          "--temperature", "0", "--max-new-tokens", "6", "--device", "cpu"],
         input="Name a colour.\n\nAnd another?\nexit\nnever read\n", capture_output=True, text=True, timeout=120, env=ENV,
     )
@@ -224,16 +215,15 @@ def test_chat_reads_messages_from_a_pipe(model, model_dir, tokenizer, gpt2_vocab
     assert run.stdout == expected
 
 
-def test_command_line_mistakes_are_one_line(model_dir, gpt2_vocab_path, tmp_path):
+def test_command_line_mistakes_are_one_line(gpt2_vocab_model_dir, gpt2_vocab_path):
+    chat = [sys.executable, "-m", "gpt2lab", "chat", "--model", str(gpt2_vocab_model_dir), "--tokenizer", str(gpt2_vocab_path)]
     for args, message in (
         (["--temperature", "-1"], "temperature"),
         (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
     ):
-        run = subprocess.run([sys.executable, "-m", "gpt2lab", "chat", "--model", str(model_dir), "--tokenizer", str(gpt2_vocab_path), *args],
-                             input="", capture_output=True, text=True, timeout=120, env=ENV)
+        run = subprocess.run([*chat, *args], input="", capture_output=True, text=True, timeout=120, env=ENV)
         assert run.returncode == 2 and message in run.stderr and run.stderr.count("\n") == 1, run.stderr
-    run = subprocess.run([sys.executable, "-m", "gpt2lab", "chat", "--model", str(model_dir), "--tokenizer", str(gpt2_vocab_path)],
-                         input="word " * 2000 + "\n", capture_output=True, text=True, timeout=120, env=ENV)
+    run = subprocess.run(chat, input="word " * 2000 + "\n", capture_output=True, text=True, timeout=120, env=ENV)
     assert run.returncode == 2 and "the message is too long" in run.stderr and "Traceback" not in run.stderr
 
 

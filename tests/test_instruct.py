@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import gpt2lab
-from gpt2lab import GPT2, GPT2Config
+from gpt2lab import GPT2
 from gpt2lab.data import IGNORE_INDEX, MASKS, BatchSampler, open_data, prepare, windows
 from gpt2lab.errors import DataError
 from gpt2lab.instruct import DEFAULT_SYSTEM, Conversation, conversation_from_record, render
@@ -219,15 +219,6 @@ def test_malformed_records_on_the_command_line_exit_2_with_one_line(gpt2_vocab_p
 
 
 @pytest.fixture(scope="module")
-def gpt2_vocab_model(tmp_path_factory) -> Path:
-    """A small random model with GPT-2's vocabulary, saved as a checkpoint (no tokenizer files: GPT-2's is assumed)."""
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("vocab_model")
-    GPT2(GPT2Config(n_layer=2, n_head=2, n_embd=64)).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def instruct_data(tmp_path_factory, gpt2_vocab_path) -> Path:
     path = tmp_path_factory.mktemp("instruct")
     source = write_jsonl(path / "alpaca.jsonl", ALPACA * 4)
@@ -279,14 +270,14 @@ def test_masked_loss_equals_cross_entropy_over_the_kept_targets():
         assert loss.item() == 0.0 and logits.grad is not None and not bool(logits.grad.any())
 
 
-def test_the_trainer_loss_counts_only_response_tokens(instruct_data, gpt2_vocab_model, tmp_path):
+def test_the_trainer_loss_counts_only_response_tokens(instruct_data, gpt2_vocab_model_dir, tmp_path):
     """Computed by hand from the token and mask files: the trainer's training and validation loss
     are the mean cross-entropy over response positions, and differ from the loss over every token."""
-    config = TrainConfig(data=instruct_data, out=tmp_path / "run", init=str(gpt2_vocab_model), block_size=32, batch_size=4,
+    config = TrainConfig(data=instruct_data, out=tmp_path / "run", init=str(gpt2_vocab_model_dir), block_size=32, batch_size=4,
                          max_steps=2, eval_every=1, eval_batches=2, lr=1e-3, warmup_steps=0, progress=False, seed=5, device="cpu")
     trainer = Trainer(config)
     data = open_data(instruct_data)
-    model = GPT2.from_pretrained(gpt2_vocab_model).eval()
+    model = GPT2.from_pretrained(gpt2_vocab_model_dir).eval()
 
     def by_hand(ids: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> tuple[float, float]:
         rows = torch.tensor(np.stack([ids[s : s + 33] for s in starts]).astype(np.int64))  # (B, 33)
@@ -309,8 +300,8 @@ def test_the_trainer_loss_counts_only_response_tokens(instruct_data, gpt2_vocab_
     assert trainer.evaluate() == pytest.approx(val_response_only, abs=1e-5)
 
 
-def test_train_takes_instruct_data_unchanged(instruct_data, gpt2_vocab_model, tmp_path):
-    run = cli("train", "--data", instruct_data, "--out", tmp_path / "run", "--init", gpt2_vocab_model, "--block-size", 32,
+def test_train_takes_instruct_data_unchanged(instruct_data, gpt2_vocab_model_dir, tmp_path):
+    run = cli("train", "--data", instruct_data, "--out", tmp_path / "run", "--init", gpt2_vocab_model_dir, "--block-size", 32,
               "--batch-size", 2, "--max-steps", 2, "--eval-every", 1, "--eval-batches", 1, "--device", "cpu", "--quiet")
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -554,17 +554,13 @@ def prepare(
         if bar is not None:
             bar.close()
 
-    tok.save(out / "tokenizer")  # training copies it next to the model, so the model/ dir is complete
-    meta = {
-        "format": FORMAT_VERSION,
+    return _write_meta(out, tok, tokenizer, tok_fp, {
         "dtype": dtype,
         "train_tokens": train_n,
         "val_tokens": val_n,
         "documents": stats.documents,
         "files": len(sources),
         "max_token_id": max_id,
-        "tokenizer": {"name": str(tokenizer) if tokenizer is not None else "gpt2", "n_vocab": tok.n_vocab,
-                      "eot_token": tok.eot_token, "fingerprint": tok_fp},
         "val_fraction": val_fraction,
         "text_field": text_field,
         "empty_files": stats.empty,
@@ -572,6 +568,18 @@ def prepare(
         "skipped_files": stats.skipped,
         "sources": [s.name for s in sources],
         "fingerprint": fingerprint,
+    })
+
+
+def _write_meta(out: Path, tok, tokenizer: str | os.PathLike | None, tok_fp: str, fields: dict[str, Any]) -> PreparedData:
+    """Save the tokenizer beside the data (training copies it next to the model, so the model/ dir
+    is complete) and write meta.json, last: a DATA_DIR with a meta.json is whole."""
+    tok.save(out / "tokenizer")
+    meta = {
+        "format": FORMAT_VERSION,
+        "tokenizer": {"name": str(tokenizer) if tokenizer is not None else "gpt2", "n_vocab": tok.n_vocab,
+                      "eot_token": tok.eot_token, "fingerprint": tok_fp},
+        **fields,
     }
     atomic_write_bytes(out / META, (json.dumps(meta, indent=2) + "\n").encode())
     return PreparedData(out, meta)
@@ -652,17 +660,13 @@ def prepare_instruct(
         atomic_write_bytes(out / MASKS[fname], mask.tobytes())
         counts[fname], targets[fname] = int(ids.size), int(mask.sum())
 
-    tok.save(out / "tokenizer")  # training copies it next to the model, so the model/ dir is complete
-    meta = {
-        "format": FORMAT_VERSION,
+    return _write_meta(out, tok, tokenizer, tok_fp, {
         "dtype": dtype,
         "train_tokens": counts[TRAIN],
         "val_tokens": counts[VAL],
         "documents": len(examples),
         "files": len(sources),
         "max_token_id": max_id,
-        "tokenizer": {"name": str(tokenizer) if tokenizer is not None else "gpt2", "n_vocab": tok.n_vocab,
-                      "eot_token": tok.eot_token, "fingerprint": tok_fp},
         "val_fraction": val_fraction,
         "text_field": None,
         "empty_files": [],
@@ -673,9 +677,7 @@ def prepare_instruct(
         "loss_mask": True,
         "instruct": {"template": TEMPLATE, "examples": len(examples), "turns": turns, "val_examples": len(split[VAL]),
                      "train_targets": targets[TRAIN], "val_targets": targets[VAL]},
-    }
-    atomic_write_bytes(out / META, (json.dumps(meta, indent=2) + "\n").encode())
-    return PreparedData(out, meta)
+    })
 
 
 def _val_examples(n: int, val_fraction: float) -> list[int]:
