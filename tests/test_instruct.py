@@ -209,6 +209,8 @@ def test_malformed_records_on_the_command_line_exit_2_with_one_line(gpt2_vocab_p
     (tmp_path / "notes.txt").write_text("some text")
     run = cli("prepare", "--format", "instruct", tmp_path / "notes.txt", "--out", tmp_path / "data", "--quiet")
     assert run.returncode == 2 and "must be records" in run.stderr and run.stderr.count("\n") == 1
+    run = cli("prepare", "--format", "instruct", source, "--text-field", "body", "--out", tmp_path / "data")
+    assert run.returncode == 2 and "--text-field applies to plain text" in run.stderr
     run = cli("prepare", "--format", "chatml", source, "--out", tmp_path / "data")
     assert run.returncode == 2 and "invalid choice" in run.stderr
 

@@ -513,6 +513,9 @@ def prepare(
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if format == "instruct":
+        if text_field != "text":
+            raise DataError("--text-field applies to plain text; instruction records are read by their own fields "
+                            "(instruction/input/output or messages)")
         return prepare_instruct(inputs, out, tokenizer=tokenizer, val_fraction=val_fraction, progress=progress, force=force)
     out = Path(out)
     sources = find_sources(inputs)
