@@ -161,6 +161,18 @@ def test_batch_size_does_not_change_the_scores(checkpoint, tokenizer, tmp_path):
     assert one == many
 
 
+def test_progress_bar_and_the_models_mode(checkpoint, tokenizer, tmp_path, capsys):
+    _, path, _ = checkpoint
+    data = write_jsonl(tmp_path / "h.jsonl", hellaswag_records(3, seed=6))
+    model = GPT2.from_pretrained(path)
+    quiet = evaluate_task(model, tokenizer, "hellaswag", data)
+    model.train()  # dropout is 0 in this config, so only the flag can tell
+    assert evaluate_task(model, tokenizer, "hellaswag", data, progress=True) == quiet
+    assert model.training  # put back as it came
+    err = capsys.readouterr().err
+    assert "hellaswag" in err and "12/12" in err  # one bar over the 3 x 4 (context, ending) pairs
+
+
 def test_limit_and_the_hubs_field_names(checkpoint, tokenizer, tmp_path):
     _, path, _ = checkpoint
     records = hellaswag_records(5, seed=2)

@@ -29,12 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import kernels
 from .compatibility import check_data_fits_model, check_same_tokenizer, check_tokenizer_fits_model, check_window_fits_model
 from .devices import autocast, parse_dtype, pick_device
 from .errors import ConfigError, DataError
 from .model import GPT2
-from .tasks import TASKS, hellaswag, hellaswag_item, lambada, lambada_item, load_records, perplexity
+from .tasks import TASKS, hellaswag, hellaswag_item, lambada, lambada_item, load_records, perplexity, scoring
 
 
 @dataclass
@@ -100,45 +99,32 @@ def evaluate(
         raise DataError(f"the text has {n} token(s); it takes at least 2 to score one")
     vocab = model.config.vocab_size
     device = model.device
-    was_training = model.training
-    model.eval()
-
     plan = list(sliding_windows(n, block_size, stride))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(plan), desc="eval", unit="window", dynamic_ncols=True)
     nll = torch.zeros((), dtype=torch.float64)
     scored = 0
     i = 0
-    with kernels.packed(model):  # on a CPU, oneDNN-packed weights where they pay; elsewhere nothing
-        try:
-            while i < len(plan):
-                # windows of equal length go through together (all but the last one, usually)
-                length = plan[i][1] - plan[i][0]
-                group = [plan[i]]
-                while i + len(group) < len(plan) and len(group) < batch_size and plan[i + len(group)][1] - plan[i + len(group)][0] == length:
-                    group.append(plan[i + len(group)])
-                rows = np.stack([np.asarray(ids[b:e], dtype=np.int64) for b, e, _ in group])  # (b, L)
-                x = torch.from_numpy(rows).to(device)
-                if int(x.max()) >= vocab:
-                    raise DataError(f"token id {int(x.max())} is outside the model's vocabulary of {vocab}: tokenizer mismatch")
-                with autocast(device, dtype):
-                    logits = model(x)  # (b, L, V)
-                # position t's logits predict token t + 1
-                per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, L-1)
-                for row, (begin, _, first) in enumerate(group):
-                    keep = per_token[row, first - begin - 1 :]  # targets first..end-1
-                    nll += keep.double().sum().cpu()
-                    scored += keep.numel()
-                i += len(group)
-                if bar is not None:
-                    bar.update(len(group))
-        finally:
+    with scoring(model, len(plan), "eval", "window", progress) as bar:
+        while i < len(plan):
+            # windows of equal length go through together (all but the last one, usually)
+            length = plan[i][1] - plan[i][0]
+            group = [plan[i]]
+            while i + len(group) < len(plan) and len(group) < batch_size and plan[i + len(group)][1] - plan[i + len(group)][0] == length:
+                group.append(plan[i + len(group)])
+            rows = np.stack([np.asarray(ids[b:e], dtype=np.int64) for b, e, _ in group])  # (b, L)
+            x = torch.from_numpy(rows).to(device)
+            if int(x.max()) >= vocab:
+                raise DataError(f"token id {int(x.max())} is outside the model's vocabulary of {vocab}: tokenizer mismatch")
+            with autocast(device, dtype):
+                logits = model(x)  # (b, L, V)
+            # position t's logits predict token t + 1
+            per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, L-1)
+            for row, (begin, _, first) in enumerate(group):
+                keep = per_token[row, first - begin - 1 :]  # targets first..end-1
+                nll += keep.double().sum().cpu()
+                scored += keep.numel()
+            i += len(group)
             if bar is not None:
-                bar.close()
-            model.train(was_training)
+                bar.update(len(group))
     loss = (nll / scored).item()
     return EvalResult(loss, perplexity(loss), scored, len(plan), block_size, stride)
 

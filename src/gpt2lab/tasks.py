@@ -27,10 +27,11 @@ batched score equals the one-at-a-time score to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,27 @@ def encode_request(tokenizer: Any, context: str, continuation: str) -> tuple[lis
     return context_ids, tokenizer.encode_ordinary(continuation)
 
 
+@contextlib.contextmanager
+def scoring(model: GPT2, total: int, desc: str, unit: str, progress: bool) -> Iterator[Any]:
+    """The setting every scoring loop runs in: eval mode (no dropout), the packed products where they
+    pay (``kernels.packed``), and a tqdm bar of ``total`` (``None`` without ``progress``); the model
+    goes back to the mode it came in, the bar is closed, whatever happens."""
+    was_training = model.training
+    model.eval()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    try:
+        with kernels.packed(model):  # on a CPU, oneDNN-packed weights where they pay; elsewhere nothing
+            yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+
+
 @torch.no_grad()
 def score_continuations(
     model: GPT2,
@@ -213,47 +235,35 @@ def score_continuations(
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))  # longest first: padding stays small
     results: list[Continuation | None] = [None] * len(rows)
     device = model.device
-    was_training = model.training
-    model.eval()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(rows), desc=desc, unit="seq", dynamic_ncols=True)
-    try:
-        with kernels.packed(model):  # on a CPU, oneDNN-packed weights where they pay; elsewhere nothing
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
-                width = len(rows[batch[0]][0]) - 1  # inputs drop the last token (it is only a target)
-                x = torch.zeros(len(batch), width, dtype=torch.long)  # (b, T), right-padded with id 0
-                rows_index: list[int] = []  # for each continuation token: its row in the batch,
-                positions: list[int] = []  # the input position whose logits predict it,
-                targets: list[int] = []  # and its id
-                for r, i in enumerate(batch):
-                    sequence, n_cont = rows[i]
-                    x[r, : len(sequence) - 1] = torch.tensor(sequence[:-1])
-                    first = len(sequence) - 1 - n_cont  # the input position whose logits predict the first continuation token
-                    rows_index += [r] * n_cont
-                    positions += range(first, first + n_cont)
-                    targets += sequence[-n_cont:]
-                with autocast(device, dtype):
-                    logits = model(x.to(device))  # (b, T, V)
-                picked = logits[torch.tensor(rows_index, device=device), torch.tensor(positions, device=device)].float()  # (n, V)
-                target = torch.tensor(targets, device=device)  # (n,)
-                logprobs = F.log_softmax(picked, dim=-1).gather(1, target[:, None])[:, 0].double().cpu()  # (n,)
-                is_argmax = (picked.argmax(dim=-1) == target).cpu()  # (n,)
-                offset = 0
-                for i in batch:
-                    n_cont = rows[i][1]
-                    results[i] = Continuation(logprobs[offset : offset + n_cont].sum().item(), n_cont,
-                                              bool(is_argmax[offset : offset + n_cont].all()))
-                    offset += n_cont
-                if bar is not None:
-                    bar.update(len(batch))
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
+    with scoring(model, len(rows), desc, "seq", progress) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = len(rows[batch[0]][0]) - 1  # inputs drop the last token (it is only a target)
+            x = torch.zeros(len(batch), width, dtype=torch.long)  # (b, T), right-padded with id 0
+            rows_index: list[int] = []  # for each continuation token: its row in the batch,
+            positions: list[int] = []  # the input position whose logits predict it,
+            targets: list[int] = []  # and its id
+            for r, i in enumerate(batch):
+                sequence, n_cont = rows[i]
+                x[r, : len(sequence) - 1] = torch.tensor(sequence[:-1])
+                first = len(sequence) - 1 - n_cont  # the input position whose logits predict the first continuation token
+                rows_index += [r] * n_cont
+                positions += range(first, first + n_cont)
+                targets += sequence[-n_cont:]
+            with autocast(device, dtype):
+                logits = model(x.to(device))  # (b, T, V)
+            picked = logits[torch.tensor(rows_index, device=device), torch.tensor(positions, device=device)].float()  # (n, V)
+            target = torch.tensor(targets, device=device)  # (n,)
+            logprobs = F.log_softmax(picked, dim=-1).gather(1, target[:, None])[:, 0].double().cpu()  # (n,)
+            is_argmax = (picked.argmax(dim=-1) == target).cpu()  # (n,)
+            offset = 0
+            for i in batch:
+                n_cont = rows[i][1]
+                results[i] = Continuation(logprobs[offset : offset + n_cont].sum().item(), n_cont,
+                                          bool(is_argmax[offset : offset + n_cont].all()))
+                offset += n_cont
+            if bar is not None:
+                bar.update(len(batch))
     return [r for r in results if r is not None]
 
 
@@ -300,5 +310,5 @@ def lambada(model: GPT2, tokenizer: Any, items: Sequence[Cloze], *, batch_size: 
 
 __all__ = [
     "TASKS", "HUB", "MultipleChoice", "Cloze", "Continuation", "hellaswag_item", "lambada_item", "read_jsonl", "hub_records",
-    "load_records", "encode_request", "perplexity", "score_continuations", "hellaswag", "lambada",
+    "load_records", "encode_request", "perplexity", "scoring", "score_continuations", "hellaswag", "lambada",
 ]
