@@ -302,6 +302,7 @@ def test_the_trainer_loss_counts_only_response_tokens(instruct_data, gpt2_vocab_
     assert trainer.evaluate() == pytest.approx(val_response_only, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_train_takes_instruct_data_unchanged(instruct_data, gpt2_vocab_model_dir, tmp_path):
     run = cli("train", "--data", instruct_data, "--out", tmp_path / "run", "--init", gpt2_vocab_model_dir, "--block-size", 32,
               "--batch-size", 2, "--max-steps", 2, "--eval-every", 1, "--eval-batches", 1, "--device", "cpu", "--quiet")

@@ -284,6 +284,7 @@ def test_lora_settings_in_train_config(tiny_data, hf_tiny, tmp_path):
         train(lora_config(tiny_data, tmp_path / "r", base_dir, lora_targets=("c_attnn",)))
 
 
+@pytest.mark.slow
 def test_cli_lora_end_to_end_and_mistakes(hf_tiny, tiny_data, tmp_path):
     _, base_dir = hf_tiny
     common = ["--data", tiny_data, "--init", base_dir, "--block-size", 16, "--batch-size", 4, "--max-steps", 2, "--eval-every", 2,

@@ -125,6 +125,7 @@ def reference_lambada(hf, hf_tok, records: list[dict]) -> dict:
 # -- parity ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_hellaswag_equals_transformers(checkpoint, tokenizer, tmp_path):
     hf, path, hf_tok = checkpoint
     records = hellaswag_records(12)
