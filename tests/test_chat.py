@@ -161,6 +161,23 @@ class Terminal:
     def send(self, data: bytes) -> None:
         os.write(self.fd, data)
 
+    def wait_reading(self, timeout: float = 60) -> None:
+        """Wait until the child sleeps in a read of its input (read, poll, select): a Ctrl-C sent while it
+        is still on its way there is a signal that input() never sees (the race a user's hand cannot hit)."""
+        waiting = {"0", "7", "23", "270", "271"}  # read, poll, select, pselect6, ppoll (x86-64 numbers)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                state = open(f"/proc/{self.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+                call = open(f"/proc/{self.pid}/syscall").read().split()[0]
+            except OSError:  # no /proc (not Linux): fall back to a pause
+                time.sleep(1.0)
+                return
+            if state == "S" and call in waiting:
+                return
+            self._read(0.05)
+        raise AssertionError("the chat never sat waiting for input")
+
     def exit_code(self, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -186,6 +203,7 @@ def test_chat_in_a_terminal(gpt2_vocab_model_dir, gpt2_vocab_path):
     term.read_until(rb"gpt2: .{8}")  # the chat goes on
     term.send(b"\x03")
     term.read_until(rb"\[stopped\].*you: ")
+    term.wait_reading()
     term.send(b"\x04")  # Ctrl-D at the prompt
     assert term.exit_code() == 0
     assert b"Traceback" not in term.output and b"KeyboardInterrupt" not in term.output
@@ -194,8 +212,10 @@ def test_chat_in_a_terminal(gpt2_vocab_model_dir, gpt2_vocab_path):
 def test_two_ctrl_c_at_the_prompt_leave(gpt2_vocab_model_dir, gpt2_vocab_path):
     term = Terminal("chat", "--model", gpt2_vocab_model_dir, "--tokenizer", gpt2_vocab_path, "--device", "cpu")
     term.read_until(rb"you: ")
+    term.wait_reading()
     term.send(b"\x03")
     term.read_until(rb"Ctrl-C again.*you: ")
+    term.wait_reading()
     term.send(b"\x03")
     assert term.exit_code() == 0
     assert b"Traceback" not in term.output
