@@ -645,6 +645,11 @@ def _comma_list(text: str) -> tuple[str, ...]:
 # really gives reach TrainConfig; the rest keep TrainConfig's defaults (or, resuming, the run's own).
 _TRAIN_OPTIONS: list[tuple[str, str, Callable[[str], object], str]] = [
     ("--init", "init", str, "scratch (a new model), or a model to fine-tune: a directory, hub id or preset (gpt2 = the released weights)"),
+    ("--task", "task", str, "lm (next-token prediction, default) or classify: --data is a .csv/.jsonl file of texts and labels, "
+     "a new head on the --init model learns the labels"),
+    ("--text-field", "text_field", str, "with --task classify: the column holding the texts (default text)"),
+    ("--label-field", "label_field", str, "with --task classify: the column holding the labels (default label)"),
+    ("--val-fraction", "val_fraction", float, "with --task classify: the share of the file held out to measure accuracy (default 0.1)"),
     ("--n-layer", "n_layer", int, "blocks of a scratch model (default 4)"),
     ("--n-head", "n_head", int, "attention heads of a scratch model (default 4)"),
     ("--n-embd", "n_embd", int, "width of a scratch model (default 256)"),
@@ -681,10 +686,13 @@ _SHAPE_FIELDS = ("n_layer", "n_head", "n_embd")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="DATA_DIR", help="a directory written by gpt2lab prepare")
+    from .train.config import TRAIN_TASKS
+
+    p.add_argument("--data", required=True, metavar="DATA_DIR|FILE",
+                   help="a directory written by gpt2lab prepare; with --task classify, a .csv or .jsonl file")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="where the checkpoint, model/, metrics.jsonl and loss.png go")
     for flag, dest, kind, help_text in _TRAIN_OPTIONS:
-        choices = ["auto", *DTYPE_CHOICES] if dest == "dtype" else None
+        choices = ["auto", *DTYPE_CHOICES] if dest == "dtype" else list(TRAIN_TASKS) if dest == "task" else None
         p.add_argument(flag, dest=dest, type=kind, default=None, help=help_text, choices=choices)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
@@ -714,21 +722,27 @@ def _train(args: argparse.Namespace) -> int:
         parts.append(f"train loss {result.loss:.4f}")
     if result.val_loss is not None:
         parts.append(f"val loss {result.val_loss:.4f}")
+    val_acc = next((r["val_acc"] for r in reversed(result.metrics) if "val_acc" in r), None)
+    if val_acc is not None:
+        parts.append(f"val acc {val_acc:.4f}")
     adapter = f", adapter in {result.run_dir / 'adapter'}" if (result.run_dir / "adapter").is_dir() else ""
     print(f"{', '.join(parts)}; model saved in {result.run_dir / 'model'}{adapter}")
     return 0
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    from .tasks import TASKS
+    from .evaluate import EVAL_TASKS
 
     p.add_argument("--model", required=True, metavar="M", help="a model directory (e.g. RUN_DIR/model) or hub id")
-    p.add_argument("--task", choices=TASKS, help="a benchmark: hellaswag (acc, acc_norm), lambada (acc, ppl), wikitext (loss, ppl); "
+    p.add_argument("--task", choices=EVAL_TASKS, help="a benchmark: hellaswag (acc, acc_norm), lambada (acc, ppl), wikitext (loss, ppl); "
+                   "classify (acc, loss of a train --task classify model on a labelled --data file); "
                    "without it, loss and perplexity on --data")
     p.add_argument("--data", metavar="DATA_DIR|FILE", help="a prepared DATA_DIR (its validation split) or a text file; with --task, "
                    "the task's JSONL file (default: its standard split from the Hugging Face hub)")
     p.add_argument("--limit", type=int, metavar="N", help="with --task: the first N items (wikitext: tokens)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the metrics and n")
+    p.add_argument("--text-field", default="text", help="with --task classify: the column holding the texts (default text)")
+    p.add_argument("--label-field", default="label", help="with --task classify: the column holding the labels (default label)")
     p.add_argument("--tokenizer", metavar="PATH", help="vocabulary for text (default: the model's, else GPT-2's)")
     p.add_argument("--block-size", type=int, help="window length (default: the model's context)")
     p.add_argument("--stride", type=int, help="how far each window moves (default: block-size / 2)")
@@ -760,7 +774,7 @@ def _eval(args: argparse.Namespace) -> None:
             raise UsageError("--max-tokens applies without --task; with --task use --limit")
         metrics = evaluate_task(args.model, args.tokenizer, args.task, args.data, args.limit, batch_size=args.batch_size or 16,
                                 block_size=args.block_size, stride=args.stride, device=args.device, dtype=args.dtype,
-                                progress=not args.quiet)
+                                progress=not args.quiet, text_field=args.text_field, label_field=args.label_field)
         shown = "  ".join(f"{k} {v:.4f}" if k != "ppl" else f"{k} {v:.2f}" for k, v in metrics.items() if k != "n")
         print(f"{args.task}: {shown}  ({metrics['n']:,} {'tokens' if args.task == 'wikitext' else 'items'})")
     if args.json:

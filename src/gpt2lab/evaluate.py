@@ -35,6 +35,9 @@ from .errors import ConfigError, DataError
 from .model import GPT2
 from .tasks import TASKS, hellaswag, hellaswag_item, lambada, lambada_item, load_records, perplexity, scoring
 
+# what ``evaluate_task`` scores: the benchmarks, and a classifier's accuracy on a labelled file
+EVAL_TASKS = (*TASKS, "classify")
+
 
 @dataclass
 class EvalResult:
@@ -228,9 +231,14 @@ def evaluate_task(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     progress: bool = False,
+    text_field: str = "text",
+    label_field: str = "label",
 ) -> dict[str, float]:
     """A benchmark score of ``model``: ``{"acc", "acc_norm", "n"}`` for HellaSwag, ``{"acc", "ppl", "n"}``
-    for LAMBADA, ``{"loss", "ppl", "n"}`` for WikiText (``n``: items scored; for WikiText, tokens).
+    for LAMBADA, ``{"loss", "ppl", "n"}`` for WikiText (``n``: items scored; for WikiText, tokens);
+    ``{"acc", "loss", "n"}`` for ``classify``: a ``GPT2Classifier`` (or its directory, written by
+    ``train --task classify``) on ``data``, a .csv / .jsonl file of ``text`` and ``label`` columns
+    (``text_field`` / ``label_field``), whose labels must be the model's.
 
     What each number means is in ``gpt2lab.tasks``. ``data``: the task's file (JSONL; WikiText also a
     raw text file); ``None`` loads the standard split from the Hugging Face hub. ``limit``: the first
@@ -239,10 +247,13 @@ def evaluate_task(
     pass; ``block_size`` and ``stride`` shape WikiText's sliding window (``evaluate``).
     Runs under ``torch.no_grad``; the model is left in the mode it came in.
     """
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task not in EVAL_TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(EVAL_TASKS)}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if task == "classify":
+        return _classify(model, tokenizer, data, limit, batch_size=batch_size, device=device, dtype=dtype, progress=progress,
+                         text_field=text_field, label_field=label_field)
     model, model_dir = _resolve_model(model, device)
     amp = parse_dtype(dtype, model.device)
     tokenizer = _resolve_tokenizer(tokenizer, model_dir, model)
@@ -261,4 +272,29 @@ def evaluate_task(
     return lambada(model, tokenizer, clozes, batch_size=batch_size, dtype=amp, progress=progress)
 
 
-__all__ = ["EvalResult", "evaluate", "evaluate_path", "evaluate_task", "sliding_windows", "wikitext_text"]
+def _classify(model: GPT2 | str | os.PathLike, tokenizer: Any, data: str | os.PathLike | None, limit: int | None, *,
+              batch_size: int, device: str | torch.device | None, dtype: torch.dtype | str | None, progress: bool,
+              text_field: str, label_field: str) -> dict[str, float]:
+    """``evaluate_task(..., "classify", ...)``: the classifier and its tokenizer, then ``classify_file``."""
+    from .classify import GPT2Classifier, classify_file
+
+    if data is None:
+        raise DataError("classify needs --data FILE: a .csv or .jsonl file with text and label columns")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be a positive number of items, got {limit}")
+    model_dir = None
+    if isinstance(model, GPT2Classifier):
+        classifier = model.to(pick_device(device)) if device is not None else model
+    elif isinstance(model, GPT2):
+        raise ConfigError("classify scores a GPT2Classifier (gpt2lab.classify); this is a language model")
+    else:
+        from .weights import resolve_checkpoint_dir
+
+        model_dir = resolve_checkpoint_dir(model)
+        classifier = GPT2Classifier.from_pretrained(model_dir, device=pick_device(device))
+    tokenizer = _resolve_tokenizer(tokenizer, model_dir, classifier)
+    return classify_file(classifier, tokenizer, data, limit, text_field=text_field, label_field=label_field,
+                         batch_size=batch_size, dtype=parse_dtype(dtype, classifier.device), progress=progress)
+
+
+__all__ = ["EVAL_TASKS", "EvalResult", "evaluate", "evaluate_path", "evaluate_task", "sliding_windows", "wikitext_text"]

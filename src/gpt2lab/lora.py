@@ -171,7 +171,8 @@ def apply_lora(model: GPT2, rank: int, alpha: float | None = None, targets: Iter
             default c_attn, c_proj, c_fc: all four.
         dropout: dropout on the adapter's input during training (the frozen path has none of its own).
 
-    Returns ``model``, whose only trainable parameters are now the adapters' A and B. A draws from
+    Returns ``model``, whose only trainable parameters are now the adapters' A and B (and a
+    classifier's new head, ``score``). A draws from
     torch's global generator: seed it for a reproducible start. The hook points are unchanged (they
     sit on the modules above these layers) and see the adapted activations.
     """
@@ -185,6 +186,9 @@ def apply_lora(model: GPT2, rank: int, alpha: float | None = None, targets: Iter
                 parent_name, _, name = path.rpartition(".")
                 parent = block.get_submodule(parent_name)
                 setattr(parent, name, LoRALinear(cast(Linear, getattr(parent, name)), rank, alpha, dropout))
+    score = getattr(model, "score", None)  # a classifier's head (gpt2lab.classify) is new: it trains whole,
+    if isinstance(score, nn.Module):  # as PEFT's modules_to_save trains it
+        score.requires_grad_(True)
     return model
 
 
@@ -245,8 +249,10 @@ def merged_copy(model: GPT2) -> GPT2:
     layers = lora_layers(model)
     if not layers:
         return model
+    from .classify import empty_like
+
     with torch.device("meta"):
-        plain = GPT2(model.config)
+        plain = empty_like(model, model.config)  # a classifier stays one (its head comes along)
     state = {k: v for k, v in model.state_dict().items() if ".lora_A." not in k and ".lora_B." not in k}
     for path, layer in layers.items():
         w = layer.base_layer.weight  # (out, in)

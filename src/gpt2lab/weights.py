@@ -16,8 +16,9 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -41,6 +42,9 @@ CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
 # constant -1e4. We build the mask on the fly, so they carry no information for us.
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 PREFIX = "transformer."
+# Keys that sit beside ``transformer.*`` rather than under it: the LM head, and the classification
+# head of ``GPT2ForSequenceClassification`` (``gpt2lab.classify.GPT2Classifier``).
+HEAD_PREFIXES = ("lm_head.", "score.")
 WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
 
 
@@ -55,7 +59,7 @@ def hf_key(name: str) -> tuple[str, bool]:
 def normalize_key(key: str) -> str:
     """A checkpoint key in ``GPT2LMHeadModel`` form: ``GPT2Model`` checkpoints (the original
     ``gpt2`` hub repository among them) store ``h.0.attn...`` without the ``transformer.`` prefix."""
-    if key.startswith(PREFIX) or key.startswith("lm_head."):
+    if key.startswith((PREFIX, *HEAD_PREFIXES)):
         return key
     return PREFIX + key
 
@@ -277,6 +281,8 @@ def from_pretrained(
     name_or_path: str | os.PathLike,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
+    *,
+    build: Callable[[GPT2Config], GPT2] = GPT2,
 ) -> GPT2:
     """Build a ``GPT2`` from a Hugging Face checkpoint (local directory or hub id), in eval mode.
 
@@ -285,6 +291,8 @@ def from_pretrained(
             ``gpt2-medium``, ``openai-community/gpt2-xl``...).
         dtype: parameter dtype (``torch.bfloat16``, ``"fp16"``...); default float32.
         device: where the parameters live; default CPU.
+        build: makes the (empty) network from the config: ``GPT2``, or a subclass with more
+            parameters (``GPT2Classifier``'s ``score``), whose checkpoint keys are its parameter names.
     """
     directory = resolve_checkpoint_dir(name_or_path)
     config = GPT2Config.from_json_file(directory / "config.json")
@@ -292,7 +300,7 @@ def from_pretrained(
     dtype = parse_dtype(dtype)
     device = torch.device(device) if device is not None else torch.device("cpu")
     with torch.device("meta"):  # shapes only: no memory, no random init that is overwritten anyway
-        model = GPT2(config).to(dtype=dtype)
+        model = build(config).to(dtype=dtype)
     if device.type == "cpu":
         # the parameters become copy-on-write views of the files (converted only where dtype differs)
         load_weights(model, iter_checkpoint(files), assign=True)
@@ -341,12 +349,14 @@ def hf_state(model: GPT2) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def save_pretrained(model: GPT2, directory: str | os.PathLike, max_shard_size: int | str | None = None) -> Path:
+def save_pretrained(model: GPT2, directory: str | os.PathLike, max_shard_size: int | str | None = None,
+                    extra_config: dict[str, Any] | None = None) -> Path:
     """Write ``config.json`` and the weights in Hugging Face's format.
 
     With ``max_shard_size`` (bytes or "500MB"), weights larger than that are split into
     ``model-00001-of-0000N.safetensors`` files plus ``model.safetensors.index.json``.
-    Every file is written atomically.
+    ``extra_config``: entries added to (or replacing) config.json's, e.g. a classifier's
+    ``architectures``, ``id2label`` and ``pad_token_id``. Every file is written atomically.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -379,5 +389,9 @@ def save_pretrained(model: GPT2, directory: str | os.PathLike, max_shard_size: i
     for stale in directory.glob("model*.safetensors*"):
         if stale not in written:
             stale.unlink()
-    model.config.to_json_file(directory / "config.json")
+    if extra_config is None:
+        model.config.to_json_file(directory / "config.json")
+    else:
+        hf = {**model.config.to_hf_dict(), **extra_config}
+        atomic_write(directory / "config.json", lambda tmp: tmp.write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8"))
     return directory

@@ -10,6 +10,7 @@ One job per module:
 
     config.py       TrainConfig (everything that defines a run), TrainResult, the resume rule
     trainer.py      Trainer and train(): the loop, evaluation, saving, metrics
+    classify.py     ClassifyTrainer: --task classify (a labelled file, a new head, val_acc)
     optim.py        the learning-rate schedule (warmup, cosine) and AdamW's parameter groups
     loss.py         next-token cross-entropy whose backward reuses the logits' memory
     vocab.py        vocabulary padding (50257 -> 50304 on GPUs) and the real-vocabulary view
@@ -41,10 +42,10 @@ from .distributed import Distributed, setup_distributed
 from .loss import lm_loss
 from .optim import lr_at, make_optimizer, param_groups
 from .plots import plot_metrics
-from .trainer import Trainer, set_dropout, train
+from .trainer import Trainer, set_dropout, train, trainer_class
 from .vocab import pad_vocabulary, real_vocab_model
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "lr_at", "param_groups", "make_optimizer", "plot_metrics",
            "load_checkpoint", "flops_per_token", "peak_flops", "measure_cpu_peak_flops", "pad_vocabulary", "real_vocab_model",
            "resumed_config", "RUN_CONTROL", "CHECKPOINT", "CHECKPOINT_FORMAT", "METRICS", "MODEL_DIR", "PLOT", "GPU_PEAK_FLOPS",
-           "Distributed", "setup_distributed", "lm_loss", "set_dropout", "autocast"]
+           "Distributed", "setup_distributed", "lm_loss", "set_dropout", "autocast", "trainer_class"]

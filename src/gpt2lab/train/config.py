@@ -26,6 +26,13 @@ class TrainConfig:
             pretrained one keeps its own and trains on windows of this length (default: its context,
             at most 1024).
         dropout: dropout everywhere (embeddings, attention, residual branches).
+    Task:
+        task: ``"lm"`` (next-token prediction on a prepared DATA_DIR) or ``"classify"``: ``data`` is a
+            ``.csv`` / ``.jsonl`` file of texts and labels, and a new head on ``init`` learns the labels
+            (``gpt2lab.classify``; metrics add ``val_acc`` on a held-out split; RUN/model/ is a
+            ``GPT2ForSequenceClassification`` checkpoint).
+        text_field, label_field: the classification file's columns (default ``text`` and ``label``).
+        val_fraction: the share of a classification file held out (seeded) to measure accuracy.
     LoRA (``gpt2lab.lora``; needs ``init`` other than scratch):
         lora_rank: train rank-r adapters beside the frozen block matrices instead of every weight
             (None: full fine-tuning). RUN/model/ then holds the merged model, RUN/adapter/ the
@@ -74,6 +81,10 @@ class TrainConfig:
     n_embd: int = 256
     block_size: int | None = None
     dropout: float = 0.0
+    task: str = "lm"
+    text_field: str = "text"
+    label_field: str = "label"
+    val_fraction: float = 0.1
     lora_rank: int | None = None
     lora_alpha: float | None = None
     lora_targets: tuple[str, ...] | str = DEFAULT_TARGETS
@@ -127,6 +138,18 @@ class TrainConfig:
             raise ConfigError("warmup_steps must be >= 0 and lr_decay_steps >= 1")
         if not 0.0 <= c.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {c.dropout}")
+        if c.task not in TRAIN_TASKS:
+            raise ConfigError(f"--task must be one of {', '.join(TRAIN_TASKS)}, got {c.task!r}")
+        if c.task == "classify":
+            if c.init == "scratch":
+                raise ConfigError("--task classify needs --init: the new head reads a trained model's hidden states "
+                                  "(a directory, hub id or preset such as gpt2)")
+            if c.eval_task is not None:
+                raise ConfigError("--eval-task scores a language model; a classify run measures val_acc on its held-out split")
+            if not 0.0 < c.val_fraction < 1.0:
+                raise ConfigError(f"val_fraction must be between 0 and 1, got {c.val_fraction}")
+        elif (c.text_field, c.label_field, c.val_fraction) != ("text", "label", 0.1):
+            raise ConfigError("--text-field and --label-field name a classification file's columns; add --task classify")
         targets = c.lora_targets.split(",") if isinstance(c.lora_targets, str) else c.lora_targets
         c.lora_targets = tuple(t.strip() for t in targets)
         if c.lora_rank is not None:
@@ -151,6 +174,8 @@ class TrainConfig:
             raise ConfigError(f"dtype must be auto, fp32, bf16 or fp16, got {c.dtype!r}")
         return c
 
+
+TRAIN_TASKS = ("lm", "classify")
 
 # Options that may change when a run is resumed: how long it goes on, how it is watched, where it
 # runs. Everything else defines the trajectory and is taken from the checkpoint.
@@ -192,4 +217,4 @@ class TrainResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
-__all__ = ["TrainConfig", "TrainResult", "RUN_CONTROL", "resumed_config"]
+__all__ = ["TRAIN_TASKS", "TrainConfig", "TrainResult", "RUN_CONTROL", "resumed_config"]

@@ -14,8 +14,9 @@ from ..tasks import TASKS
 
 
 def task_metric_names(records: list[dict[str, Any]]) -> list[str]:
-    """The benchmark scores (``--eval-task``) among the records' keys: ``hellaswag_acc_norm``, ..."""
-    return sorted({k for r in records for k in r if k.split("_", 1)[0] in TASKS})
+    """The scores among the records' keys: a benchmark's (``--eval-task``: ``hellaswag_acc_norm``, ...)
+    and a classifier's held-out accuracy (``--task classify``: ``val_acc``)."""
+    return sorted({k for r in records for k in r if k.split("_", 1)[0] in TASKS or k == "val_acc"})
 
 
 def plot_metrics(records: list[dict[str, Any]], path: str | os.PathLike) -> Path:

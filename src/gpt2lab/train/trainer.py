@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import kernels
+from ..classify import GPT2Classifier
 from ..compatibility import check_data_fits_model, check_same_tokenizer, check_window_fits_model
 from ..config import GPT2Config, parameter_counts
 from ..data import IGNORE_INDEX, BatchSampler, TokenData, eval_starts, open_data, windows
@@ -68,7 +69,10 @@ log = logging.getLogger(__name__)
 
 class Trainer:
     """One training run. ``train(config)`` is ``Trainer(config).run()``; the pieces are methods so a
-    notebook can build a trainer, look at ``trainer.model``, and call ``run``."""
+    notebook can build a trainer, look at ``trainer.model``, and call ``run``. (``--task classify``
+    runs are ``train.classify.ClassifyTrainer``; ``trainer_class(config)`` picks.)"""
+
+    task = "lm"
 
     def __init__(
         self,
@@ -103,8 +107,10 @@ class Trainer:
         elif ckpt_path.is_file():
             raise TrainingError(f"{self.run_dir} already holds a run ({CHECKPOINT}); pass --resume to continue it, or choose another --out")
         config = config.resolved()
+        if config.task != self.task:
+            raise ConfigError(f"a {config.task} run needs {trainer_class(config).__name__}, not {type(self).__name__}; train(config) picks it")
         self.config = config
-        self.data: TokenData = open_data(config.data)
+        self._open_data(config)
         self.dtype = parse_dtype(config.dtype, self.device)
         if self.dtype == torch.bfloat16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ConfigError("this GPU has no bf16; use --dtype fp16")
@@ -115,7 +121,7 @@ class Trainer:
         # the model, built identically on every rank
         seed_everything(config.seed)
         if ckpt is not None and config.lora_rank is None:
-            model = GPT2(GPT2Config(**ckpt["model_config"]))
+            model = self._model_from_config(GPT2Config(**ckpt["model_config"]))
         else:  # a LoRA checkpoint holds only the adapters: the base model is read again
             model = self._initial_model(config)
         self.lora_base: str | None = None
@@ -127,7 +133,7 @@ class Trainer:
         self.model_config = model.config  # the real vocabulary
         assert config.block_size is not None  # set by the checkpoint or by _initial_model
         self.block_size: int = config.block_size
-        check_data_fits_model(self.data.meta, model.config, config.data)
+        self._check_data(model)
         check_window_fits_model(self.block_size, model.config)
         model.to(self.device)
         pad = config.pad_vocab if config.pad_vocab is not None else (64 if self.device.type == "cuda" else 1)
@@ -143,9 +149,7 @@ class Trainer:
         self.wte_index = optimized.index(wte) if wte in optimized else None
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
 
-        # instruction data brings its loss mask: the loss then counts the responses only
-        self.sampler = BatchSampler(self.data.train, self.block_size, config.batch_size, seed=config.seed,
-                                    rank=self.dist.rank, world_size=self.dist.world_size, mask=self.data.train_mask)
+        self.sampler = self._make_sampler(config)
         self.step = 0
         self.elapsed = 0.0
         self.last_saved = 0
@@ -183,18 +187,53 @@ class Trainer:
                 self.task_tokenizer = self._task_tokenizer()
             self.dashboards = Dashboards(config, self.run_dir)
 
+    # -- what a task changes (``train.classify.ClassifyTrainer`` overrides these) ---------------------
+
+    def _open_data(self, config: TrainConfig) -> None:
+        """Read the training data: a prepared DATA_DIR of token ids."""
+        self.data: TokenData = open_data(config.data)
+
+    def _check_data(self, model: GPT2) -> None:
+        """Stop before training when the data's ids do not fit ``model``."""
+        check_data_fits_model(self.data.meta, model.config, self.config.data)
+
+    def _make_sampler(self, config: TrainConfig) -> Any:
+        """The seeded, resumable source of training batches (``next_batch``, ``state_dict``)."""
+        # instruction data brings its loss mask: the loss then counts the responses only
+        return BatchSampler(self.data.train, self.block_size, config.batch_size, seed=config.seed,
+                            rank=self.dist.rank, world_size=self.dist.world_size, mask=self.data.train_mask)
+
+    def _model_from_config(self, model_config: GPT2Config) -> GPT2:
+        """An untrained network of this run's kind, to receive a checkpoint's weights."""
+        return GPT2(model_config)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The mean training loss of one micro-batch: next-token cross-entropy over the real vocabulary."""
+        logits = self.forward_model(x)  # (B, T, V')
+        return lm_loss(logits, y, self.vocab)
+
+    def _data_record(self) -> dict[str, Any]:
+        """What the checkpoint records of the data it trained on."""
+        return {"fingerprint": self.data.meta.get("fingerprint"), "tokenizer": self.data.meta["tokenizer"]}
+
     def _initial_model(self, config: TrainConfig) -> GPT2:
-        n_vocab = self.data.n_vocab
         if config.init == "scratch":
             config.block_size = config.block_size or 256
             return GPT2(GPT2Config(
-                vocab_size=n_vocab, block_size=config.block_size, n_layer=config.n_layer, n_head=config.n_head,
+                vocab_size=self.data.n_vocab, block_size=config.block_size, n_layer=config.n_layer, n_head=config.n_head,
                 n_embd=config.n_embd, embd_pdrop=config.dropout, attn_pdrop=config.dropout, resid_pdrop=config.dropout,
             ))
-        from ..weights import from_pretrained, resolve_checkpoint_dir
+        from ..weights import resolve_checkpoint_dir
+
+        model = self._pretrained_model(config)
+        check_same_tokenizer(resolve_checkpoint_dir(config.init), self.data.meta, config.data)
+        return model
+
+    def _pretrained_model(self, config: TrainConfig) -> GPT2:
+        """The ``init`` model, with this run's dropout; fills in ``block_size`` and the real shape."""
+        from ..weights import from_pretrained
 
         model = from_pretrained(config.init)
-        check_same_tokenizer(resolve_checkpoint_dir(config.init), self.data.meta, config.data)
         if config.block_size is None:
             config.block_size = min(model.config.block_size, 1024)
         set_dropout(model, config.dropout)
@@ -281,8 +320,7 @@ class Trainer:
             sync = cast(Any, self.forward_model).no_sync() if self.dist.enabled and not last else contextlib.nullcontext()
             with sync:
                 with autocast(self.device, self.dtype):
-                    logits = self.forward_model(x)  # (B, T, V')
-                    loss = lm_loss(logits, y, self.vocab)
+                    loss = self._loss(x, y)
                 scaled = loss / cfg.grad_accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum += loss.detach()
@@ -363,6 +401,10 @@ class Trainer:
         saved = self.data.directory / "tokenizer"  # prepare saves it; without it the data is GPT-2's
         return load_tokenizer(saved if saved.is_dir() else None)
 
+    def eval_scores(self) -> dict[str, float]:
+        """The metrics an evaluation adds beside ``val_loss``: the benchmark's, when there is one."""
+        return self.task_scores() if self.config.eval_task else {}
+
     def task_scores(self) -> dict[str, float]:
         """The benchmark's metrics (``eval_task``) of the model as it is now, named ``{task}_{metric}``."""
         from ..evaluate import evaluate_task
@@ -405,7 +447,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "rng": states,
             "train_config": asdict(self.config),
-            "data": {"fingerprint": self.data.meta.get("fingerprint"), "tokenizer": self.data.meta["tokenizer"]},
+            "data": self._data_record(),
             "elapsed": self.elapsed,
             "lora_base": self.lora_base,
         }
@@ -419,7 +461,8 @@ class Trainer:
         try:
             model = self.export_model()
             merged_copy(model).save_pretrained(str(self.run_dir / MODEL_DIR))  # a LoRA run's adapters folded in
-            if self.lora_base is not None:
+            # (a classifier's adapters alone would not be the model: PEFT would need its new head too; model/ holds both)
+            if self.lora_base is not None and not isinstance(model, GPT2Classifier):
                 save_adapter(model, self.run_dir / ADAPTER_DIR, base_model_name_or_path=self.config.init)
             self._copy_tokenizer()
             self._plot()
@@ -523,7 +566,7 @@ class Trainer:
                             record = {"step": self.step, "loss": round(loss, 6), "lr": self.lr, "tok_per_s": round(tok_per_s, 1)}
                         if record is not None and val_loss is not None:
                             record["val_loss"] = round(val_loss, 6)
-                        scores = self.task_scores() if main and cfg.eval_task else {}
+                        scores = self.eval_scores() if main else {}
                         if record is not None:
                             record.update(scores)
                         if bar is not None:
@@ -600,6 +643,22 @@ def set_dropout(model: GPT2, p: float) -> None:
     model.config = model.config.replace(embd_pdrop=p, attn_pdrop=p, resid_pdrop=p)
 
 
+def trainer_class(config: TrainConfig) -> type[Trainer]:
+    """The ``Trainer`` for ``config``'s task; a resumed run's task is its checkpoint's (read without
+    its tensors: ``mmap`` leaves them on disk)."""
+    from .classify import ClassifyTrainer
+
+    task = config.task
+    path = Path(config.out) / CHECKPOINT
+    if config.resume and path.is_file():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("train_config", {})
+            task = saved.get("task", "lm")
+        except Exception:  # noqa: BLE001 (a damaged file: Trainer's load_checkpoint says so in one line)
+            pass
+    return ClassifyTrainer if task == "classify" else Trainer
+
+
 def train(
     config: TrainConfig,
     *,
@@ -614,7 +673,7 @@ def train(
             Random numbers it draws do not disturb the run.
         on_log: called with each metrics record (a dict) as it is written.
     """
-    trainer = Trainer(config, on_eval=on_eval, on_log=on_log)
+    trainer = trainer_class(config)(config, on_eval=on_eval, on_log=on_log)
     try:
         result = trainer.run()
     except BaseException:
@@ -624,4 +683,4 @@ def train(
     return result
 
 
-__all__ = ["Trainer", "train", "set_dropout"]
+__all__ = ["Trainer", "train", "trainer_class", "set_dropout"]

@@ -7,6 +7,7 @@ from typing import cast
 import torch
 import torch.nn as nn
 
+from ..classify import empty_like
 from ..lora import apply_lora, lora_settings
 from ..model import GPT2
 
@@ -50,7 +51,7 @@ def real_vocab_model(model: GPT2, real_vocab: int) -> GPT2:
     if model.config.vocab_size == real_vocab:
         return model
     with torch.device("meta"):
-        view = GPT2(model.config.replace(vocab_size=real_vocab))
+        view = empty_like(model, model.config.replace(vocab_size=real_vocab))  # a classifier keeps its head
     adapters = lora_settings(model)
     if adapters is not None:
         apply_lora(view, **adapters)  # the same module tree, so the state below fits it
