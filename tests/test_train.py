@@ -151,6 +151,40 @@ def test_grad_accumulation_equals_the_larger_batch(data_dir, tmp_path):
     assert all(torch.allclose(x, y, atol=1e-7, rtol=1e-5) for ga, gb in zip(a, b) for x, y in zip(ga, gb))
 
 
+def test_activation_checkpointing_computes_the_same_steps_in_less_memory(data_dir, tmp_path):
+    from gpt2lab.train.memory import saved_activation_bytes
+
+    def run(name, **kw):
+        t = Trainer(config(data_dir, tmp_path / name, n_layer=2, dropout=0.1, dtype="fp32", **kw))
+        grads, step = [], t.optimizer.step
+        t.optimizer.step = lambda: (grads.append([p.grad.clone() for p in t.model.parameters()]), step())
+        return t, [t.train_step() for _ in range(3)], grads
+
+    plain, loss_a, a = run("plain")
+    recomputed, loss_b, b = run("recomputed", activation_checkpointing=True)
+    assert loss_b == pytest.approx(loss_a, abs=1e-6)  # dropout too: checkpoint replays the RNG
+    assert all(torch.allclose(x, y, atol=1e-6, rtol=0) for ga, gb in zip(a, b) for x, y in zip(ga, gb))
+    assert list(recomputed.model.state_dict()) == list(plain.model.state_dict())  # checkpoints unchanged
+    ids = torch.randint(0, V, (4, 16))
+    plain.model.train(), recomputed.model.train()
+    saved_plain, saved_recomputed = saved_activation_bytes(plain.model, ids), saved_activation_bytes(recomputed.model, ids)
+    assert saved_recomputed < 0.6 * saved_plain, (saved_recomputed, saved_plain)
+    with torch.no_grad():  # evaluation runs the blocks as usual
+        assert torch.equal(plain.model.eval()(ids), recomputed.model.eval()(ids))
+
+
+def test_activation_checkpointing_resumes_exactly(data_dir, tmp_path):
+    kw = dict(max_steps=6, lr_decay_steps=6, dropout=0.1, checkpoint_every=3, eval_every=3)
+    train(config(data_dir, tmp_path / "plain", **kw))
+    train(config(data_dir, tmp_path / "split", activation_checkpointing=True, **{**kw, "max_steps": 3}))
+    result = train(config(data_dir, tmp_path / "split", activation_checkpointing=True, **kw, resume=True))
+    assert result.step == 6
+    assert losses(tmp_path / "split") == pytest.approx(losses(tmp_path / "plain"), abs=1e-6)
+    a, b = load_checkpoint(tmp_path / "plain"), load_checkpoint(tmp_path / "split")
+    assert b["train_config"]["activation_checkpointing"] and a.keys() == b.keys() and a["model"].keys() == b["model"].keys()
+    assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-6) for k in a["model"])
+
+
 def test_padded_vocabulary_computes_the_same_run(data_dir, tmp_path):
     train(config(data_dir, tmp_path / "plain", pad_vocab=1))
     train(config(data_dir, tmp_path / "padded", pad_vocab=64))

@@ -695,6 +695,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         choices = ["auto", *DTYPE_CHOICES] if dest == "dtype" else list(TRAIN_TASKS) if dest == "task" else None
         p.add_argument(flag, dest=dest, type=kind, default=None, help=help_text, choices=choices)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--activation-checkpointing", action="store_true", default=None,
+                   help="recompute each block in backward instead of storing its activations: less memory, ~1 more forward of compute")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -704,8 +706,9 @@ def _train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     given = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
-    if args.compile:
-        given["compile"] = True
+    for flag in ("compile", "activation_checkpointing"):
+        if getattr(args, flag):
+            given[flag] = True
     init = given.get("init", "scratch")
     if init != "scratch" and not args.resume:
         shaped = [f"--{f.replace('_', '-')}" for f in _SHAPE_FIELDS if f in given]

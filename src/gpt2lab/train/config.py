@@ -67,6 +67,9 @@ class TrainConfig:
         dtype: ``"auto"`` (bf16 on GPUs that have it, else fp32), ``"fp32"``, ``"bf16"`` or ``"fp16"``:
             the autocast precision; parameters and optimizer state stay fp32.
         compile: ``torch.compile`` the model.
+        activation_checkpointing: keep only each block's input for backward and recompute the rest
+            there (``train.memory``): activation memory of one block instead of all L, for about one
+            more forward pass of compute; the same losses and gradients.
         pad_vocab: pad the vocabulary to a multiple of this for faster matrix products
             (default 64 on GPUs, 1 on CPUs). Internal only: the loss and every saved model see the
             real vocabulary.
@@ -113,6 +116,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    activation_checkpointing: bool = False
     pad_vocab: int | None = None
     resume: bool = False
     progress: bool = True
@@ -181,7 +185,7 @@ TRAIN_TASKS = ("lm", "classify")
 # runs. Everything else defines the trajectory and is taken from the checkpoint.
 RUN_CONTROL = frozenset({"data", "out", "max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every",
                          "eval_task", "eval_task_data", "eval_task_limit", "tensorboard", "wandb",
-                         "device", "compile", "resume", "progress"})
+                         "device", "compile", "activation_checkpointing", "resume", "progress"})
 
 
 def resumed_config(saved: dict[str, Any], config: TrainConfig) -> TrainConfig:

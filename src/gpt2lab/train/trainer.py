@@ -59,12 +59,17 @@ from .config import TrainConfig, TrainResult, resumed_config
 from .dashboards import Dashboards
 from .distributed import setup_distributed
 from .loss import lm_loss
+from .memory import checkpoint_blocks
 from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
 from .signals import StopFlag
 from .vocab import VOCAB_KEYS, pad_vocabulary, real_vocab_model
 
 log = logging.getLogger(__name__)
+
+# with several processes, how often (in steps) at the most the ranks tell each other whether one was
+# asked to stop, when no logged, evaluated or saved step comes sooner (each time is a host sync)
+STOP_CHECK_EVERY = 50
 
 
 class Trainer:
@@ -141,6 +146,8 @@ class Trainer:
         if config.lora_rank is not None:  # freezes every weight, then adds the adapters (drawn from the seeded generator)
             apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets, config.lora_dropout)
             log.info(describe(model))
+        if config.activation_checkpointing:
+            checkpoint_blocks(model)
         self.model = model
         self.optimizer = make_optimizer(model, config, self.device)
         optimized = [id(p) for g in self.optimizer.param_groups for p in g["params"]]
@@ -155,6 +162,10 @@ class Trainer:
         self.last_saved = 0
         self._stop = StopFlag()
         self._stop_all = False
+        # the first step whose loss was not finite (-1: none yet) and that loss; read by read_loss
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._bad_loss = torch.zeros((), device=self.device)
+        self._last_loss = torch.full((), float("nan"), device=self.device)
         if ckpt is not None:
             self._restore(ckpt)
         else:
@@ -304,7 +315,23 @@ class Trainer:
     # -- one step --------------------------------------------------------------------------------
 
     def train_step(self) -> float:
-        """One optimizer step; returns its mean training loss (over every rank)."""
+        """One optimizer step; returns its mean training loss (over every rank). Reading the loss
+        waits for the device: the training loop itself calls ``train_step_no_sync`` and reads the
+        loss only at the steps it logs (``read_loss``)."""
+        self.train_step_no_sync()
+        return self.read_loss()
+
+    def train_step_no_sync(self) -> torch.Tensor:
+        """One optimizer step that never waits for the device; returns its loss as a () tensor.
+
+        A non-finite loss must not reach the weights, yet looking at it from the host would stall
+        the GPU every step. So the step is skipped on the device: the fused AdamW kernel takes a
+        ``found_inf`` flag (GradScaler's mechanism) and leaves weights, moments and step count
+        untouched when it is set; fp16's GradScaler already skips steps with non-finite gradients.
+        Only an optimizer without that flag (no fused kernel) reads the flag, and on a CPU that read
+        costs nothing. The first bad step is remembered on the device and ``read_loss`` raises
+        ``TrainingError`` for it, before any checkpoint is written (checkpoint steps read the loss).
+        """
         cfg = self.config
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
@@ -324,22 +351,16 @@ class Trainer:
                 scaled = loss / cfg.grad_accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum += loss.detach()
-        # one collective carries the loss and whether any rank was asked to stop
-        signal_and_loss = torch.stack([loss_sum / cfg.grad_accum, torch.tensor(float(self._stop.requested), device=self.device)])
-        if self.dist.enabled:
+        step_loss = loss_sum / cfg.grad_accum  # ()
+        if self.dist.enabled:  # the mean over ranks: a NaN on any rank makes every rank skip the step
             import torch.distributed as dist
 
-            dist.all_reduce(signal_and_loss)
-            signal_and_loss[0] /= self.dist.world_size
-        loss_value, stop = signal_and_loss.tolist()
-        self._stop_all = stop > 0
-        if not math.isfinite(loss_value):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise TrainingError(
-                f"the loss became {loss_value} at step {self.step + 1}; stopped before it reached the weights. "
-                f"The last good checkpoint is {self.run_dir / CHECKPOINT} (step {self.last_saved}); "
-                "lower --lr, lengthen --warmup-steps or clip harder (--grad-clip), then --resume"
-            )
+            dist.all_reduce(step_loss)
+            step_loss /= self.dist.world_size
+        nonfinite = ~torch.isfinite(step_loss)  # () bool, on the device
+        first_bad = nonfinite & (self._bad_step < 0)  # ()
+        self._bad_step = torch.where(first_bad, self.step + 1, self._bad_step)
+        self._bad_loss = torch.where(first_bad, step_loss, self._bad_loss)
         if cfg.grad_clip > 0:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -347,12 +368,45 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
+        elif self.optimizer.defaults.get("fused"):
+            opt = cast(Any, self.optimizer)
+            opt.found_inf = nonfinite.float()  # the fused kernel skips the update where this is 1
+            try:
+                self.optimizer.step()
+            finally:
+                del opt.found_inf
+        elif not nonfinite.item():
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.lr = lr
-        return loss_value
+        self._last_loss = step_loss.detach()
+        return self._last_loss
+
+    def read_loss(self) -> float:
+        """The loss of the latest step, read from the device (a host sync); raises ``TrainingError``
+        if any step since the last read had a non-finite loss (that step was skipped)."""
+        last_loss, bad_step, bad_loss = torch.stack([self._last_loss, self._bad_step.float(), self._bad_loss]).tolist()
+        if bad_step >= 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingError(
+                f"the loss became {bad_loss} at step {int(bad_step)}; stopped before it reached the weights. "
+                f"The last good checkpoint is {self.run_dir / CHECKPOINT} (step {self.last_saved}); "
+                "lower --lr, lengthen --warmup-steps or clip harder (--grad-clip), then --resume"
+            )
+        return last_loss
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank was asked to stop (Ctrl-C, SIGTERM). With several processes this is a
+        collective, so every rank must call it at the same steps (``run`` does, at read steps)."""
+        requested = self._stop.requested
+        if not self.dist.enabled:
+            return requested
+        import torch.distributed as dist
+
+        flag = torch.tensor(float(requested), device=self.device)
+        dist.all_reduce(flag)
+        return flag.item() > 0
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -548,19 +602,38 @@ class Trainer:
         interrupted = False
         try:
             with StopFlag() as self._stop:
+                steps_unread, time_unread = 0, 0.0  # steps since the loss was last read, and their time
                 while self.step < cfg.max_steps:
                     t0 = time.perf_counter()
-                    loss = self.train_step()
+                    self.train_step_no_sync()
+                    last = self.step == cfg.max_steps
+                    evaluating = bool(cfg.eval_every and self.step % cfg.eval_every == 0) or last
+                    saving = bool(cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last
+                    # the host waits for the device only where it must look: a logged, evaluated or saved
+                    # step, every STOP_CHECK_EVERY steps (the ranks' stop signals), or a stop asked here
+                    read = (self.step % cfg.log_every == 0 or evaluating or saving or self.step % STOP_CHECK_EVERY == 0
+                            or (not self.dist.enabled and self._stop.requested))
+                    if read:
+                        loss = self.read_loss()
+                        self._stop_all = self._stop_requested()
                     dt = time.perf_counter() - t0
                     self.elapsed += dt
-                    tok_per_s = self.tokens_per_step / dt
-                    last = self.step == cfg.max_steps
+                    steps_unread, time_unread = steps_unread + 1, time_unread + dt
+                    if not read:
+                        if bar is not None:
+                            bar.update(1)
+                        continue
+                    assert loss is not None
+                    # over the steps since the last read: one step's own time means nothing without a sync
+                    tok_per_s = self.tokens_per_step * steps_unread / time_unread
+                    step_time = time_unread / steps_unread
+                    steps_unread, time_unread = 0, 0.0
                     record = None
                     if main and (self.step % cfg.log_every == 0 or last):
                         record = {"step": self.step, "loss": round(loss, 6), "lr": self.lr, "tok_per_s": round(tok_per_s, 1)}
                         if self.peak:
-                            record["mfu"] = round(self.flops_per_step / dt / (self.peak * self.dist.world_size), 5)
-                    if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                            record["mfu"] = round(self.flops_per_step / step_time / (self.peak * self.dist.world_size), 5)
+                    if evaluating:
                         val_loss = self.evaluate()
                         if record is None and main:
                             record = {"step": self.step, "loss": round(loss, 6), "lr": self.lr, "tok_per_s": round(tok_per_s, 1)}
@@ -580,7 +653,7 @@ class Trainer:
                         bar.update(1)
                         shown = {"mfu": f"{record['mfu']:.1%}"} if record and "mfu" in record else {}
                         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}", **shown)
-                    if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last:
+                    if saving:
                         self.save_checkpoint()
                     if self._stop_all:
                         interrupted = True
