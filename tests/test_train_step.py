@@ -1,0 +1,53 @@
+"""The training step without per-step host syncs: a non-finite loss is skipped on the device (weights,
+moments and step count untouched) and reported at the next read; the loop reads the loss only at the
+steps it logs, evaluates or saves, and those losses are the very ones a read-every-step run logs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpt2lab.errors import TrainingError
+from gpt2lab.train import Trainer, train
+from test_train import config, data_dir, losses  # noqa: F401 (data_dir is a fixture)
+
+
+@pytest.mark.parametrize("kernel", ["fused", "foreach"])
+def test_a_nonfinite_step_is_skipped_and_reported_at_the_next_read(data_dir, tmp_path, kernel):  # noqa: F811
+    t = Trainer(config(data_dir, tmp_path / "run"))
+    try:
+        if kernel == "foreach":  # an optimizer without the fused kernel's found_inf flag
+            t.optimizer = torch.optim.AdamW(t.model.parameters(), lr=3e-3, foreach=True)
+        assert bool(t.optimizer.defaults.get("fused")) == (kernel == "fused")
+        good = t.train_step()
+        assert good == good  # finite
+        weights = {k: v.clone() for k, v in t.model.state_dict().items()}
+        moments = [(s["exp_avg"].clone(), s["exp_avg_sq"].clone(), s["step"].clone()) for s in t.optimizer.state.values()]
+        finite_loss = t._loss
+        t._loss = lambda x, y: finite_loss(x, y) * float("nan")
+        t.train_step_no_sync()  # no read: nothing raised yet
+        assert all(torch.equal(v, weights[k]) for k, v in t.model.state_dict().items())
+        for s, saved in zip(t.optimizer.state.values(), moments, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip((s["exp_avg"], s["exp_avg_sq"], s["step"]), saved, strict=True))
+        t._loss = finite_loss
+        t.train_step_no_sync()  # a later good step trains on; the bad one is still reported
+        with pytest.raises(TrainingError, match=r"loss became nan at step 2; stopped before it reached the weights"):
+            t.read_loss()
+    finally:
+        t.close()
+
+
+def test_the_loop_reads_the_loss_only_where_it_looks(data_dir, tmp_path, monkeypatch):  # noqa: F811
+    every = train(config(data_dir, tmp_path / "every", max_steps=8, eval_every=4, checkpoint_every=4))
+    reads: list[int] = []
+    read_loss = Trainer.read_loss
+
+    def counted(self: Trainer) -> float:
+        reads.append(self.step)
+        return read_loss(self)
+
+    monkeypatch.setattr(Trainer, "read_loss", counted)
+    sparse = train(config(data_dir, tmp_path / "sparse", max_steps=8, eval_every=4, checkpoint_every=4, log_every=4))
+    assert reads == [4, 8]
+    assert losses(tmp_path / "sparse") == [losses(tmp_path / "every")[i] for i in (3, 7)]
+    assert sparse.loss == every.loss
