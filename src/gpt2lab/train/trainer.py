@@ -57,7 +57,7 @@ from .checkpoint import (
 from .config import TrainConfig, TrainResult, resumed_config
 from .dashboards import Dashboards
 from .distributed import setup_distributed
-from .loss import lm_loss
+from .loss import chunked_lm_loss, lm_loss
 from .memory import checkpoint_blocks
 from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 # with several processes, how often (in steps) at the most the ranks tell each other whether one was
 # asked to stop, when no logged, evaluated or saved step comes sooner (each time is a host sync)
 STOP_CHECK_EVERY = 50
+# from this vocabulary size on, a GPU run computes the LM head and the loss in chunks (loss.chunked_lm_loss)
+CHUNKED_LOSS_MIN_VOCAB = 8192
 
 
 class Trainer:
@@ -142,6 +144,12 @@ class Trainer:
         model.to(self.device)
         pad = config.pad_vocab if config.pad_vocab is not None else (64 if self.device.type == "cuda" else 1)
         self.vocab = pad_vocabulary(model, pad) if pad > 1 else model.config.vocab_size
+        # the head and the loss in chunks where the (N, V) logits' memory limits the batch: a GPU and a large
+        # vocabulary; a plain tied head only (LoRA wraps it, FSDP shards it). On a CPU lm_loss is faster: the
+        # head's products are most of a small model's step, and chunking does the forward one twice.
+        self.chunked_loss = (self.device.type == "cuda" and self.vocab >= CHUNKED_LOSS_MIN_VOCAB and config.lora_rank is None
+                             and model.config.tie_word_embeddings and not getattr(config, "fsdp", False))
+        self._no_head = nn.Identity()  # stands in for lm_head while the model runs for the chunked loss
         if config.lora_rank is not None:  # freezes every weight, then adds the adapters (drawn from the seeded generator)
             apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets, config.lora_dropout)
             log.info(describe(model))
@@ -219,8 +227,16 @@ class Trainer:
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The mean training loss of one micro-batch: next-token cross-entropy over the real vocabulary."""
-        logits = self.forward_model(x)  # (B, T, V')
-        return lm_loss(logits, y, self.vocab)
+        if not self.chunked_loss:
+            logits = self.forward_model(x)  # (B, T, V')
+            return lm_loss(logits, y, self.vocab)
+        head = self.model.lm_head
+        self.model.lm_head = cast(Any, self._no_head)  # the model then stops at ln_f (one module, so compile keeps one graph)
+        try:
+            hidden = self.forward_model(x)  # (B, T, C)
+        finally:
+            self.model.lm_head = head
+        return chunked_lm_loss(hidden, head.weight, y, self.vocab)
 
     def _data_record(self) -> dict[str, Any]:
         """What the checkpoint records of the data it trained on."""

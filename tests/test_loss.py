@@ -1,0 +1,121 @@
+"""The training losses: the chunked LM head + cross-entropy equals F.cross_entropy(lm_head(x)) in value
+and gradients, ignores IGNORE_INDEX targets and padding rows, and never holds the whole (N, V) logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from gpt2lab.data import IGNORE_INDEX
+from gpt2lab.train import Trainer
+from gpt2lab.train.loss import chunked_lm_loss, lm_loss
+from test_train import config, data_dir  # noqa: F401 (data_dir is a fixture)
+
+N_TOKENS, C, V, PADDED = 2 * 37, 16, 1000, 1024
+
+
+def inputs(seed: int = 0, ignored: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(2, 37, C, generator=g, requires_grad=True)  # (B, T, C)
+    weight = torch.randn(PADDED, C, generator=g) * 0.5  # (V', C)
+    weight[V:] = 0.0  # padding rows, as pad_vocabulary leaves them
+    weight.requires_grad_(True)
+    targets = torch.randint(0, V, (2, 37), generator=g)  # (B, T)
+    targets.view(-1)[torch.randperm(N_TOKENS, generator=g)[:ignored]] = IGNORE_INDEX
+    return hidden, weight, targets
+
+
+def reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = F.linear(hidden, weight)[..., :V]  # (B, T, V)
+    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+@pytest.mark.parametrize("chunk", [1, 16, 50, 4096])
+def test_chunked_loss_and_gradients_equal_cross_entropy_on_the_logits(chunk):
+    hidden, weight, targets = inputs()
+    expected = reference(hidden, weight, targets)
+    want_h, want_w = torch.autograd.grad(expected, (hidden, weight))
+    loss = chunked_lm_loss(hidden, weight, targets, V, chunk=chunk)
+    got_h, got_w = torch.autograd.grad(loss, (hidden, weight))
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    torch.testing.assert_close(got_h, want_h, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_w, want_w, atol=1e-5, rtol=0)
+    assert got_w[V:].abs().max() == 0  # the padding rows stay zero
+    # and the same as the in-place path the CPU trainer takes
+    assert loss.item() == pytest.approx(lm_loss(F.linear(hidden, weight), targets, V).item(), abs=1e-5)
+
+
+def test_chunked_loss_with_no_counted_target_is_zero_with_zero_gradient():
+    hidden, weight, targets = inputs(ignored=N_TOKENS)
+    loss = chunked_lm_loss(hidden, weight, targets, V, chunk=16)
+    loss.backward()
+    assert loss.item() == 0 and hidden.grad.abs().max() == 0 and weight.grad.abs().max() == 0
+
+
+def test_chunked_loss_under_bf16_autocast_is_close_to_the_autocast_head():
+    hidden, weight, targets = inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = F.cross_entropy(F.linear(hidden, weight)[..., :V].float().reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        loss = chunked_lm_loss(hidden, weight, targets, V, chunk=16)
+    assert loss.item() == pytest.approx(expected.item(), abs=2e-2)
+    loss.backward()
+    assert hidden.grad.dtype == torch.float32 and weight.grad.dtype == torch.float32
+
+
+class LargestTensor(TorchDispatchMode):
+    """The most elements any operation's output had while the mode was on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def saved_bytes(loss_fn) -> tuple[int, int]:
+    """(bytes autograd keeps for backward, elements of the largest tensor made in forward and backward)."""
+    hidden, weight, targets = inputs()
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with LargestTensor() as largest:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = loss_fn(hidden, weight, targets)
+        loss.backward()
+    return sum(kept.values()), largest.largest
+
+
+def test_chunked_loss_never_holds_the_whole_logits():
+    plain_saved, plain_largest = saved_bytes(reference)
+    chunk = 16
+    chunked_saved, chunked_largest = saved_bytes(lambda h, w, t: chunked_lm_loss(h, w, t, V, chunk=chunk))
+    logits_bytes = N_TOKENS * V * 4
+    assert plain_saved >= logits_bytes and plain_largest >= N_TOKENS * V  # F.cross_entropy keeps log_softmax (N, V)
+    assert chunked_saved < logits_bytes / 4  # inputs, targets and N log-sum-exps
+    assert chunked_largest == max(chunk * V, PADDED * C)  # one chunk's logits, or the weight's gradient
+
+
+def test_the_trainer_takes_the_same_steps_with_the_chunked_loss(data_dir, tmp_path):  # noqa: F811
+    runs = []
+    for chunked in (False, True):
+        t = Trainer(config(data_dir, tmp_path / str(chunked)))
+        try:
+            assert not t.chunked_loss  # a CPU run keeps lm_loss; forced here to compare
+            t.chunked_loss = chunked
+            runs.append(([t.train_step() for _ in range(3)], {k: v.clone() for k, v in t.model.state_dict().items()}))
+        finally:
+            t.close()
+    (plain_losses, plain_weights), (chunked_losses, chunked_weights) = runs
+    assert chunked_losses == pytest.approx(plain_losses, abs=1e-5)
+    for name, w in plain_weights.items():
+        torch.testing.assert_close(chunked_weights[name], w, atol=1e-5, rtol=0)
