@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -444,6 +445,48 @@ def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
     wa, wb = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "two")["model"]
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     assert len(load_checkpoint(tmp_path / "two")["rng"]) == 2  # every rank's RNG state, gathered once
+
+
+def test_fsdp_needs_several_processes_and_a_plain_lm_run(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="torchrun"):
+        Trainer(config(data_dir, tmp_path / "one", fsdp=True))
+    with pytest.raises(ConfigError, match="--eval-task"):
+        Trainer(config(data_dir, tmp_path / "task", fsdp=True, eval_task="lambada"))
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_process_fsdp_matches_one_process_and_resumes(data_dir, tmp_path):
+    common = ["--data", data_dir, "--n-layer", 2, "--n-head", 2, "--n-embd", 32, "--block-size", 16, "--max-steps", 4,
+              "--lr-decay-steps", 4, "--eval-every", 2, "--eval-batches", 2, "--checkpoint-every", 2, "--seed", 0, "--dropout", 0, "--quiet"]
+    one = cli("train", "--out", tmp_path / "one", "--batch-size", 4, *common)
+    assert one.returncode == 0, one.stderr
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gpt2lab"]
+
+    def fsdp(*extra):
+        run = subprocess.run([*torchrun, "train", "--out", str(tmp_path / "two"), "--batch-size", "2", "--fsdp", *map(str, [*common, *extra])],
+                             capture_output=True, text=True, timeout=240, env=env)
+        assert run.returncode == 0, f"stdout:\n{run.stdout[-2000:]}\nstderr:\n{run.stderr[:2000]}\n...\n{run.stderr[-2000:]}"
+        return run
+
+    fsdp("--max-steps", 2)  # stops after step 2; the resumed half recomputes its blocks, which changes nothing
+    resumed = fsdp("--resume", "--activation-checkpointing")
+    assert re.search(r"peak memory [\d.]+ GiB, [\d.]+ GiB \(per rank\)", resumed.stdout), resumed.stdout
+    a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], abs=1e-5)
+    assert [r.get("val_loss") for r in b] == pytest.approx([r.get("val_loss") for r in a], abs=1e-5)
+    plain, sharded = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
+    assert sharded["model"].keys() == plain["model"].keys()
+    assert all(torch.allclose(plain["model"][k], sharded["model"][k], atol=1e-5) for k in plain["model"])
+    # rank 0 wrote the whole optimizer state in the plain layout: a one-process run could go on from it
+    groups = [[{**g, "betas": tuple(g["betas"])} for g in ckpt["optimizer"]["param_groups"]] for ckpt in (plain, sharded)]
+    assert groups[0] == groups[1]  # (betas come back from torch.distributed.checkpoint as a list)
+    for i, slot in plain["optimizer"]["state"].items():
+        assert all(torch.allclose(slot[k], sharded["optimizer"]["state"][i][k], atol=1e-5) for k in slot)
+    model = GPT2.from_pretrained(tmp_path / "two" / "model")
+    assert torch.allclose(model.lm_head.weight, plain["model"]["lm_head.weight"], atol=1e-5)
 
 
 # -- errors ---------------------------------------------------------------------------------------------------

@@ -697,6 +697,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--activation-checkpointing", action="store_true", default=None,
                    help="recompute each block in backward instead of storing its activations: less memory, ~1 more forward of compute")
+    p.add_argument("--fsdp", action="store_true", default=None,
+                   help="under torchrun: shard weights, gradients and optimizer state over the processes (FSDP2) instead of DDP's copies")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -706,7 +708,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     given = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
-    for flag in ("compile", "activation_checkpointing"):
+    for flag in ("compile", "activation_checkpointing", "fsdp"):
         if getattr(args, flag):
             given[flag] = True
     init = given.get("init", "scratch")
@@ -728,6 +730,9 @@ def _train(args: argparse.Namespace) -> int:
     val_acc = next((r["val_acc"] for r in reversed(result.metrics) if "val_acc" in r), None)
     if val_acc is not None:
         parts.append(f"val acc {val_acc:.4f}")
+    if config.fsdp or config.activation_checkpointing:  # what those options are for
+        parts.append("peak memory " + ", ".join(f"{b / 2**30:.2f} GiB" for b in result.peak_memory)
+                     + (" (per rank)" if len(result.peak_memory) > 1 else ""))
     adapter = f", adapter in {result.run_dir / 'adapter'}" if (result.run_dir / "adapter").is_dir() else ""
     print(f"{', '.join(parts)}; model saved in {result.run_dir / 'model'}{adapter}")
     return 0

@@ -70,6 +70,9 @@ class TrainConfig:
         activation_checkpointing: keep only each block's input for backward and recompute the rest
             there (``train.memory``): activation memory of one block instead of all L, for about one
             more forward pass of compute; the same losses and gradients.
+        fsdp: under torchrun, shard weights, gradients and AdamW moments over the ranks with FSDP2
+            (``train.sharded``) instead of copying them to each (DDP): each rank holds 1/N of them.
+            The same losses; checkpoints in the plain format (a run may resume with or without it).
         pad_vocab: pad the vocabulary to a multiple of this for faster matrix products
             (default 64 on GPUs, 1 on CPUs). Internal only: the loss and every saved model see the
             real vocabulary.
@@ -117,6 +120,7 @@ class TrainConfig:
     dtype: str = "auto"
     compile: bool = False
     activation_checkpointing: bool = False
+    fsdp: bool = False
     pad_vocab: int | None = None
     resume: bool = False
     progress: bool = True
@@ -174,6 +178,9 @@ class TrainConfig:
         for name in ("eval_task_data", "tensorboard"):  # paths kept as text: the checkpoint records the config
             if getattr(c, name) is not None:
                 setattr(c, name, str(getattr(c, name)))
+        if c.fsdp and (c.task != "lm" or c.lora_rank is not None or c.eval_task is not None):
+            raise ConfigError("--fsdp trains language models (--task lm) without --lora-rank and --eval-task; "
+                              "score RUN_DIR/model with gpt2lab eval afterwards")
         if c.dtype not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"dtype must be auto, fp32, bf16 or fp16, got {c.dtype!r}")
         return c
@@ -185,7 +192,7 @@ TRAIN_TASKS = ("lm", "classify")
 # runs. Everything else defines the trajectory and is taken from the checkpoint.
 RUN_CONTROL = frozenset({"data", "out", "max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every",
                          "eval_task", "eval_task_data", "eval_task_limit", "tensorboard", "wandb",
-                         "device", "compile", "activation_checkpointing", "resume", "progress"})
+                         "device", "compile", "activation_checkpointing", "fsdp", "resume", "progress"})
 
 
 def resumed_config(saved: dict[str, Any], config: TrainConfig) -> TrainConfig:
@@ -216,9 +223,10 @@ class TrainResult:
     step: int
     loss: float | None  # the last training loss
     val_loss: float | None  # the last validation loss
-    model: GPT2  # the trained model, real vocabulary, eval mode, on the training device
+    model: GPT2  # the trained model, real vocabulary, eval mode, on the training device (an FSDP run's: on the CPU)
     interrupted: bool = False  # stopped by Ctrl-C / SIGTERM (a checkpoint was saved)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    peak_memory: list[int] = field(default_factory=list)  # bytes, per rank: GPU memory allocated, else the resident set
 
 
 __all__ = ["TRAIN_TASKS", "TrainConfig", "TrainResult", "RUN_CONTROL", "resumed_config"]

@@ -61,6 +61,7 @@ from .loss import chunked_lm_loss, lm_loss
 from .memory import checkpoint_blocks
 from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
+from .sharded import everyone_model_state, full_model_state, full_optimizer_state, load_full_state, peak_memory, shard_model
 from .signals import StopFlag
 from .vocab import VOCAB_KEYS, pad_vocabulary, real_vocab_model
 
@@ -155,6 +156,13 @@ class Trainer:
             log.info(describe(model))
         if config.activation_checkpointing:
             checkpoint_blocks(model)
+        if config.fsdp:
+            if not self.dist.enabled:
+                raise ConfigError("--fsdp shards the model over several processes: run under torchrun --nproc-per-node N")
+            if self.on_eval is not None:
+                raise ConfigError("on_eval runs on rank 0 alone, but an FSDP model answers only when every rank runs it; "
+                                  "train without --fsdp, or load RUN_DIR/model afterwards")
+            shard_model(model)  # before the optimizer: its parameters become DTensor shards
         self.model = model
         self.optimizer = make_optimizer(model, config, self.device)
         optimized = [id(p) for g in self.optimizer.param_groups for p in g["params"]]
@@ -181,7 +189,7 @@ class Trainer:
         self.forward_model: nn.Module = model
         if config.compile:
             self.forward_model = cast(nn.Module, torch.compile(model))  # an OptimizedModule wrapping model
-        if self.dist.enabled:
+        if self.dist.enabled and not config.fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -268,10 +276,13 @@ class Trainer:
         return model
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        self._load_model_state(ckpt["model"])
         opt_state = ckpt["optimizer"]
         self._pad_optimizer_state(opt_state)
-        self.optimizer.load_state_dict(opt_state)
+        if self.config.fsdp:  # every rank read the whole checkpoint and keeps its own shards of it
+            load_full_state(self.model, self.optimizer, self._padded_model_state(ckpt["model"]), opt_state)
+        else:
+            self._load_model_state(ckpt["model"])
+            self.optimizer.load_state_dict(opt_state)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.sampler.load_state_dict(ckpt["sampler"])
@@ -288,6 +299,10 @@ class Trainer:
     def _model_state(self) -> dict[str, torch.Tensor]:
         """What the checkpoint stores of the model: every tensor (real vocabulary), or a LoRA run's adapters only."""
         state = lora_state_dict(self.model) if self.lora_base is not None else self.model.state_dict()
+        return self._real_vocab_state(state)
+
+    def _real_vocab_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` on the CPU, its vocabulary rows cut to the real vocabulary."""
         return {k: (v[: self.vocab] if k in VOCAB_KEYS else v).detach().cpu() for k, v in state.items()}
 
     def _load_model_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -302,8 +317,10 @@ class Trainer:
                 else:
                     own[k].copy_(v)
 
-    def _optimizer_state(self) -> dict[str, Any]:
-        state = self.optimizer.state_dict()
+    def _optimizer_state(self, state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The optimizer's state dict, the embedding's moments cut to the real vocabulary.
+        ``state``: the full one an FSDP run gathered (``sharded.full_optimizer_state``)."""
+        state = self.optimizer.state_dict() if state is None else state
         if self.wte_index in state["state"]:
             # state_dict() hands out the optimizer's own per-parameter dicts: replace, never edit them
             slot = dict(state["state"][self.wte_index])
@@ -312,6 +329,19 @@ class Trainer:
                     slot[key] = slot[key][: self.vocab]
             state["state"] = {**state["state"], self.wte_index: slot}
         return state
+
+    def _padded_model_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A checkpoint's model state (real vocabulary) with zero rows up to the model's padded vocabulary."""
+        padded = self.model.config.vocab_size
+        return {k: (torch.cat([v, v.new_zeros(padded - v.size(0), *v.shape[1:])]) if k in VOCAB_KEYS else v) for k, v in state.items()}
+
+    def _plain_model(self, state: dict[str, torch.Tensor]) -> GPT2:
+        """A plain (unsharded) model of the real vocabulary holding ``state``: an FSDP run's model as users see it."""
+        with torch.device("meta"):
+            model = self._model_from_config(self.model_config)
+        model.load_state_dict({k: (v[: self.vocab] if k in VOCAB_KEYS else v) for k, v in state.items()}, assign=True)
+        model.tie_weights()
+        return model.train(self.model.training)
 
     def _pad_optimizer_state(self, state: dict[str, Any]) -> None:
         padded = self.model.config.vocab_size
@@ -358,8 +388,12 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             last = micro == cfg.grad_accum - 1
             # DDP averages gradients across ranks in backward; only the last micro-batch needs it
-            # (forward_model is the DDP wrapper whenever dist is enabled)
-            sync = cast(Any, self.forward_model).no_sync() if self.dist.enabled and not last else contextlib.nullcontext()
+            # (forward_model is the DDP wrapper whenever dist is enabled without fsdp); FSDP2 likewise
+            # keeps unsharded gradients on each rank until the last one reduce-scatters them
+            ddp = self.dist.enabled and not cfg.fsdp
+            if cfg.fsdp:
+                cast(Any, self.model).set_requires_gradient_sync(last)
+            sync = cast(Any, self.forward_model).no_sync() if ddp and not last else contextlib.nullcontext()
             with sync:
                 with autocast(self.device, self.dtype):
                     loss = self._loss(x, y)
@@ -435,13 +469,18 @@ class Trainer:
         if len(starts) == 0:
             return None
         mine = starts[self.dist.rank :: self.dist.world_size]
+        # an FSDP forward gathers weights from every rank: each rank runs as many as the busiest one
+        share = -(-len(starts) // self.dist.world_size) if cfg.fsdp else len(mine)
         total = torch.zeros(2, device=self.device)  # (sum of token losses, target tokens)
         self.model.eval()
-        for i in range(0, len(mine), cfg.batch_size):
-            x, y = windows(self.data.val, mine[i : i + cfg.batch_size], self.block_size, self.data.val_mask)
+        for i in range(0, share, cfg.batch_size):
+            chunk = mine[i : i + cfg.batch_size]
+            x, y = windows(self.data.val, chunk if len(chunk) else starts[:1], self.block_size, self.data.val_mask)
             x, y = x.to(self.device), y.to(self.device)
             with autocast(self.device, self.dtype):
                 logits = self.model(x)  # (b, T, V')
+            if not len(chunk):
+                continue  # that forward only kept the other ranks company
             per_token = F.cross_entropy(logits[..., : self.vocab].float().transpose(1, 2), y, reduction="none")  # (b, T), 0 where ignored
             total[0] += per_token.sum()
             total[1] += (y != IGNORE_INDEX).sum()
@@ -490,7 +529,11 @@ class Trainer:
         return {f"{cfg.eval_task}_{k}": round(v, 6) for k, v in scores.items() if k != "n"}
 
     def export_model(self) -> GPT2:
-        """The model as users see it: real vocabulary (views of the trained weights, no copy)."""
+        """The model as users see it: real vocabulary (views of the trained weights, no copy). An FSDP
+        run gathers a whole copy into every rank's CPU memory instead (the devices stay full of the
+        training state; a collective: every rank calls it)."""
+        if self.config.fsdp:
+            return self._plain_model(everyone_model_state(self.model))
         return real_vocab_model(self.model, self.vocab)
 
     # -- saving ----------------------------------------------------------------------------------
@@ -503,15 +546,19 @@ class Trainer:
 
             states = [{} for _ in range(self.dist.world_size)]  # filled by the gather
             dist.all_gather_object(states, rng_state(self.device))
+        # FSDP: every rank sends its shards, rank 0 receives the whole state on its CPU
+        full_model, full_optimizer = None, None
+        if self.config.fsdp:
+            full_model, full_optimizer = full_model_state(self.model), full_optimizer_state(self.model, self.optimizer)
         if not self.dist.is_main:
             self.last_saved = self.step
             return
         ckpt = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
-            "model": self._model_state(),
+            "model": self._model_state() if full_model is None else self._real_vocab_state(full_model),
             "model_config": self.model_config.to_dict(),
-            "optimizer": self._optimizer_state(),
+            "optimizer": self._optimizer_state(full_optimizer),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "sampler": self.sampler.state_dict(),
             "rng": states,
@@ -528,7 +575,7 @@ class Trainer:
                                needed=tensor_bytes(ckpt))
         self.last_saved = self.step
         try:
-            model = self.export_model()
+            model = self._plain_model(ckpt["model"]) if self.config.fsdp else self.export_model()
             merged_copy(model).save_pretrained(str(self.run_dir / MODEL_DIR))  # a LoRA run's adapters folded in
             # (a classifier's adapters alone would not be the model: PEFT would need its new head too; model/ holds both)
             if self.lora_base is not None and not isinstance(model, GPT2Classifier):
@@ -682,8 +729,19 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        peaks = self.peak_memory_per_rank()  # of the training (an FSDP run's export below gathers a whole model)
         model = self.export_model().eval()
-        return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(getattr(self, "metrics", [])))
+        return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(getattr(self, "metrics", [])), peaks)
+
+    def peak_memory_per_rank(self) -> list[int]:
+        """Every rank's peak memory so far in bytes (``sharded.peak_memory``), gathered: a collective."""
+        peaks = [peak_memory(self.device)]
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            peaks = [0] * self.dist.world_size
+            dist.all_gather_object(peaks, peak_memory(self.device))
+        return peaks
 
     def _call_on_eval(self) -> None:
         """The user's hook sees the real-vocabulary model in eval mode; the RNG it draws from (to
