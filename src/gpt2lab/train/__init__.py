@@ -16,6 +16,8 @@ One job per module:
     vocab.py        vocabulary padding (50257 -> 50304 on GPUs) and the real-vocabulary view
     checkpoint.py   the run directory's files, checkpoint.pt read and written, RNG state, full disks
     distributed.py  ranks and the process group under torchrun
+    sharded.py      --fsdp: FSDP2 sharding, full checkpoints gathered on rank 0, peak memory per rank
+    memory.py       --activation-checkpointing: each block recomputed in backward
     signals.py      Ctrl-C / SIGTERM: finish the step, save, stop
     plots.py        loss.png
 
@@ -32,6 +34,7 @@ What a RUN_DIR holds afterwards:
 
 Under ``torchrun --nproc-per-node N`` the same code runs DistributedDataParallel (NCCL on GPUs,
 gloo on CPUs): each rank reads its own slice of every global batch, rank 0 writes the files.
+With ``--fsdp`` FSDP2 shards weights, gradients and optimizer moments over the ranks instead.
 """
 
 from ..devices import autocast
