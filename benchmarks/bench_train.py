@@ -3,8 +3,8 @@ people copy from the from-scratch repositories (``minimal_gpt2.py``) and a trans
 GPT2LMHeadModel + AdamW loop of the same shape, in one process; MFU against this machine's peak.
 
 Every side takes the same batches (random GPT-2-vocabulary ids), runs forward, cross-entropy loss,
-backward, gradient clipping to 1.0 and an AdamW step. gpt2lab's side is ``Trainer.train_step``, the
-code ``gpt2lab train`` runs; the minimal loop starts from gpt2lab's very initial weights, and its
+backward, gradient clipping to 1.0 and an AdamW step. gpt2lab's side is ``Trainer.train_step_no_sync``,
+the step ``gpt2lab train`` runs; the minimal loop starts from gpt2lab's very initial weights, and its
 first loss must equal gpt2lab's to 1e-4 before anything is timed; transformers' side is the loop its
 docs show (``model(x, labels=x)``, ``torch.optim.AdamW(model.parameters())``). Rounds alternate
 between the sides so that a noisy, shared machine slows all alike; each round's steps are timed
