@@ -6,8 +6,9 @@
   tokens at a time, so the whole (N, V) logits never exist, in fp32 or otherwise; backward computes
   each chunk's logits again (one more head product per step) instead of keeping them. At GPT-2's
   vocabulary and 16 x 1024 tokens the logits are 3.3 GB in fp32 (plus a bf16 copy under autocast);
-  here at most ``chunk`` rows of them are alive. The trainer uses it on CUDA with a large vocabulary
-  (``Trainer.chunked_loss``), where memory is what limits the batch.
+  here at most ``chunk`` rows of them are alive. The trainer uses it when asked (``trainer.chunked_loss =
+  True``, where ``trainer.chunked_loss_fits``: CUDA, a large vocabulary, a plain tied head), where memory is what
+  limits the batch; not by default until its speed on a GPU is measured.
 
 Targets equal to ``IGNORE_INDEX`` (-100: the prompt positions of instruction data) take no part:
 the loss is the mean over the other positions, and a batch with none at all has loss 0 and no

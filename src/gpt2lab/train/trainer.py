@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 # with several processes, how often (in steps) at the most the ranks tell each other whether one was
 # asked to stop, when no logged, evaluated or saved step comes sooner (each time is a host sync)
 STOP_CHECK_EVERY = 50
-# from this vocabulary size on, a GPU run computes the LM head and the loss in chunks (loss.chunked_lm_loss)
+# from this vocabulary size on, a GPU run may compute the LM head and the loss in chunks (loss.chunked_lm_loss)
 CHUNKED_LOSS_MIN_VOCAB = 8192
 
 
@@ -147,9 +147,12 @@ class Trainer:
         self.vocab = pad_vocabulary(model, pad) if pad > 1 else model.config.vocab_size
         # the head and the loss in chunks where the (N, V) logits' memory limits the batch: a GPU and a large
         # vocabulary; a plain tied head only (LoRA wraps it, FSDP shards it). On a CPU lm_loss is faster: the
-        # head's products are most of a small model's step, and chunking does the forward one twice.
-        self.chunked_loss = (self.device.type == "cuda" and self.vocab >= CHUNKED_LOSS_MIN_VOCAB and config.lora_rank is None
-                             and model.config.tie_word_embeddings and not getattr(config, "fsdp", False))
+        # head's products are most of a small model's step, and chunking does the forward one twice. Opt in
+        # (trainer.chunked_loss = True where chunked_loss_fits): its speed on a GPU is not measured yet.
+        self.chunked_loss_fits = (self.device.type == "cuda" and self.vocab >= CHUNKED_LOSS_MIN_VOCAB
+                                  and config.lora_rank is None and model.config.tie_word_embeddings
+                                  and not getattr(config, "fsdp", False))
+        self.chunked_loss = False
         self._no_head = nn.Identity()  # stands in for lm_head while the model runs for the chunked loss
         if config.lora_rank is not None:  # freezes every weight, then adds the adapters (drawn from the seeded generator)
             apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets, config.lora_dropout)
