@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import gpt2lab
 from gpt2lab import GPT2
 from gpt2lab.data import IGNORE_INDEX, MASKS, BatchSampler, open_data, prepare, windows
 from gpt2lab.errors import DataError
 from gpt2lab.instruct import DEFAULT_SYSTEM, Conversation, conversation_from_record, render
-from gpt2lab.train import TrainConfig, Trainer, lm_loss
+from gpt2lab.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,35 +240,6 @@ def test_batches_carry_minus_100_exactly_where_the_mask_is_0(instruct_data):
     sampler = BatchSampler(data.train, 24, 4, seed=3, mask=data.train_mask)
     _, y = sampler.next_batch()
     assert bool((y == IGNORE_INDEX).any()) and bool((y != IGNORE_INDEX).any())
-
-
-def test_masked_loss_equals_cross_entropy_over_the_kept_targets():
-    """The in-place loss of the training step (and its gradient) with -100 targets, against
-    PyTorch's cross-entropy with ignore_index; a batch with no target at all is 0, not NaN."""
-    torch.manual_seed(0)
-    W = torch.randn(64, 16, dtype=torch.float64, requires_grad=True)
-    h = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
-    y = torch.randint(0, 64, (2, 5))
-    y[0, :3] = IGNORE_INDEX
-    y[1, 4] = IGNORE_INDEX
-    results = []
-    for loss_fn in (lambda logits: lm_loss(logits.float(), y, 64),
-                    lambda logits: F.cross_entropy(logits.reshape(-1, 64), y.reshape(-1), ignore_index=IGNORE_INDEX)):
-        W.grad = h.grad = None
-        loss = loss_fn(h @ W.t())
-        (3 * loss).backward()
-        results.append((loss.item(), W.grad.clone(), h.grad.clone()))
-    (la, gwa, gha), (lb, gwb, ghb) = results
-    assert la == pytest.approx(lb, abs=1e-5)
-    assert torch.allclose(gwa, gwb, atol=1e-5) and torch.allclose(gha, ghb, atol=1e-5)
-    assert bool((gha[0, :3] == 0).all()) and bool((gha[1, 4] == 0).all())
-
-    nothing = torch.full((1, 3), IGNORE_INDEX)
-    for dtype in (torch.float32, torch.float64):  # the in-place path, then the plain one
-        logits = torch.randn(1, 3, 8, dtype=dtype, requires_grad=True)
-        loss = lm_loss(logits, nothing, 8)
-        loss.backward()
-        assert loss.item() == 0.0 and logits.grad is not None and not bool(logits.grad.any())
 
 
 def test_the_trainer_loss_counts_only_response_tokens(instruct_data, gpt2_vocab_model_dir, tmp_path):

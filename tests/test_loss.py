@@ -32,6 +32,38 @@ def reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor)
     return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
+@pytest.mark.parametrize("ignored", [False, True])
+def test_in_place_loss_equals_cross_entropy(ignored):
+    """lm_loss, the training step's in-place loss, and its gradients against PyTorch's cross-entropy, with and
+    without -100 targets (instruction data); a batch with no target at all is 0, not NaN."""
+    torch.manual_seed(0)
+    W = torch.randn(64, 16, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 64, (2, 5))
+    if ignored:
+        y[0, :3] = IGNORE_INDEX
+        y[1, 4] = IGNORE_INDEX
+    results = []
+    for loss_fn in (lambda logits: lm_loss(logits.float(), y, 64),
+                    lambda logits: F.cross_entropy(logits.reshape(-1, 64), y.reshape(-1), ignore_index=IGNORE_INDEX)):
+        W.grad = h.grad = None
+        loss = loss_fn(h @ W.t())
+        (3 * loss).backward()
+        results.append((loss.item(), W.grad.clone(), h.grad.clone()))
+    (la, gwa, gha), (lb, gwb, ghb) = results
+    assert la == pytest.approx(lb, abs=1e-5)
+    assert torch.allclose(gwa, gwb, atol=1e-5) and torch.allclose(gha, ghb, atol=1e-5)
+    if ignored:
+        assert bool((gha[0, :3] == 0).all()) and bool((gha[1, 4] == 0).all())
+
+    nothing = torch.full((1, 3), IGNORE_INDEX)
+    for dtype in (torch.float32, torch.float64):  # the in-place path, then the plain one
+        logits = torch.randn(1, 3, 8, dtype=dtype, requires_grad=True)
+        loss = lm_loss(logits, nothing, 8)
+        loss.backward()
+        assert loss.item() == 0.0 and logits.grad is not None and not bool(logits.grad.any())
+
+
 @pytest.mark.parametrize("chunk", [1, 16, 50, 4096])
 def test_chunked_loss_and_gradients_equal_cross_entropy_on_the_logits(chunk):
     hidden, weight, targets = inputs()
