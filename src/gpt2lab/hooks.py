@@ -105,8 +105,8 @@ def hooks(model: GPT2, fns: Mapping[str, HookFn]) -> Iterator[GPT2]:
     """Register ``{name: fn}`` for the ``with`` block (see the module docstring); nests, and the
     registry is left exactly as found, also after an exception."""
     added = []
+    resolve_names(model, list(fns))  # an unknown name fails here, before anything runs (one pass over the names)
     for name, fn in fns.items():
-        resolve_names(model, [name])  # an unknown name fails here, before anything runs
         if not callable(fn):
             raise InputError(f"the hook for {name!r} is {type(fn).__name__}, not a function fn(tensor, name)")
     try:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -276,6 +276,7 @@ def logit_attribution(
     out = Attribution(zip(parts, values))
     out["ln_f.bias"] = bias
     out.total, out.target, out.other, out.position, out.n_layer, out.n_head = total, target, other, position, L, H
+    out.labels = {}  # token names, filled in by attribution() when it has a tokenizer
     return out
 
 
@@ -373,7 +374,6 @@ class Patching:
     corrupt_metric: float
     metric_name: str = "logit difference"
     model_name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def normalised(self) -> torch.Tensor:
