@@ -41,7 +41,14 @@ from gpt2lab.flops import flops_per_token, peak_flops  # noqa: E402
 from gpt2lab.train import TrainConfig, Trainer  # noqa: E402
 from gpt2lab.train.loss import lm_loss  # noqa: E402
 
-SIDES = ("gpt2lab", "minimal", "transformers")
+def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes a side holds between steps: its parameters and its optimizer's state (gradients are freed)."""
+    params = {p.data_ptr(): p.numel() * p.element_size() for p in model.parameters()}  # tied weights once
+    moments = sum(t.numel() * t.element_size() for st in optimizer.state.values() for t in st.values() if isinstance(t, torch.Tensor))
+    return sum(params.values()) + moments
+
+
+SIDES = ("gpt2lab", "minimal", "transformers", "gpt2lab-logits")  # the last: gpt2lab with --chunked-loss off
 
 
 def main() -> None:
@@ -57,32 +64,40 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds per side")
     p.add_argument("--steps", type=int, default=3, help="steps per round")
-    p.add_argument("--only", choices=SIDES, nargs="+", help="measure these sides only")
+    p.add_argument("--only", choices=SIDES, nargs="+", help="measure these sides only (default: the first three)")
+    p.add_argument("--chunked-loss", default="auto", choices=["auto", "on", "off"], help="gpt2lab's --chunked-loss (default auto)")
     args = p.parse_args()
     shape = PRESETS[args.preset] if args.preset else dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
     V, T, B = 50257, args.seq_len, args.batch_size
     device = torch.device(args.device)
     dtype = parse_dtype(args.dtype)
     tokens = B * T
-    wanted = args.only or SIDES
+    wanted = args.only or SIDES[:3]
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         save_tokens(Path(tmp) / "data", rng.integers(0, V, 200_000), rng.integers(0, V, 20_000), n_vocab=V)
         cfg = TrainConfig(data=Path(tmp) / "data", out=Path(tmp) / "run", block_size=T, batch_size=B, device=args.device,
-                          dtype=args.dtype, compile=args.compile, progress=False, max_steps=10**6, dropout=0.0, **shape)
+                          dtype=args.dtype, compile=args.compile, progress=False, max_steps=10**6, dropout=0.0,
+                          chunked_loss=args.chunked_loss, **shape)
         ours = Trainer(cfg)
-        ours._stop_all = False
 
         def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
-            x, y = ours.sampler.next_batch()  # the same kind of batch for every side
-            return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = ours.to_device(*ours.sampler.next_batch())  # the same kind of batch, moved the same way, for every side
+            return x, y
 
         # the first loss of each side on one batch, from the same weights, in fp32 (before any step)
         x0, y0 = next_batch()
         with torch.no_grad():
             first = {"gpt2lab": lm_loss(ours.model(x0), y0, ours.vocab).item()}
         steps: dict[str, Callable[[], object]] = {"gpt2lab": ours.train_step_no_sync}
+        own_state: dict[str, Callable[[], int]] = {"gpt2lab": lambda: state_bytes(ours.model, ours.optimizer)}
+        print(f"gpt2lab: {'chunked' if ours.chunked_loss else 'whole-logits'} LM head + loss", flush=True)
+        logits_side = None
+        if "gpt2lab-logits" in wanted:  # the same trainer with the whole logits (--chunked-loss off)
+            logits_side = Trainer(TrainConfig(**{**cfg.__dict__, "out": Path(tmp) / "run-logits", "chunked_loss": "off"}))
+            steps["gpt2lab-logits"] = logits_side.train_step_no_sync
+            own_state["gpt2lab-logits"] = lambda: state_bytes(logits_side.model, logits_side.optimizer)
 
         if "minimal" in wanted:
             model = MinimalGPT2(V, T, **shape).to(device)
@@ -92,6 +107,7 @@ def main() -> None:
             assert abs(first["minimal"] - first["gpt2lab"]) < 1e-4, f"first losses differ: {first}"
             minimal = MinimalTrainer(model, dtype, compile=args.compile)
             steps["minimal"] = lambda: minimal.step(*next_batch())
+            own_state["minimal"] = lambda: state_bytes(minimal.model, minimal.optimizer)
 
         if "transformers" in wanted:
             from transformers import GPT2Config as HFConfig
@@ -120,6 +136,7 @@ def main() -> None:
                 opt.zero_grad(set_to_none=True)
 
             steps["transformers"] = hf_step
+            own_state["transformers"] = lambda: state_bytes(hf, opt)
 
         steps = {k: v for k, v in steps.items() if k in wanted}
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -133,14 +150,20 @@ def main() -> None:
             for name, step in steps.items():
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
+                    before = torch.cuda.memory_allocated(device)
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
                     step()
                 sync()
                 times[name].append((time.perf_counter() - t0) / args.steps)
                 if device.type == "cuda":
-                    peak_memory[name] = max(peak_memory[name], torch.cuda.max_memory_allocated(device))
+                    # the side alone: its own weights and optimizer state, plus what its steps added at their peak
+                    # (the other sides' weights sit in the same memory and are not its own)
+                    rise = torch.cuda.max_memory_allocated(device) - before
+                    peak_memory[name] = max(peak_memory[name], own_state[name]() + rise)
         ours.close()
+        if logits_side is not None:
+            logits_side.close()
 
     peak = peak_flops(device, dtype)
     flops = flops_per_token(GPT2Config(vocab_size=V, block_size=T, **shape), T) * tokens
@@ -156,13 +179,15 @@ def main() -> None:
         rate[name] = tokens / med
         mfu = f", MFU {flops / med / peak:5.1%}" if peak else ""
         # one process holds every side, so on a CPU the RSS high-water mark belongs to none of them alone
-        memory = f"{peak_memory[name] / 2**30:6.2f} GiB" if device.type == "cuda" else "n/a"
+        memory = f"{peak_memory[name] / 2**30:6.2f} GiB (weights + optimizer state + the step's peak)" if device.type == "cuda" else "n/a"
         print(f"  {name:13s} {rate[name]:9,.0f} tok/s  (median step {med * 1e3:7.1f} ms over {len(ts)} rounds){mfu}, peak memory {memory}")
     if device.type == "cpu":
         print(f"  process RSS high-water mark (all sides together): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
-    for other in ("minimal", "transformers"):
-        if "gpt2lab" in rate and other in rate:
-            print(f"  ratio gpt2lab / {other}: {rate['gpt2lab'] / rate[other]:.2f}x")
+    for ours_side in ("gpt2lab", "gpt2lab-logits"):
+        for other in ("minimal", "transformers"):
+            if ours_side in rate and other in rate:
+                memory_ratio = f", peak memory {peak_memory[ours_side] / peak_memory[other]:.2f}x" if device.type == "cuda" else ""
+                print(f"  ratio {ours_side} / {other}: {rate[ours_side] / rate[other]:.2f}x tok/s{memory_ratio}")
 
 
 if __name__ == "__main__":

@@ -137,17 +137,55 @@ def test_chunked_loss_never_holds_the_whole_logits():
     assert chunked_largest == max(chunk * V, PADDED * C)  # one chunk's logits, or the weight's gradient
 
 
+def trainer_steps(data_dir, out, steps=3, **kw) -> tuple[list[float], dict[str, torch.Tensor]]:  # noqa: F811
+    t = Trainer(config(data_dir, out, **kw))
+    try:
+        return [t.train_step() for _ in range(steps)], {k: v.clone() for k, v in t.model.state_dict().items()}
+    finally:
+        t.close()
+
+
+def assert_same_steps(a, b, tol=1e-5) -> None:
+    (losses_a, weights_a), (losses_b, weights_b) = a, b
+    assert losses_b == pytest.approx(losses_a, abs=tol)
+    for name, w in weights_a.items():
+        torch.testing.assert_close(weights_b[name], w, atol=tol, rtol=0)
+
+
 def test_the_trainer_takes_the_same_steps_with_the_chunked_loss(data_dir, tmp_path):  # noqa: F811
-    runs = []
-    for chunked in (False, True):
-        t = Trainer(config(data_dir, tmp_path / str(chunked)))
-        try:
-            assert not t.chunked_loss  # a CPU run keeps lm_loss; forced here to compare
-            t.chunked_loss = chunked
-            runs.append(([t.train_step() for _ in range(3)], {k: v.clone() for k, v in t.model.state_dict().items()}))
-        finally:
-            t.close()
-    (plain_losses, plain_weights), (chunked_losses, chunked_weights) = runs
-    assert chunked_losses == pytest.approx(plain_losses, abs=1e-5)
-    for name, w in plain_weights.items():
-        torch.testing.assert_close(chunked_weights[name], w, atol=1e-5, rtol=0)
+    t = Trainer(config(data_dir, tmp_path / "auto"))
+    try:
+        assert not t.chunked_loss  # "auto" keeps the in-place lm_loss on a CPU
+    finally:
+        t.close()
+    plain = trainer_steps(data_dir, tmp_path / "off", chunked_loss="off")
+    assert_same_steps(plain, trainer_steps(data_dir, tmp_path / "on", chunked_loss="on"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunked", ["off", "on"])
+def test_a_compiled_step_holds_the_loss_in_its_graph_and_takes_the_same_steps(data_dir, tmp_path, chunked):  # noqa: F811
+    """--compile compiles the model and its loss as one graph (LanguageModelLoss): the same steps as eager,
+    and no graph break (the loss inside the graph is what makes a compiled step fast)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager = trainer_steps(data_dir, tmp_path / "eager", chunked_loss=chunked)
+    t = Trainer(config(data_dir, tmp_path / "compiled", chunked_loss=chunked, compile=True))
+    try:
+        explained = torch._dynamo.explain(t.forward_model._orig_mod)(*(b.to(t.device) for b in t.sampler.next_batch()))
+        assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+        t.sampler.position = 0
+        compiled = [t.train_step() for _ in range(3)], {k: v.clone() for k, v in t.model.state_dict().items()}
+    finally:
+        t.close()
+    assert_same_steps(eager, compiled, tol=1e-4)
+
+
+def test_chunked_loss_on_says_what_it_cannot_combine_with(data_dir, tmp_path):  # noqa: F811
+    from gpt2lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--chunked-loss on does not combine with this run: fp16"):
+        Trainer(config(data_dir, tmp_path / "r", chunked_loss="on", dtype="fp16"))
+    with pytest.raises(ConfigError, match="chunked_loss must be auto, on or off"):
+        Trainer(config(data_dir, tmp_path / "r2", chunked_loss="yes"))

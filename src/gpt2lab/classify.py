@@ -54,11 +54,6 @@ SUFFIXES = (".csv", ".jsonl")
 # ---------------------------------------------------------------------------------------------
 
 
-class _BodyDone(Exception):
-    """Raised by the ``ln_f.out`` hook once it holds the hidden states: the LM head that follows (a
-    (C, V) product at every position, 50257 columns for GPT-2) is never needed by a classifier."""
-
-
 class GPT2Classifier(GPT2):
     """GPT-2 with a classification head: ``model(ids)`` -> logits (B, num_labels).
 
@@ -105,18 +100,7 @@ class GPT2Classifier(GPT2):
 
     def hidden_last(self, idx: torch.Tensor) -> torch.Tensor:
         """The final hidden state (``ln_f.out``) of each row's last real token, (B, C)."""
-        states: list[torch.Tensor] = []
-
-        def keep(x: torch.Tensor, name: str) -> None:
-            states.append(x)  # (B, T, C), still in the autograd graph
-            raise _BodyDone
-
-        with self.hooks({"ln_f.out": keep}):
-            try:
-                super().forward(idx)
-            except _BodyDone:
-                pass
-        h = states[0]  # (B, T, C)
+        h = cast(torch.Tensor, super().forward(idx, head=False))  # (B, T, C): the LM head is skipped
         return h[torch.arange(idx.size(0), device=idx.device), self.last_positions(idx)]  # (B, C)
 
     def forward(self, idx: torch.Tensor, labels: torch.Tensor | None = None, **_: Any):  # type: ignore[override]

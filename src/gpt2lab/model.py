@@ -142,6 +142,18 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None
     return scores.masked_fill(future, torch.finfo(scores.dtype).min)
 
 
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Mean cross-entropy of logits (B, T, V') against targets (B, T), over the real vocabulary.
+
+    V' >= vocab_size: a training run may pad the vocabulary (50257 -> 50304, faster products); the
+    padding columns take no part in the softmax. Targets of -100 (a prompt's tokens in instruction
+    data) take no part either: the mean is over the others, and 0 when there are none (not 0/0).
+    """
+    logits = logits[..., :vocab_size].float()  # (B, T, V): the softmax in fp32 whatever the products ran in
+    counted = (targets != -100).sum().clamp(min=1)  # ()
+    return F.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1), ignore_index=-100, reduction="sum") / counted
+
+
 class KVCache:
     """The keys and values of every layer for positions already seen, preallocated once.
 
@@ -408,7 +420,7 @@ class GPT2(Hooked):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, kv_cache: KVCache | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                last_logits_only: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                last_logits_only: bool = False, head: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits for every position.
 
         Args:
@@ -421,6 +433,9 @@ class GPT2(Hooked):
             position_ids: (B, T) positions to embed; by default P, P+1, ... P+T-1.
             last_logits_only: compute logits only for the last position, (B, 1, V): what decoding
                 needs, and it skips the largest matrix product of a long prompt.
+            head: ``False`` stops before the LM head and returns the final LayerNorm's output
+                (B, T, C): for a loss that applies the head itself, a chunk at a time
+                (``train.loss.chunked_lm_loss``), or a classifier's own head.
 
         Returns:
             logits (B, T, V), or ``(logits, loss)`` when ``targets`` is given.
@@ -448,11 +463,12 @@ class GPT2(Hooked):
         if last_logits_only:
             x = x[:, -1:, :]  # (B, 1, C)
         x = self.hook("ln_f.out", self.transformer.ln_f(x))  # (B, T, C)
+        if not head:
+            return x
         logits = self.lm_head(x)  # (B, T, V): a score for every token of the vocabulary
         if targets is None:
             return logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
+        return logits, next_token_loss(logits, targets, self.config.vocab_size)
 
     # -- looking inside (implemented in hooks.py) --------------------------------------------------
 

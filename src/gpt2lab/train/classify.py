@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import kernels
@@ -70,6 +71,9 @@ class ClassifyTrainer(Trainer):
         data = self.labelled
         return ExampleSampler(data.train_ids, data.train_labels, config.batch_size, data.pad_token_id, seed=config.seed,
                               rank=self.dist.rank, world_size=self.dist.world_size, fingerprint=data.meta["fingerprint"])
+
+    def _step_module(self, model: GPT2) -> nn.Module:
+        return model  # the classifier; _loss adds the cross-entropy over its labels
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = self.forward_model(x)  # (B, num_labels), from x (B, T) right-padded

@@ -20,9 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn as nn
 
 from ..data import IGNORE_INDEX
+from ..model import GPT2, next_token_loss
 
 
 class _CrossEntropyInPlace(torch.autograd.Function):
@@ -57,57 +58,55 @@ class _CrossEntropyInPlace(torch.autograd.Function):
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, vocab: int) -> torch.Tensor:
     """Mean next-token cross-entropy over the real vocabulary and the counted targets (not
     ``IGNORE_INDEX``). logits (B, T, V'), targets (B, T)."""
-    if logits.size(-1) == vocab and logits.dtype == torch.float32 and logits.requires_grad and logits.is_contiguous():
+    if (logits.size(-1) == vocab and logits.dtype == torch.float32 and logits.requires_grad and logits.is_contiguous()
+            and not torch.compiler.is_compiling()):  # compiled, F.cross_entropy fuses with the head into fewer passes
         # the training step's logits are used by the loss alone, so its backward may reuse their memory
         return _CrossEntropyInPlace.apply(logits.view(-1, vocab), targets.reshape(-1))
-    if logits.size(-1) != vocab:
-        logits = logits[..., :vocab]  # (B, T, V): padding columns take no part in the softmax
-    n = (targets != IGNORE_INDEX).sum().clamp(min=1)  # ()
-    return F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum") / n
+    return next_token_loss(logits, targets, vocab)  # the model's own formula (padding columns sliced off)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``hidden @ weight[:vocab].T`` against ``targets``, ``chunk`` rows at a time.
 
-    forward keeps the inputs and each row's log-sum-exp (N floats); backward recomputes a chunk's
-    logits, turns them into softmax - one_hot in place, and multiplies back into the two gradients.
-    The products run in ``compute_dtype`` (autocast's, when it is on), the softmax in fp32.
+    The gradients are made in forward, while each chunk's logits exist anyway: softmax - one_hot
+    is the loss's gradient with respect to the logits, and two products carry it back to ``hidden``
+    and ``weight``. So the head's three products run once each, as in the plain path, yet no more
+    than ``chunk`` rows of logits are ever alive, and backward only scales the two gradients it
+    kept. The products run in ``compute_dtype`` (autocast's, when it is on), the softmax in fp32,
+    the weight's gradient adds up in fp32.
     """
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int, chunk: int,
-                compute_dtype: torch.dtype) -> torch.Tensor:  # hidden (N, C), weight (V', C), targets (N,)
+                compute_dtype: torch.dtype, with_grad: bool) -> torch.Tensor:  # hidden (N, C), weight (V', C), targets (N,)
         counted = targets != IGNORE_INDEX  # (N,)
         safe = targets.clamp(min=0)  # (N,): any valid index where ignored; those rows count 0
-        n = counted.sum().clamp(min=1)  # ()
+        scale = counted / counted.sum().clamp(min=1)  # (N,): the mean's 1/n, and 0 for ignored rows
         head = weight[:vocab].to(compute_dtype)  # (V, C): padding rows take no part
-        lse = torch.empty(hidden.size(0), device=hidden.device, dtype=torch.float32)  # (N,)
         total = torch.zeros((), device=hidden.device, dtype=torch.float32)  # ()
+        grad_hidden = torch.empty_like(hidden) if with_grad else None  # (N, C)
+        grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if with_grad else None  # (V', C)
         for i in range(0, hidden.size(0), chunk):
-            logits = (hidden[i : i + chunk].to(compute_dtype) @ head.t()).float()  # (n_c, V)
-            lse[i : i + chunk] = torch.logsumexp(logits, dim=1)
-            picked = logits.gather(1, safe[i : i + chunk, None]).squeeze(1)  # (n_c,)
-            total += ((lse[i : i + chunk] - picked) * counted[i : i + chunk]).sum()
-        ctx.save_for_backward(hidden, weight, safe, counted, lse, n)
-        ctx.vocab, ctx.chunk, ctx.compute_dtype = vocab, chunk, compute_dtype
-        return total / n
+            h = hidden[i : i + chunk].to(compute_dtype)  # (n_c, C)
+            logits = (h @ head.t()).float()  # (n_c, V)
+            lse = torch.logsumexp(logits, dim=1)  # (n_c,)
+            rows = torch.arange(logits.size(0), device=logits.device)  # (n_c,)
+            picked = logits[rows, safe[i : i + chunk]]  # (n_c,): the target's logit
+            total += ((lse - picked) * scale[i : i + chunk]).sum()
+            if grad_hidden is not None and grad_weight is not None:
+                g = logits.sub_(lse[:, None]).exp_()  # (n_c, V): softmax, in the logits' own memory
+                g[rows, safe[i : i + chunk]] -= 1.0  # - one_hot(targets)
+                g = g.mul_(scale[i : i + chunk, None]).to(compute_dtype)  # (n_c, V)
+                grad_hidden[i : i + chunk] = g @ head  # (n_c, C)
+                grad_weight[:vocab] += (g.t() @ h).float()  # (V, C)
+        if grad_hidden is not None and grad_weight is not None:
+            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return total
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        hidden, weight, safe, counted, lse, n = ctx.saved_tensors
-        vocab, chunk, dtype = ctx.vocab, ctx.chunk, ctx.compute_dtype
-        head = weight[:vocab].to(dtype)  # (V, C)
-        scale = counted / n * grad  # (N,): the mean's 1/n, and 0 for ignored rows
-        grad_hidden = torch.empty_like(hidden)  # (N, C)
-        grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)  # (V', C)
-        for i in range(0, hidden.size(0), chunk):
-            h = hidden[i : i + chunk].to(dtype)  # (n_c, C)
-            g = (h @ head.t()).float().sub_(lse[i : i + chunk, None]).exp_()  # (n_c, V): softmax
-            g[torch.arange(g.size(0), device=g.device), safe[i : i + chunk]] -= 1.0  # - one_hot(targets)
-            g = g.mul_(scale[i : i + chunk, None]).to(dtype)  # (n_c, V)
-            grad_hidden[i : i + chunk] = g @ head  # (n_c, C)
-            grad_weight[:vocab] += (g.t() @ h).float()  # (V, C)
-        return grad_hidden, grad_weight.to(weight.dtype), None, None, None, None
+        grad_hidden, grad_weight = ctx.saved_tensors  # d loss / d hidden (N, C), d loss / d weight (V', C)
+        return grad_hidden * grad, grad_weight * grad, None, None, None, None, None
 
 
 def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int,
@@ -122,7 +121,31 @@ def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     device_type = hidden.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
     C = hidden.size(-1)
-    return _ChunkedLinearCrossEntropy.apply(hidden.reshape(-1, C), weight, targets.reshape(-1), vocab, chunk, dtype)
+    with_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)  # evaluation makes no gradients
+    return _ChunkedLinearCrossEntropy.apply(hidden.reshape(-1, C), weight, targets.reshape(-1), vocab, chunk, dtype, with_grad)
 
 
-__all__ = ["lm_loss", "chunked_lm_loss"]
+class LanguageModelLoss(nn.Module):
+    """A language model and its training loss as one module: ``(x, y) -> loss``.
+
+    The trainer compiles (and DDP wraps) this rather than the model alone, so that a compiled step
+    holds the loss in its graph: there the head's output, the fp32 softmax and its gradient fuse into
+    a few kernels, where a loss outside the graph would make separate passes over the (N, V) logits.
+    ``chunked``: the head and the loss a chunk of positions at a time (``chunked_lm_loss``), so the
+    (N, V) logits never exist.
+    """
+
+    def __init__(self, model: GPT2, vocab: int, chunked: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.vocab = vocab
+        self.chunked = chunked
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # x, y (B, T) -> ()
+        if self.chunked:
+            hidden = self.model(x, head=False)  # (B, T, C): the final LayerNorm's output
+            return chunked_lm_loss(hidden, self.model.lm_head.weight, y, self.vocab)
+        return lm_loss(self.model(x), y, self.vocab)  # logits (B, T, V')
+
+
+__all__ = ["lm_loss", "chunked_lm_loss", "LanguageModelLoss"]

@@ -33,7 +33,7 @@ from ..classify import GPT2Classifier
 from ..compatibility import check_data_fits_model, check_same_tokenizer, check_window_fits_model
 from ..config import GPT2Config, parameter_counts
 from ..data import IGNORE_INDEX, BatchSampler, TokenData, eval_starts, open_data, windows
-from ..devices import autocast, parse_dtype, pick_device
+from ..devices import attention_kernels, autocast, parse_dtype, pick_device
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..files import atomic_write, atomic_write_bytes
 from ..flops import flops_per_token, peak_flops
@@ -57,7 +57,7 @@ from .checkpoint import (
 from .config import TrainConfig, TrainResult, resumed_config
 from .dashboards import Dashboards
 from .distributed import setup_distributed
-from .loss import chunked_lm_loss, lm_loss
+from .loss import LanguageModelLoss
 from .memory import checkpoint_blocks
 from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 # with several processes, how often (in steps) at the most the ranks tell each other whether one was
 # asked to stop, when no logged, evaluated or saved step comes sooner (each time is a host sync)
 STOP_CHECK_EVERY = 50
-# from this vocabulary size on, a GPU run may compute the LM head and the loss in chunks (loss.chunked_lm_loss)
+# from this vocabulary size on, a GPU run computes the LM head and the loss in chunks (loss.chunked_lm_loss)
 CHUNKED_LOSS_MIN_VOCAB = 8192
 
 
@@ -145,15 +145,7 @@ class Trainer:
         model.to(self.device)
         pad = config.pad_vocab if config.pad_vocab is not None else (64 if self.device.type == "cuda" else 1)
         self.vocab = pad_vocabulary(model, pad) if pad > 1 else model.config.vocab_size
-        # the head and the loss in chunks where the (N, V) logits' memory limits the batch: a GPU and a large
-        # vocabulary; a plain tied head only (LoRA wraps it, FSDP shards it). On a CPU lm_loss is faster: the
-        # head's products are most of a small model's step, and chunking does the forward one twice. Opt in
-        # (trainer.chunked_loss = True where chunked_loss_fits): its speed on a GPU is not measured yet.
-        self.chunked_loss_fits = (self.device.type == "cuda" and self.vocab >= CHUNKED_LOSS_MIN_VOCAB
-                                  and config.lora_rank is None and model.config.tie_word_embeddings
-                                  and not getattr(config, "fsdp", False))
-        self.chunked_loss = False
-        self._no_head = nn.Identity()  # stands in for lm_head while the model runs for the chunked loss
+        self.chunked_loss = self._use_chunked_loss(config)
         if config.lora_rank is not None:  # freezes every weight, then adds the adapters (drawn from the seeded generator)
             apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets, config.lora_dropout)
             log.info(describe(model))
@@ -189,9 +181,10 @@ class Trainer:
         else:
             seed_everything(config.seed + self.dist.rank)  # dropout differs across ranks, reproducibly
 
-        self.forward_model: nn.Module = model
+        # what a step calls: the model with its loss (x, y) -> loss, compiled as one graph when asked
+        self.forward_model: nn.Module = self._step_module(model)
         if config.compile:
-            self.forward_model = cast(nn.Module, torch.compile(model))  # an OptimizedModule wrapping model
+            self.forward_model = cast(nn.Module, torch.compile(self.forward_model))  # an OptimizedModule wrapping it
         if self.dist.enabled and not config.fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -236,18 +229,33 @@ class Trainer:
         """An untrained network of this run's kind, to receive a checkpoint's weights."""
         return GPT2(model_config)
 
+    def _use_chunked_loss(self, config: TrainConfig) -> bool:
+        """Whether the LM head and the loss run a chunk of positions at a time (``--chunked-loss``).
+
+        Then the (N, V) logits never exist (at GPT-2's vocabulary and 16 x 1024 tokens: 1.6 GB in
+        bf16, 3.3 GB in fp32), the largest tensors of a small model's step. Not under FSDP (it shards
+        the head) nor fp16 (the chunks' gradients are made before GradScaler scales the loss, and
+        small ones would underflow). ``auto`` takes it on CUDA with a large vocabulary; on a CPU the
+        in-place ``lm_loss`` is as fast and memory is rarely what limits the batch.
+        """
+        why_not = ("--fsdp shards the LM head" if config.fsdp else
+                   "fp16 gradients made before the loss scaling would underflow (use --dtype bf16)" if self.dtype == torch.float16 else None)
+        if config.chunked_loss == "on":
+            if why_not:
+                raise ConfigError(f"--chunked-loss on does not combine with this run: {why_not}")
+            return True
+        if config.chunked_loss == "off" or why_not:
+            return False
+        return self.device.type == "cuda" and self.vocab >= CHUNKED_LOSS_MIN_VOCAB
+
+    def _step_module(self, model: GPT2) -> nn.Module:
+        """The module a training step calls, ``(x, y) -> loss``: the model and its loss in one, so that
+        ``--compile`` makes one graph of both and DDP wraps both."""
+        return LanguageModelLoss(model, self.vocab, chunked=self.chunked_loss)
+
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The mean training loss of one micro-batch: next-token cross-entropy over the real vocabulary."""
-        if not self.chunked_loss:
-            logits = self.forward_model(x)  # (B, T, V')
-            return lm_loss(logits, y, self.vocab)
-        head = self.model.lm_head
-        self.model.lm_head = cast(Any, self._no_head)  # the model then stops at ln_f (one module, so compile keeps one graph)
-        try:
-            hidden = self.forward_model(x)  # (B, T, C)
-        finally:
-            self.model.lm_head = head
-        return chunked_lm_loss(hidden, head.weight, y, self.vocab)
+        return self.forward_model(x, y)
 
     def _data_record(self) -> dict[str, Any]:
         """What the checkpoint records of the data it trained on."""
@@ -387,8 +395,7 @@ class Trainer:
         self.forward_model.train()
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(cfg.grad_accum):
-            x, y = self.sampler.next_batch()  # (B, T) each
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x, y = self.to_device(*self.sampler.next_batch())  # (B, T) each
             last = micro == cfg.grad_accum - 1
             # DDP averages gradients across ranks in backward; only the last micro-batch needs it
             # (forward_model is the DDP wrapper whenever dist is enabled without fsdp); FSDP2 likewise
@@ -398,7 +405,7 @@ class Trainer:
                 cast(Any, self.model).set_requires_gradient_sync(last)
             sync = cast(Any, self.forward_model).no_sync() if ddp and not last else contextlib.nullcontext()
             with sync:
-                with autocast(self.device, self.dtype):
+                with autocast(self.device, self.dtype), attention_kernels(self.device):
                     loss = self._loss(x, y)
                 scaled = loss / cfg.grad_accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -434,6 +441,14 @@ class Trainer:
         self.lr = lr
         self._last_loss = step_loss.detach()
         return self._last_loss
+
+    def to_device(self, *batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A batch on the training device without making the host wait: to a GPU from pinned
+        (page-locked) memory, a copy the host only queues, so it can go on to queue the step's
+        kernels (from ordinary memory the host would wait for the whole queue to drain first)."""
+        if self.device.type != "cuda":
+            return batch
+        return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in batch)
 
     def read_loss(self) -> float:
         """The loss of the latest step, read from the device (a host sync); raises ``TrainingError``
