@@ -48,6 +48,22 @@ def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int
     return sum(params.values()) + moments
 
 
+def profile(steps: dict[str, Callable[[], object]], device: torch.device, sync: Callable[[], None]) -> None:
+    """Two steps of each side under torch.profiler: the operators and kernels that take the most time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    for name, step in steps.items():
+        with profiler(activities=activities) as prof:
+            for _ in range(2):
+                step()
+            sync()
+        print(f"--- {name}: two steps, top operators by {key}")
+        print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=70))
+
+
 SIDES = ("gpt2lab", "minimal", "transformers", "gpt2lab-logits")  # the last: gpt2lab with --chunked-loss off
 
 
@@ -65,6 +81,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds per side")
     p.add_argument("--steps", type=int, default=3, help="steps per round")
     p.add_argument("--only", choices=SIDES, nargs="+", help="measure these sides only (default: the first three)")
+    p.add_argument("--profile", action="store_true", help="after timing, profile two steps of each side: top kernels by device time")
     p.add_argument("--chunked-loss", default="auto", choices=["auto", "on", "off"], help="gpt2lab's --chunked-loss (default auto)")
     args = p.parse_args()
     shape = PRESETS[args.preset] if args.preset else dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
@@ -142,10 +159,12 @@ def main() -> None:
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         times: dict[str, list[float]] = {k: [] for k in steps}
         peak_memory: dict[str, int] = dict.fromkeys(steps, 0)
-        for step in steps.values():  # warm up: allocator, thread pools, compilation
+        for name, step in steps.items():  # warm up: allocator, thread pools, compilation
+            t0 = time.perf_counter()
             for _ in range(3 if not args.compile else 5):
                 step()
-        sync()
+            sync()
+            print(f"  warm-up {name}: {time.perf_counter() - t0:.1f} s", flush=True)
         for _ in range(args.rounds):
             for name, step in steps.items():
                 if device.type == "cuda":
@@ -161,6 +180,8 @@ def main() -> None:
                     # (the other sides' weights sit in the same memory and are not its own)
                     rise = torch.cuda.max_memory_allocated(device) - before
                     peak_memory[name] = max(peak_memory[name], own_state[name]() + rise)
+        if args.profile:
+            profile(steps, device, sync)
         ours.close()
         if logits_side is not None:
             logits_side.close()

@@ -11,6 +11,7 @@ import tempfile
 import time
 
 import torch
+import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gpt2lab import GPT2, GPT2Config
@@ -77,13 +78,78 @@ def main() -> int:
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
                 rows.append(("from_pretrained(bf16, cuda) vs bf16 model, rel err", rel(loaded(idx.cuda()), flash), 1e-6))
             seconds = timings[-1]
+    rows += chunked_loss_rows()
     for name, value, limit in rows:
         good = value <= limit
         ok &= good
         print(f"{name:<55}{value:>12.2e}  {'ok' if good else 'FAIL'} (<= {limit:g})")
     print(f"{'load gpt2 onto the GPU in bf16, seconds (2nd load)':<55}{seconds:>12.2f}  (1st: {timings[0]:.2f})")
     print(f"{'  peak GPU memory / bf16 model size':<55}{peak:>12.2f}")
+    attention_timings()
     return 0 if ok else 1
+
+
+def chunked_loss_rows() -> list[tuple[str, float, float]]:
+    """The chunked LM head + loss on the GPU under bf16 autocast, eager and compiled, against the
+    whole-logits loss (bf16 head, fp32 cross-entropy) computed the plain way."""
+    from gpt2lab.train.loss import chunked_lm_loss
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    N, C, V, padded = 8192, 768, 50257, 50304
+    hidden = torch.randn(N, C, device="cuda", generator=g).requires_grad_()
+    weight = (torch.randn(padded, C, device="cuda", generator=g) * 0.02)
+    weight[V:] = 0
+    weight.requires_grad_()
+    targets = torch.randint(0, V, (N,), device="cuda", generator=g)
+    targets[:100] = -100
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = F.linear(hidden, weight)[:, :V].float()
+        want = F.cross_entropy(logits, targets, ignore_index=-100)
+    want_h, want_w = torch.autograd.grad(want, (hidden, weight))
+    rows = []
+    for name, fn in (("eager", chunked_lm_loss), ("compiled", torch.compile(chunked_lm_loss, fullgraph=True))):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got = fn(hidden, weight, targets, V, chunk=2048)
+        got_h, got_w = torch.autograd.grad(got, (hidden, weight))
+        rows.append((f"chunked loss ({name}) vs whole logits, |dloss|", abs(got.item() - want.item()), 1e-3))
+        rows.append(("  d hidden, relative error", rel(got_h, want_h), 2e-2))
+        rows.append(("  d weight, relative error", rel(got_w, want_w), 2e-2))
+    return rows
+
+
+def attention_timings() -> None:
+    """Causal attention forward + backward at GPT-2's training shape (16 x 12 heads x 1024 x 64, bf16)
+    with each fused kernel, and with gpt2lab's choice (``devices.attention_kernels``)."""
+    from gpt2lab.devices import attention_kernels
+
+    q, k, v = (torch.randn(16, 12, 1024, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    print(f"SDPA priority order (torch default): {torch._C._get_sdp_priority_order()}")
+
+    def run(context) -> float:
+        def once():
+            with context():
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            out.backward(torch.ones_like(out))
+        for _ in range(3):
+            once()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(20):
+            once()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / 20
+
+    import contextlib
+
+    choices = {"default": contextlib.nullcontext, "flash": lambda: sdpa_kernel(SDPBackend.FLASH_ATTENTION),
+               "cudnn": lambda: sdpa_kernel(SDPBackend.CUDNN_ATTENTION), "gpt2lab (attention_kernels)": lambda: attention_kernels(q.device)}
+    flops = 4 * 16 * 12 * 1024 * 1024 * 64 * 0.5 * 3.5  # causal: half the pairs; fwd + bwd ~3.5 forward's products
+    for name, context in choices.items():
+        try:
+            seconds = run(context)
+            print(f"attention fwd+bwd {name:<28} {seconds * 1e3:7.3f} ms  {flops / seconds / 1e12:6.0f} TFLOP/s")
+        except RuntimeError as err:
+            print(f"attention fwd+bwd {name:<28} failed: {str(err).splitlines()[0]}")
 
 
 if __name__ == "__main__":

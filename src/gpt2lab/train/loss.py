@@ -2,13 +2,14 @@
 
 * ``lm_loss(logits, targets, vocab)``: from the logits, with a backward that reuses the logits' memory
   (the CPU path: the LM head's three products are most of a small model's step, done once each).
+  Inside ``torch.compile`` it is plain ``F.cross_entropy``, which the compiler fuses with the head.
 * ``chunked_lm_loss(hidden, weight, targets, vocab)``: the LM head and the loss together, a chunk of
-  tokens at a time, so the whole (N, V) logits never exist, in fp32 or otherwise; backward computes
-  each chunk's logits again (one more head product per step) instead of keeping them. At GPT-2's
-  vocabulary and 16 x 1024 tokens the logits are 3.3 GB in fp32 (plus a bf16 copy under autocast);
-  here at most ``chunk`` rows of them are alive. The trainer uses it when asked (``trainer.chunked_loss =
-  True``, where ``trainer.chunked_loss_fits``: CUDA, a large vocabulary, a plain tied head), where memory is what
-  limits the batch; not by default until its speed on a GPU is measured.
+  tokens at a time, so the whole (N, V) logits never exist, in fp32 or otherwise; each chunk's
+  gradients are made while its logits exist, so the head's products still run once each. At GPT-2's
+  vocabulary and 16 x 1024 tokens the logits are 3.3 GB in fp32 (1.6 GB in bf16); here at most
+  ``chunk`` rows of them are alive. The trainer takes it on CUDA (``--chunked-loss auto``).
+* ``LanguageModelLoss``: a model and one of the two as a single module, ``(x, y) -> loss``: what the
+  trainer compiles and wraps in DDP.
 
 Targets equal to ``IGNORE_INDEX`` (-100: the prompt positions of instruction data) take no part:
 the loss is the mean over the other positions, and a batch with none at all has loss 0 and no
@@ -110,7 +111,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 
 
 def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int,
-                    chunk: int = 2048) -> torch.Tensor:
+                    chunk: int = 4096) -> torch.Tensor:
     """The LM head and its mean cross-entropy in one, never holding more than ``chunk`` rows of logits.
 
     Equal (to float rounding) to ``lm_loss(hidden @ weight.T, targets, vocab)``, gradients included.
