@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import perturbed_model
-from gpt2lab import GPT2, GPT2Config, GenerationError
+from gpt2lab import GPT2, GenerationError, GPT2Config
 from gpt2lab.generate import (
+    NAN_CHECK_EVERY,
     GenerationSettings,
     RowText,
     StaticDecoder,
@@ -24,6 +25,8 @@ from gpt2lab.generate import (
     process_logits,
     token_bytes_fn,
 )
+from gpt2lab.sampling import NO_STEP
+from gpt2lab.static_decoder import _COMPILED, static_cache_length
 
 NEG = float("-inf")
 SMALL = dict(n_layer=2, n_head=4, n_embd=32, vocab_size=53, block_size=24)
@@ -50,6 +53,26 @@ def left_pad(prompts: list[torch.Tensor], pad: int = 0) -> tuple[torch.Tensor, t
     idx = torch.stack([torch.cat([torch.full((T - len(p),), pad), p]) for p in prompts])
     mask = torch.stack([torch.cat([torch.zeros(T - len(p), dtype=torch.long), torch.ones(len(p), dtype=torch.long)]) for p in prompts])
     return idx, mask
+
+
+# the three ways generate can decode: the ordinary cached step, the static step, and the static step compiled
+PATHS = ["ordinary", "static", "compiled"]
+
+
+@pytest.fixture
+def quick_compile(monkeypatch):
+    """torch.compile with the aot_eager backend: the same whole-graph capture (fullgraph=True), without
+    building C++ kernels for every test. One test below compiles for real."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, **{**kw, "backend": "aot_eager"}))
+
+
+def use_path(path: str, request) -> dict:
+    """generate's keyword arguments for one of ``PATHS``."""
+    if path == "compiled":
+        request.getfixturevalue("quick_compile")
+        return dict(compile=True)
+    return dict(static_cache=path == "static")
 
 
 class ToyTokenizer:
@@ -312,13 +335,13 @@ def test_stream_yields_what_the_call_returns(small):
 # -- batches: left padding, independent stopping --------------------------------------------------------
 
 
-@pytest.mark.parametrize("static", [False, True])
-def test_left_padded_batch_equals_one_by_one(tiny, static):
+@pytest.mark.parametrize("path", PATHS)
+def test_left_padded_batch_equals_one_by_one(tiny, path, request):
     _, model = tiny
     prompts = [ids(1, n, seed=n, vocab=1000)[0] for n in (3, 9, 14)]
     idx, mask = left_pad(prompts, pad=999)
     for kw in (dict(temperature=0.0), dict(temperature=0.0, repetition_penalty=1.4)):
-        batch = generate(model, idx, 20, attention_mask=mask, static_cache=static, **kw)
+        batch = generate(model, idx, 20, attention_mask=mask, **use_path(path, request), **kw)
         for row, p in enumerate(prompts):
             alone = generate(model, p[None], 20, **kw)
             assert torch.equal(batch[row, idx.size(1) - len(p) :], alone[0]), (row, kw)
@@ -525,14 +548,20 @@ def test_static_decode_step_equals_the_cached_step(tiny):
     ref_cache = model.new_kv_cache(2, 32)
     model(x, kv_cache=ref_cache)
     decoder = StaticDecoder(model, cache)
+    decoder.prefilled(7, None, step=1)
     token = ids(2, 1, seed=9, vocab=1000)
+    decoder.token.copy_(token)
     for step in range(5):
         ref = model(token, kv_cache=ref_cache)[:, -1]
-        pos = 7 + step
-        got = decoder(token, torch.full((2, 1), pos), torch.tensor([pos]))
+        got, greedy = decoder()
         cache.advance(1)
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
-        token = ref.argmax(-1, keepdim=True)
+        assert torch.equal(greedy, ref.argmax(-1))
+        token = greedy[:, None]
+        # the step moved its own state on: the next column, position and step, its argmax to feed next
+        assert decoder.write_pos.item() == 8 + step and torch.equal(decoder.position, torch.full((2, 1), 8 + step))
+        assert decoder.step.item() == 2 + step and torch.equal(decoder.token, token)
+    assert decoder.first_nonfinite.item() == NO_STEP
 
 
 def test_static_decode_step_is_captured_whole_by_torch_compile(small):
@@ -541,21 +570,129 @@ def test_static_decode_step_is_captured_whole_by_torch_compile(small):
     cache = small.new_kv_cache(1, 16)
     logits = small(x, kv_cache=cache)[:, -1]
     decoder = StaticDecoder(small, cache)
+    decoder.prefilled(5, None, step=1)
     compiled = torch.compile(decoder, backend="aot_eager", fullgraph=True)
     ref_cache = small.new_kv_cache(1, 16)
     small(x, kv_cache=ref_cache)
     with torch.no_grad():  # as in generate
-        for step in range(3):
-            token = logits.argmax(-1, keepdim=True)
-            logits = compiled(token, torch.tensor([[5 + step]]), torch.tensor([5 + step]))
+        token = logits.argmax(-1, keepdim=True)
+        decoder.token.copy_(token)
+        for _ in range(3):
+            logits, greedy = compiled()
             cache.advance(1)
             torch.testing.assert_close(logits, small(token, kv_cache=ref_cache)[:, -1], atol=1e-5, rtol=0)
+            token = greedy[:, None]
 
 
 def test_static_cache_generation_equals_the_default_path(small):
     x = ids(3, 6)
     for kw in (dict(temperature=0.0), dict(temperature=0.8, top_k=10, seed=2), dict(temperature=0.0, eos_token_id=4)):
         assert torch.equal(generate(small, x, 20, static_cache=True, **kw), generate(small, x, 20, **kw))
+
+
+WIDE = dict(SMALL, block_size=256)  # room for several static cache lengths
+
+
+@pytest.fixture(scope="module")
+def wide() -> GPT2:
+    return perturbed_model(GPT2Config(**WIDE), scale=0.3)
+
+
+def test_static_cache_lengths_are_a_few_powers_of_two_within_the_context():
+    assert [static_cache_length(n, 1024) for n in (1, 33, 64, 65, 160, 257, 1000, 1024, 5000)] == [64, 64, 64, 128, 256, 512, 1024, 1024, 1024]
+    assert static_cache_length(30, 24) == 24 and static_cache_length(10, 24) == 24  # never past the context
+
+
+@pytest.mark.parametrize("path", ["static", "compiled"])
+def test_static_paths_equal_the_ordinary_path_at_every_cache_length(wide, path, request):
+    """Calls that fit 64 and 128 columns (most of them masked: not yet filled), and one past the
+    context (256) that refills the window: the tokens are the ordinary path's."""
+    settings = (dict(temperature=0.0), dict(temperature=0.8, top_k=10, seed=2), dict(temperature=0.0, repetition_penalty=1.3))
+    for T, n in ((5, 20), (5, 100), (30, 300)):
+        x = ids(2, T, seed=T)
+        for kw in settings:
+            assert torch.equal(generate(wide, x, n, **use_path(path, request), **kw), generate(wide, x, n, **kw)), (T, n, kw)
+    if path == "compiled":  # one compiled step per (batch, length); a shorter call reuses its length's graph
+        assert sorted(key[:2] for key in _COMPILED[wide]) == [(2, 64), (2, 128), (2, 256)]
+        generate(wide, ids(2, 3), 40, temperature=0.0, compile=True)
+        assert len(_COMPILED[wide]) == 3
+
+
+def test_compiled_generation_with_inductor_equals_the_ordinary_path(wide):
+    """The real compiler (C++ kernels on a CPU; on a GPU the same graph also becomes a CUDA graph),
+    on a padded batch: the cache writes, the mask and the greedy token inside the compiled step."""
+    prompts = [ids(1, n, seed=n)[0] for n in (3, 11)]
+    idx, mask = left_pad(prompts, pad=7)
+    compiled = generate(wide, idx, 30, attention_mask=mask, temperature=0.0, compile=True)
+    assert torch.equal(compiled, generate(wide, idx, 30, attention_mask=mask, temperature=0.0))
+
+
+@pytest.mark.parametrize("path", ["static", "compiled"])
+def test_static_paths_stop_on_eos_and_stop_strings_like_the_ordinary_path(small, wide, path, request):
+    x = ids(3, 6)
+    free = generate(wide, x, 40, temperature=0.0)
+    eos = int(free[0, 6 + 4])  # row 0 makes it by its 5th new token
+    for kw in (dict(temperature=0.0, eos_token_id=eos), dict(temperature=0.9, seed=4, eos_token_id=eos, pad_token_id=1)):
+        assert torch.equal(generate(wide, x, 40, **use_path(path, request), **kw), generate(wide, x, 40, **kw)), kw
+    tok = ToyTokenizer()
+    for kw in (dict(temperature=0.0, stop=["lj", "xx"]), dict(temperature=1.0, seed=9, stop=["lj", "xx"])):
+        text = generate_text(wide, tok, ["some prompt", "x"], 40, stop_at_eot=False, **use_path(path, request), **kw)
+        assert text == generate_text(wide, tok, ["some prompt", "x"], 40, stop_at_eot=False, **kw), kw
+
+
+def poisoned(model: GPT2, position: int) -> GPT2:
+    """A copy of ``model`` whose position ``position`` embeds to NaN: every logit from there on is NaN."""
+    m = GPT2(model.config).eval()
+    m.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        m.transformer.wpe.weight[position] = float("nan")
+    return m
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_nan_logits_part_way_raise_with_the_step_they_appeared_at(wide, path, request):
+    m = poisoned(wide, 4 + 5)  # a 5-token prompt: step 0's logits come from position 4, step 5's from position 9
+    x = ids(2, 5)
+    with pytest.raises(GenerationError, match="NaN or inf logits at step 5"):
+        generate(m, x, 20, temperature=0.0, **use_path(path, request))
+    # with eos the ids come to the host every step anyway: the check rides along, before step 5 is yielded
+    stream = generate(m, x, 20, temperature=0.0, eos_token_id=0, stream=True, **use_path(path, request))
+    yielded = []
+    with pytest.raises(GenerationError, match="at step 5"):
+        for new in stream:
+            yielded.append(new)
+    assert len(yielded) == 5
+    # without: read every few steps and at the end, so a stream may see a few of the NaN steps' tokens first
+    yielded = []
+    with pytest.raises(GenerationError, match="at step 5"):
+        for new in generate(m, x, 20, temperature=0.0, stream=True, **use_path(path, request)):
+            yielded.append(new)
+    assert 5 <= len(yielded) < 20
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_decoding_does_not_wait_for_the_device_every_step(wide, path, request, monkeypatch):
+    """Without eos or stop strings nothing needs a token on the host: the loop reads the device
+    (the NaN check) every few steps, not every step. Counted by patching every way a tensor's value
+    reaches Python."""
+    kw = use_path(path, request)
+    x = ids(2, 5)
+    generate(wide, x, 100, temperature=0.0, **kw)  # compile first: compiling reads values of its own
+    reads = {"n": 0}
+    for name in ("__bool__", "__int__", "__float__", "__index__", "item", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, **k):
+            reads["n"] += 1
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = []
+    for n in (20, 100):
+        reads["n"] = 0
+        generate(wide, x, n, temperature=0.0, **kw)
+        counts.append(reads["n"])
+    assert counts[1] - counts[0] <= 80 // NAN_CHECK_EVERY + 1 <= 80 // 8, counts  # 80 more steps, a few more reads
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -52,6 +52,7 @@ from . import kernels
 from .errors import GenerationError
 from .model import GPT2
 from .sampling import (
+    NO_STEP,
     GenerationSettings,
     apply_min_p,
     apply_repetition_penalty,
@@ -60,9 +61,10 @@ from .sampling import (
     apply_top_p,
     choose_tokens,
     is_int,
+    note_nonfinite,
     process_logits,
 )
-from .static_decoder import StaticDecoder, static_decoder
+from .static_decoder import StaticDecoder, static_cache_length, static_decoder
 from .streaming import RowText, TextStream, token_bytes_fn
 
 __all__ = [
@@ -190,7 +192,7 @@ def generate(
                            static_cache=static_cache, compile=compile, text_rows=False)
     if stream:
         return (new[:, None] for new in steps)
-    return _collect(idx, steps, max_new_tokens)
+    return _collect(idx, steps)
 
 
 def _start(
@@ -236,15 +238,11 @@ def _start(
     return idx, steps, rows
 
 
-def _collect(idx: torch.Tensor, steps: Iterator[torch.Tensor], max_new_tokens: int) -> torch.Tensor:
-    B, T = idx.shape
-    out = torch.empty(B, T + max_new_tokens, dtype=torch.long, device=idx.device)  # (B, T + new), filled as we go
-    out[:, :T] = idx
-    n = 0
-    for new in steps:
-        out[:, T + n] = new
-        n += 1
-    return out[:, : T + n]
+def _collect(idx: torch.Tensor, steps: Iterator[torch.Tensor]) -> torch.Tensor:
+    new = list(steps)  # (B,) each; joined once at the end, not copied into place one step at a time
+    if not new:
+        return idx.to(torch.long, copy=True)
+    return torch.cat([idx.long(), torch.stack(new, 1)], 1)  # (B, T + n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +270,13 @@ def _decode(
     static: bool = False,
     compile: bool = False,
 ) -> Iterator[torch.Tensor]:
-    """Yield each step's new ids (B,); rows that stopped get ``pad_token_id``. Inputs are checked."""
+    """Yield each step's new ids (B,); rows that stopped get ``pad_token_id``. Inputs are checked.
+
+    Nothing in a step waits for the device unless the host needs an answer: with ``eos_token_id``
+    or stop strings, the B new ids (one transfer a step, which also carries the NaN check); without
+    them, only the NaN check every ``NAN_CHECK_EVERY`` steps and at the end. So non-finite logits
+    raise ``GenerationError`` a few steps after they appear: a stream may yield those few tokens first.
+    """
     if max_new_tokens == 0:
         return
     B, T = idx.shape
@@ -287,14 +291,15 @@ def _decode(
     max_len = min(block_size, window.size(1) + max_new_tokens)
     if model.points.fns:  # hooks registered (model.hooks): every step goes through forward, where they run
         static = compile = False
-    if compile:
-        max_len = block_size  # one compiled graph per batch size, whatever the lengths
     if static:
+        # a few lengths (powers of two) so that compiled graphs are reused; the extra columns are masked
+        max_len = static_cache_length(window.size(1) + max_new_tokens, block_size)
         cache, decoder, step_fn = static_decoder(model, B, max_len, compile)
     else:
         cache, decoder, step_fn = model.new_kv_cache(B, max_len), None, None
     # which cache columns hold tokens (B, max_len): the window's mask, then ones; only with padding
     key_mask = torch.ones(B, max_len, dtype=torch.long, device=device) if window_mask is not None else None
+    cuda_graphs = compile and device.type == "cuda"
 
     seen = None  # (B, V) tokens each row holds, for the repetition penalty (padding excluded)
     if settings.penalises_repeats:
@@ -303,13 +308,20 @@ def _decode(
         ids = idx.long() if attention_mask is None else idx.long().masked_fill(attention_mask == 0, V)
         seen.scatter_(1, ids, True)
         seen = seen[:, :V]
+    rows_arange = torch.arange(B, device=device)
     stopping = rows is not None or eos_token_id is not None
     alive = [True] * B
-    rows_arange = torch.arange(B, device=device)
+    alive_rows: torch.Tensor | None = None  # (B,) bool on the device once a row has stopped: who still gets tokens
     history: list[torch.Tensor] = []  # new tokens (B,) since the window was last filled
+    # the first step whose logits held NaN or inf (NO_STEP: none), kept on the device
+    first_nonfinite = decoder.first_nonfinite if decoder is not None else torch.empty(1, dtype=torch.long, device=device)
+    first_nonfinite.fill_(NO_STEP)
+    # greedy without a penalty: the static step's own argmax is the token, and it feeds it back itself
+    step_chooses = decoder is not None and settings.greedy and not settings.penalises_repeats
+    greedy: torch.Tensor | None = None  # (B,) that argmax, when the logits came from the static step
 
-    def fill(window: torch.Tensor, window_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Prefill the empty cache with ``window``; last logits (B, V) and next positions (B, 1)."""
+    def fill(window: torch.Tensor, window_mask: torch.Tensor | None, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Prefill the empty cache with ``window``: the logits (B, V) of ``step``, next positions (B, 1)."""
         cache.reset()
         if window_mask is None:
             logits = model(window, kv_cache=cache, last_logits_only=True)[:, -1, :]  # (B, V)
@@ -321,8 +333,11 @@ def _decode(
             pos = _positions(window_mask)  # (B, W)
             logits = model(window, kv_cache=cache, attention_mask=window_mask, position_ids=pos, last_logits_only=True)[:, -1, :]
             next_pos = pos[:, -1:] + 1  # (B, 1)
+        logits = logits.float()  # (B, V)
+        note_nonfinite(logits, step, first_nonfinite)
         if decoder is not None:
             decoder.set_padding(key_mask)
+            decoder.prefilled(window.size(1), next_pos, step + 1)
         return logits, next_pos
 
     # on a CPU, oneDNN-packed weights where they pay (2-3x faster products; kept for the next call)
@@ -331,26 +346,29 @@ def _decode(
     model.eval()
     try:
         with torch.no_grad(), fast_products:
-            logits, next_pos = fill(window, window_mask)
+            logits, next_pos = fill(window, window_mask, 0)
             for step in range(max_new_tokens):
-                logits = logits.float()  # (B, V)
-                # one NaN or inf anywhere makes its row's sum non-finite: one pass instead of isfinite's two
-                if not bool(torch.isfinite(logits.sum(dim=-1)).all()):
-                    raise GenerationError(
-                        f"the model produced NaN or inf logits at step {step}: the weights may be corrupted, "
-                        "or the dtype overflowed (try fp32)"
-                    )
-                new = choose_tokens(process_logits(logits, settings, seen), settings, generator)  # (B,)
-                if stopping:  # one transfer of B ids per step; the row bookkeeping is O(B)
-                    new_list = new.tolist()
+                if greedy is not None and step_chooses:
+                    new = greedy.clone()  # (B,): a CUDA graph's output is overwritten by its next replay
+                else:
+                    new = choose_tokens(process_logits(logits, settings, seen), settings, generator)  # (B,)
+                if alive_rows is not None:
+                    new = torch.where(alive_rows, new, pad_token_id)  # rows that stopped get padding
+                if stopping:  # one transfer per step: the B ids and the NaN check; the row bookkeeping is O(B)
+                    *new_list, bad = torch.cat([new, first_nonfinite]).tolist()
+                    _raise_if_nonfinite(bad)
+                    was_alive = list(alive)
                     for b in range(B):
                         if not alive[b]:
-                            new_list[b] = pad_token_id
-                        elif rows is not None:
+                            continue
+                        if rows is not None:
                             alive[b] = not rows[b].feed(new_list[b])
                         elif new_list[b] == eos_token_id:
                             alive[b] = False
-                    new = torch.tensor(new_list, dtype=torch.long, device=device)
+                    if alive != was_alive:  # rarely: at most B times a call
+                        alive_rows = torch.tensor(alive, device=device)
+                elif (step + 1) % NAN_CHECK_EVERY == 0 or step == max_new_tokens - 1:
+                    _raise_if_nonfinite(int(first_nonfinite))
                 if seen is not None:
                     seen[rows_arange, new] = True
                 history.append(new)
@@ -364,25 +382,40 @@ def _decode(
                     if window_mask is not None:
                         window_mask = torch.cat([window_mask, torch.ones(B, len(history), dtype=torch.long, device=device)], 1)[:, -keep:]
                     history = []
-                    logits, next_pos = fill(window, window_mask)
+                    logits, next_pos = fill(window, window_mask, step + 1)
+                    greedy = None
                     continue
-                token = new[:, None]  # (B, 1): only the newest token goes through the model
                 if decoder is not None:
-                    position_ids = next_pos if next_pos is not None else torch.full((B, 1), cache.pos, device=device)
-                    if compile and device.type == "cuda":
+                    if not (greedy is not None and step_chooses and alive_rows is None):
+                        decoder.token.copy_(new[:, None])  # the step feeds its own argmax unless told otherwise
+                    if cuda_graphs:
                         torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's outputs may be reused
-                    logits = step_fn(token, position_ids, torch.tensor([cache.pos], device=device))  # (B, V)
+                    logits, greedy = step_fn()  # (B, V) float, (B,); the step advances the decoder's positions
                     cache.advance(1)
                 else:
+                    token = new[:, None]  # (B, 1): only the newest token goes through the model
                     step_mask = key_mask[:, : cache.pos + 1] if key_mask is not None else None  # (B, P + 1), a view
                     logits = model(token, kv_cache=cache, attention_mask=step_mask, position_ids=next_pos, last_logits_only=True)[:, -1, :]
-                if next_pos is not None:
-                    next_pos = next_pos + 1
+                    logits = logits.float()  # (B, V)
+                    note_nonfinite(logits, step + 1, first_nonfinite)
+                    if next_pos is not None:
+                        next_pos = next_pos + 1
         if rows is not None:
             for r in rows:
                 r.finish()
     finally:
         model.train(was_training)
+
+
+NAN_CHECK_EVERY = 32  # steps between reads of the NaN check when nothing else needs the host
+
+
+def _raise_if_nonfinite(first_nonfinite: int) -> None:
+    if first_nonfinite != NO_STEP:
+        raise GenerationError(
+            f"the model produced NaN or inf logits at step {first_nonfinite}: the weights may be corrupted, "
+            "or the dtype overflowed (try fp32)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

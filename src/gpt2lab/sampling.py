@@ -161,3 +161,21 @@ def choose_tokens(logits: torch.Tensor, settings: GenerationSettings, generator:
         return logits.argmax(dim=-1)  # (B,)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+
+
+# ---------------------------------------------------------------------------------------------
+# NaN and inf, noticed without waiting for the device
+# ---------------------------------------------------------------------------------------------
+
+NO_STEP = 2**62  # what a ``first_nonfinite`` tensor holds while every step's logits were finite
+
+
+def note_nonfinite(logits: torch.Tensor, step: int | torch.Tensor, first_nonfinite: torch.Tensor) -> None:
+    """Keep in ``first_nonfinite`` (1,) int64 the first step whose logits (B, V) hold a NaN or an inf.
+
+    Everything stays on the device: asking "is it finite?" with ``bool(...)`` every step would make
+    the host wait for the device every step. The decoding loop reads the one number where the host
+    waits anyway (or every few steps). ``step`` is an int, or a (1,) tensor inside a compiled step.
+    """
+    finite = torch.isfinite(logits.sum(dim=-1)).all()  # (): one NaN or inf anywhere makes its row's sum non-finite
+    first_nonfinite.clamp_(max=torch.where(finite, NO_STEP, step))  # (1,): the earliest bad step, or NO_STEP

@@ -1,11 +1,18 @@
-"""A decode step of fixed shapes, for ``torch.compile`` with CUDA graphs.
+"""A decode step of fixed shapes whose state lives on the device, for ``torch.compile`` with CUDA graphs.
 
 The ordinary decode step (``model(token, kv_cache=cache)``) attends to a cache slice that grows by
 one column a step, so its shapes change every step and a CUDA graph cannot be recorded once.
-``StaticDecoder`` attends to the whole cache with a mask and writes at a *tensor* position, so
-every tensor keeps its shape; ``generate(..., static_cache=True)`` uses it as is, and
-``generate(..., compile=True)`` uses it compiled (``mode="reduce-overhead"``: CUDA graphs on GPU).
-It gives the same tokens as the ordinary step.
+``StaticDecoder`` attends to a cache of fixed length with a mask, and keeps everything that changes
+from step to step in its own buffers on the device: the token to feed, the cache column it goes to,
+its position. A step reads them, writes the new key/value in place, and moves them on itself, so it
+takes no argument at all: under ``torch.compile(mode="reduce-overhead")`` (what
+``generate(..., compile=True)`` uses on a GPU) a step is one CUDA-graph replay, with nothing copied
+from the host. It also picks the greedy token (the argmax, fed to the next step unless the loop
+writes another) and notes non-finite logits, so a greedy call needs no other work per step.
+``generate(..., static_cache=True)`` runs the same step uncompiled. It gives the ordinary step's tokens.
+
+The cache is as long as the call needs, rounded up to a power of two (``static_cache_length``): a
+short call attends ~2x its length, not the whole context, and only a few lengths are ever compiled.
 """
 
 from __future__ import annotations
@@ -17,13 +24,26 @@ import torch
 import torch.nn as nn
 
 from .model import GPT2, KVCache
+from .sampling import NO_STEP, note_nonfinite
+
+SHORTEST_STATIC_CACHE = 64  # columns: below this a longer cache costs nothing worth another compiled graph
+
+
+def static_cache_length(needed: int, block_size: int) -> int:
+    """The static cache length for a call that holds ``needed`` tokens: the next power of two
+    (at least ``SHORTEST_STATIC_CACHE``), and never more than the context.
+
+    Each length is a graph to compile; powers of two keep them few (64, 128, ... 1024 for GPT-2)
+    while a call attends at most about twice the columns it fills."""
+    return min(block_size, max(SHORTEST_STATIC_CACHE, 1 << (needed - 1).bit_length()))
 
 
 class _StaticWrite:
-    """Stands in for a KVCache inside the blocks: writes the new key/value at a *tensor* position
-    and returns the whole cache, so no shape depends on how many positions are filled."""
+    """Stands in for a KVCache inside the blocks: writes the new key/value of each layer at a
+    *tensor* column and returns that layer's whole cache, so no shape depends on how many columns
+    are filled."""
 
-    def __init__(self, k: torch.Tensor, v: torch.Tensor, write_pos: torch.Tensor) -> None:
+    def __init__(self, k: list[torch.Tensor], v: list[torch.Tensor], write_pos: torch.Tensor) -> None:
         self.k, self.v, self.write_pos = k, v, write_pos
 
     def update(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,27 +53,49 @@ class _StaticWrite:
 
 
 class StaticDecoder(nn.Module):
-    """One decode step whose every tensor has the same shape at every step.
+    """One decode step whose every tensor has the same shape at every step, and whose inputs are its
+    own buffers.
 
-    The cache (shared with a ``KVCache``, registered here as buffers so a compiler treats it as
-    state) is attended in full, with a mask that lets the query see filled, non-padding columns
-    only; the new key/value are written at ``write_pos`` (a tensor). Nothing depends on a Python
-    integer that changes, so ``torch.compile(decoder, mode="reduce-overhead", fullgraph=True)``
-    records it once as a CUDA graph. On CPU it computes what the ordinary cached step computes.
+    Buffers (registered so a compiler treats them as state it may update in place):
+
+    * ``k{i}``, ``v{i}`` (B, H, max_len, D): layer i of the ``KVCache`` it was made with (the same
+      memory, which the prefill fills). One tensor per layer, not the cache's (L, ...) tensor:
+      ``torch.compile`` keeps a write into a whole buffer in place, while a write into a slice of one
+      became a copy of that layer's cache every step.
+    * ``key_valid`` (B, max_len): columns that hold real tokens (not left padding).
+    * ``token`` (B, 1), ``write_pos`` (1,), ``position`` (B, 1): the token the next step feeds, the
+      cache column it goes to, and its position id. A step advances them; ``prefilled`` sets them.
+    * ``step`` (1,) and ``first_nonfinite`` (1,): which decoding step the next logits are for, and
+      the first step whose logits held NaN or inf (``sampling.note_nonfinite``).
+
+    Nothing depends on a Python integer that changes, so ``torch.compile(decoder,
+    mode="reduce-overhead", fullgraph=True)`` records it once as a CUDA graph. On a CPU it computes
+    what the ordinary cached step computes.
     """
 
-    k: torch.Tensor  # buffers, declared for the type checker (register_buffer sets them)
-    v: torch.Tensor
-    key_valid: torch.Tensor
+    key_valid: torch.Tensor  # buffers, declared for the type checker (register_buffer sets them)
     columns: torch.Tensor
+    token: torch.Tensor
+    write_pos: torch.Tensor
+    position: torch.Tensor
+    step: torch.Tensor
+    first_nonfinite: torch.Tensor
 
     def __init__(self, model: GPT2, cache: KVCache) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("k", cache.k, persistent=False)  # (L, B, H, max_len, D), same storage
-        self.register_buffer("v", cache.v, persistent=False)
-        self.register_buffer("key_valid", torch.ones(cache.batch_size, cache.max_len, dtype=torch.bool, device=cache.k.device), persistent=False)
-        self.register_buffer("columns", torch.arange(cache.max_len, device=cache.k.device), persistent=False)
+        self.n_layer = cache.k.size(0)
+        B, device = cache.batch_size, cache.k.device
+        for i in range(self.n_layer):
+            self.register_buffer(f"k{i}", cache.k[i], persistent=False)  # (B, H, max_len, D), the cache's memory
+            self.register_buffer(f"v{i}", cache.v[i], persistent=False)
+        self.register_buffer("key_valid", torch.ones(B, cache.max_len, dtype=torch.bool, device=device), persistent=False)
+        self.register_buffer("columns", torch.arange(cache.max_len, device=device), persistent=False)
+        self.register_buffer("token", torch.zeros(B, 1, dtype=torch.long, device=device), persistent=False)
+        self.register_buffer("write_pos", torch.zeros(1, dtype=torch.long, device=device), persistent=False)
+        self.register_buffer("position", torch.zeros(B, 1, dtype=torch.long, device=device), persistent=False)
+        self.register_buffer("step", torch.zeros(1, dtype=torch.long, device=device), persistent=False)
+        self.register_buffer("first_nonfinite", torch.full((1,), NO_STEP, dtype=torch.long, device=device), persistent=False)
 
     def set_padding(self, attention_mask: torch.Tensor | None) -> None:
         """Columns (B, max_len) that hold real tokens: the prompt's mask, then ones."""
@@ -61,19 +103,39 @@ class StaticDecoder(nn.Module):
         if attention_mask is not None:
             self.key_valid[:, : attention_mask.size(1)].copy_(attention_mask.bool())
 
-    def forward(self, idx: torch.Tensor, position_ids: torch.Tensor, write_pos: torch.Tensor) -> torch.Tensor:
-        """idx (B, 1), position_ids (B, 1), write_pos (1,) the cache column -> logits (B, V)."""
+    def prefilled(self, filled: int, position: torch.Tensor | None, step: int) -> None:
+        """The cache holds ``filled`` columns: the next step writes column ``filled``, at ``position``
+        (B, 1) (None: ``filled``, no padding), and makes the logits of decoding step ``step``."""
+        self.write_pos.fill_(filled)
+        if position is None:
+            self.position.fill_(filled)
+        else:
+            self.position.copy_(position)
+        self.step.fill_(step)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed ``token``; returns the next logits (B, V) in float32 and their argmax (B,), which
+        also becomes the next ``token`` (the loop overwrites it when it chooses otherwise)."""
         tr: Any = self.model.transformer  # a ModuleDict: its parts are looked up by name at run time
-        x = tr.wte(idx) + tr.wpe(position_ids)  # (B, 1, C)
-        allowed = (self.columns <= write_pos) & self.key_valid  # (B, max_len)
+        x = tr.wte(self.token) + tr.wpe(self.position)  # (B, 1, C)
+        allowed = (self.columns <= self.write_pos) & self.key_valid  # (B, max_len): filled, real columns
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         blocked = torch.tensor(torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device)
         mask = torch.where(allowed, zero, blocked)[:, None, None, :]  # (B, 1, 1, max_len)
-        cache = _StaticWrite(self.k, self.v, write_pos)
+        ks = [getattr(self, f"k{i}") for i in range(self.n_layer)]
+        vs = [getattr(self, f"v{i}") for i in range(self.n_layer)]
+        cache = _StaticWrite(ks, vs, self.write_pos)
         for block in tr.h:
             x = block(x, mask, kv_cache=cache)  # (B, 1, C)
         x = tr.ln_f(x)  # (B, 1, C)
-        return self.model.lm_head(x)[:, -1, :]  # (B, V)
+        logits = self.model.lm_head(x)[:, -1, :].float()  # (B, V)
+        greedy = logits.argmax(dim=-1)  # (B,)
+        self.token.copy_(greedy[:, None])
+        self.write_pos.add_(1)
+        self.position.add_(1)
+        note_nonfinite(logits, self.step, self.first_nonfinite)
+        self.step.add_(1)
+        return logits, greedy
 
 
 # compiled decoders per model and (batch, length, dtype, device), with their caches: compiling is slow
@@ -84,7 +146,7 @@ def static_decoder(model: GPT2, batch_size: int, max_len: int, compile: bool) ->
     """A cache, the ``StaticDecoder`` on it, and the step to call (the decoder itself, or its compiled form).
 
     Compiled decoders are kept per model and (batch, length, dtype, device) with their caches, and
-    reset for reuse: compiling takes far longer than a call."""
+    emptied for reuse: compiling takes far longer than a call."""
     if not compile:
         cache = model.new_kv_cache(batch_size, max_len)
         decoder = StaticDecoder(model, cache)
@@ -95,7 +157,12 @@ def static_decoder(model: GPT2, batch_size: int, max_len: int, compile: bool) ->
         cache = model.new_kv_cache(batch_size, max_len)
         decoder = StaticDecoder(model, cache)
         mode = "reduce-overhead" if model.device.type == "cuda" else None  # CUDA graphs on GPU
-        per_model[key] = (cache, decoder, torch.compile(decoder, mode=mode, fullgraph=True))
+        # dynamic=False: each length and batch size is its own graph, never one with symbolic shapes
+        per_model[key] = (cache, decoder, torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False))
     cache, decoder, step = per_model[key]
     cache.reset()
+    # a former call's keys and values sit in the columns this call has not filled yet: masked, but a
+    # NaN or inf there would still poison every score (NaN + mask is NaN), so start from zeros
+    cache.k.zero_()
+    cache.v.zero_()
     return cache, decoder, step
