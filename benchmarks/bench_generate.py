@@ -1,21 +1,31 @@
 """Greedy decoding and prefill speed: gpt2lab vs transformers, same weights, same process.
 
     python benchmarks/bench_generate.py                          # CPU, fp32, batch 1 and 8
-    python benchmarks/bench_generate.py --device cuda --dtype bf16 --compile
+    python benchmarks/bench_generate.py --device cuda --dtype bf16 --compile [--profile]
 
 The model is GPT-2 124M with random weights (the released ones give the same speed; no download).
 For each batch size it times ``GPT2.generate`` and ``GPT2LMHeadModel.generate`` (greedy, a 32-token
-prompt, 48 new tokens, eos disabled so both make every token): the whole call, and the decode steps
-alone (the 48-token call less a 1-token call). And the *weight-streaming floor*: a bare chain of the
-model's matrix products for one token per row, the time an implementation needs just to read the
-weights once per step, twice: through gpt2lab's own layers (on a CPU, the oneDNN-packed weights of
-``gpt2lab.kernels``, the fastest products we know there) and through dense ``F.linear`` (PyTorch's
-BLAS, where transformers' Conv1D also lands). The decode rate is the figure to hold against them.
-Then it times the prefill of a 512-token prompt (``max_new_tokens=1``: the prompt pass and one token)
-in both libraries. ``--pack on|off`` overrides where gpt2lab packs (default: where it pays).
+prompt, 48 new tokens on a CPU and 128 on a GPU, eos disabled so both make every token): the whole
+call, and the decode steps alone (the N-token call less a 1-token call). And the *weight-streaming
+floor*: a bare chain of the model's matrix products for one token per row, the time an
+implementation needs just to read the weights once per step, twice: through gpt2lab's own layers (on
+a CPU, the oneDNN-packed weights of ``gpt2lab.kernels``, the fastest products we know there) and
+through dense ``F.linear`` (PyTorch's BLAS, where transformers' Conv1D also lands). The decode rate is
+the figure to hold against them. Then it times the prefill of a 512-token prompt
+(``max_new_tokens=1``: the prompt pass and one token) in both libraries. ``--pack on|off`` overrides
+where gpt2lab packs (default: where it pays).
 
-Timings interleave the two libraries and keep the best of ``--repeats`` runs, which is the figure
-least disturbed by other work on the machine.
+``--compile`` adds each library's compiled decoding beside its eager one: gpt2lab's
+``generate(..., compile=True)`` (the static-cache step, ``torch.compile`` with CUDA graphs) against
+transformers' own: a static cache, whose decode step ``generate`` compiles with
+``CompileConfig(fullgraph=True, mode="reduce-overhead")`` (transformers 5's documented way;
+``--hf-compile forward`` instead sets ``model.forward = torch.compile(model.forward, ...)`` with the
+same arguments, prefill included). It prints compiled vs compiled and eager vs eager.
+``--profile`` runs PyTorch's profiler over one gpt2lab call per batch size (compiled with
+``--compile``) and prints the operations that take the most device and host time.
+
+Timings interleave the libraries and keep the best of ``--repeats`` runs, which is the figure least
+disturbed by other work on the machine.
 """
 
 from __future__ import annotations
@@ -72,14 +82,66 @@ def floor_step(model: GPT2, x: torch.Tensor, own_layers: bool) -> torch.Tensor:
     return model.lm_head(x) if own_layers else F.linear(x, model.lm_head.weight)  # (B, V)
 
 
+def transformers_compiled(path: str, device: str, dtype: torch.dtype, how: str):
+    """transformers' fastest greedy decoding: a static KV cache and a ``torch.compile``'d step
+    (``mode="reduce-overhead"``: CUDA graphs; ``fullgraph=True``).
+
+    ``how="generate"``: as transformers 5 documents it, the static cache makes ``generate`` compile the
+    decode step itself (prefill stays eager), told to use those arguments by a ``CompileConfig``.
+    ``how="forward"``: ``model.forward = torch.compile(model.forward, ...)``, prefill included, with
+    ``generate``'s own compiling turned off so the step is not compiled twice."""
+    from transformers import CompileConfig, GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(path).eval().to(device=device, dtype=dtype)
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+    hf.generation_config.cache_implementation = "static"
+    if how == "generate":
+        config = CompileConfig(fullgraph=True, mode="reduce-overhead")
+        config._compile_all_devices = True  # transformers compiles on GPUs only unless told (a private switch; no harm where absent)
+        hf.generation_config.compile_config = config
+    else:
+        hf.generation_config.disable_compile = True
+        hf.forward = torch.compile(hf.forward, mode="reduce-overhead", fullgraph=True)
+    return hf
+
+
+def rates(t: dict[str, float], name: str, B: int, N: int) -> tuple[float, float]:
+    """Whole-call and decode-only tokens/s of one side from its best times: decode is the N-token
+    call less the 1-token call (prefill and the first token), over N - 1 steps."""
+    return B * N / t[name], B * (N - 1) / max(t[name] - t[f"{name}1"], 1e-9)
+
+
+def profile_call(fn, device: str, label: str, steps: int) -> None:
+    """PyTorch's profiler over one call of ``fn``: the top operations by self device time and by self host time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    sync(device)
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    table = prof.key_averages()
+    print(f"profile: {label}, one call (prefill + {steps} decode steps; divide totals by the steps for one step)")
+    if device == "cuda":
+        print("  top 15 by self CUDA time:")
+        print(table.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=70))
+    print("  top 15 by self CPU time:")
+    print(table.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=70))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    ap.add_argument("--compile", action="store_true", help="gpt2lab decodes with the torch.compile'd static-cache step")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time each library's compiled decoding: gpt2lab compile=True, transformers' static cache + torch.compile")
+    ap.add_argument("--hf-compile", choices=["generate", "forward"], default="generate",
+                    help="how transformers compiles (with --compile): generate's own compile of the decode step (default), or model.forward compiled")
+    ap.add_argument("--profile", action="store_true", help="profile one gpt2lab call per batch size (the compiled one with --compile)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--prompt-len", type=int, default=32)
-    ap.add_argument("--new-tokens", type=int, default=48)
+    ap.add_argument("--new-tokens", type=int, help="tokens per call (default: 48 on a CPU, 128 on a GPU as in the issue's table)")
     ap.add_argument("--prefill-len", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-layer", type=int, default=12, help="fewer layers for a quick look (default: gpt2's 12)")
@@ -104,6 +166,7 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     device = args.device
+    N = args.new_tokens or (128 if device == "cuda" else 48)
     torch.manual_seed(0)
     config = GPT2Config.from_preset("gpt2")
     if args.n_layer != config.n_layer:
@@ -112,13 +175,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         ours.save_pretrained(d)  # transformers loads the very same weights
         hf = GPT2LMHeadModel.from_pretrained(d).eval()
+        hf_compiled = transformers_compiled(d, device, dtype, args.hf_compile) if args.compile else None
     ours = ours.to(device=device, dtype=dtype)
     hf = hf.to(device=device, dtype=dtype)
     hf.generation_config.eos_token_id = None  # make every token, like gpt2lab without eos_token_id
     hf.generation_config.pad_token_id = 0
     print(f"GPT-2 {ours.num_parameters() / 1e6:.0f}M ({config.n_layer} layers), random weights; device {device}, {args.dtype}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, {args.clock} clock"
-          + (", gpt2lab compiled static-cache step" if args.compile else ""))
+          + (f"; compiled: gpt2lab compile=True, transformers static cache + compile ({args.hf_compile})" if args.compile else ""))
 
     if device == "cpu":
         t0 = time.perf_counter()
@@ -135,36 +199,57 @@ def main() -> None:
                 why = "oneDNN unavailable here"
             print(f"weights not packed, dense F.linear: {why}")
     gen = torch.Generator().manual_seed(1)
-    N = args.new_tokens
     for B in args.batch_sizes:
         prompt = torch.randint(0, config.vocab_size, (B, args.prompt_len), generator=gen).to(device)
         x = torch.randn(B, config.n_embd, generator=gen).to(device=device, dtype=dtype)
+        # each side: a call making n new tokens; eager first, then the compiled pair
+        sides = {
+            "ours": lambda n, p=prompt: ours.generate(p, n, temperature=0.0),
+            "hf": lambda n, p=prompt: hf.generate(p, max_new_tokens=n, do_sample=False),
+        }
+        if hf_compiled is not None:
+            sides["ours_c"] = lambda n, p=prompt: ours.generate(p, n, temperature=0.0, compile=True)
+            sides["hf_c"] = lambda n, p=prompt, m=hf_compiled: m.generate(p, max_new_tokens=n, do_sample=False)
+        outputs = {}
         with torch.no_grad():
-            a = ours.generate(prompt, N, temperature=0.0, compile=args.compile)  # warm-up (and compile)
-            b = hf.generate(prompt, max_new_tokens=N, do_sample=False)
+            for name, call in sides.items():
+                t0 = time.perf_counter()
+                outputs[name] = call(N)  # warm-up: packs the weights, compiles, records the CUDA graphs
+                call(1)  # the 1-token call reuses what the N-token call set up (transformers keeps the longer static cache)
+                if name.endswith("_c"):
+                    call(N)  # a second call: whatever the first left to settle (re-recorded graphs) does not count
+                    print(f"  (batch {B}: {'gpt2lab' if name == 'ours_c' else 'transformers'} compiled and warm in {time.perf_counter() - t0:.1f} s)")
             floor_step(ours, x, False)
-        same = torch.equal(a, b)
-        ours_n = lambda n: ours.generate(prompt, n, temperature=0.0, compile=args.compile)  # noqa: E731
-        hf_n = lambda n: hf.generate(prompt, max_new_tokens=n, do_sample=False)  # noqa: E731
-        t = {k: float("inf") for k in ("ours", "ours1", "hf", "hf1", "floor", "dense_floor")}
-        for _ in range(args.repeats):  # interleaved, so a busy moment hurts both alike
-            t["ours"] = min(t["ours"], best_time(lambda: ours_n(N), 1, device))
-            t["hf"] = min(t["hf"], best_time(lambda: hf_n(N), 1, device))
-            t["ours1"] = min(t["ours1"], best_time(lambda: ours_n(1), 1, device))
-            t["hf1"] = min(t["hf1"], best_time(lambda: hf_n(1), 1, device))
+        t = {k: float("inf") for k in [*sides, *(f"{k}1" for k in sides), "floor", "dense_floor"]}
+        for _ in range(args.repeats):  # interleaved, so a busy moment hurts every side alike
+            for name, call in sides.items():
+                t[name] = min(t[name], best_time(lambda c=call: c(N), 1, device))
+                t[f"{name}1"] = min(t[f"{name}1"], best_time(lambda c=call: c(1), 1, device))
             with kernels.packed(ours):  # the products as generate runs them
-                t["floor"] = min(t["floor"], best_time(lambda: [floor_step(ours, x, True) for _ in range(N)], 1, device))
-            t["dense_floor"] = min(t["dense_floor"], best_time(lambda: [floor_step(ours, x, False) for _ in range(N)], 1, device))
-        r_ours, r_hf, r_floor = B * N / t["ours"], B * N / t["hf"], B * N / t["floor"]
-        r_dense = B * N / t["dense_floor"]
-        # decode alone: the N-token call less the 1-token call (prefill + first token), over N - 1 steps
-        d_ours = B * (N - 1) / max(t["ours"] - t["ours1"], 1e-9)
-        d_hf = B * (N - 1) / max(t["hf"] - t["hf1"], 1e-9)
-        print(f"batch {B}, {args.prompt_len}-token prompt, {N} new tokens, greedy (same tokens: {'yes' if same else 'NO'})")
+                t["floor"] = min(t["floor"], best_time(lambda v=x: [floor_step(ours, v, True) for _ in range(N)], 1, device))
+            t["dense_floor"] = min(t["dense_floor"], best_time(lambda v=x: [floor_step(ours, v, False) for _ in range(N)], 1, device))
+
+        (r_ours, d_ours), (r_hf, d_hf) = rates(t, "ours", B, N), rates(t, "hf", B, N)
+        r_floor, r_dense = B * N / t["floor"], B * N / t["dense_floor"]
+        same = "yes" if torch.equal(outputs["ours"], outputs["hf"]) else "NO"
+        print(f"batch {B}, {args.prompt_len}-token prompt, {N} new tokens, greedy (same tokens: {same})")
         print(f"  whole call:  gpt2lab {r_ours:7.1f} tok/s | transformers {r_hf:7.1f} tok/s | gpt2lab/transformers {r_ours / r_hf:.2f}x")
         print(f"  decode only: gpt2lab {d_ours:7.1f} tok/s | transformers {d_hf:7.1f} tok/s | gpt2lab/transformers {d_ours / d_hf:.2f}x")
         print(f"  floor, gpt2lab's own layers {r_floor:7.1f} tok/s | gpt2lab decode {d_ours / r_floor:.0%} of it, whole call {r_ours / r_floor:.0%}")
-        print(f"  floor, dense F.linear       {r_dense:7.1f} tok/s | gpt2lab decode {d_ours / r_dense:.0%} of it; transformers decode {d_hf / r_dense:.0%}")
+        print(f"  floor, dense F.linear       {r_dense:7.1f} tok/s | gpt2lab decode {d_ours / r_dense:.0%} of it; "
+              f"transformers decode {d_hf / r_dense:.0%}")
+        if hf_compiled is not None:
+            (r_oc, d_oc), (r_hc, d_hc) = rates(t, "ours_c", B, N), rates(t, "hf_c", B, N)
+            same_c = " ".join(f"{who} {'yes' if torch.equal(outputs[a], outputs[b]) else 'NO'}"
+                              for who, a, b in (("gpt2lab", "ours_c", "ours"), ("transformers", "hf_c", "hf")))
+            print(f"  compiled (same tokens as eager: {same_c}); gpt2lab compile=True | transformers static cache + compile:")
+            print(f"  whole call:  gpt2lab {r_oc:7.1f} tok/s | transformers {r_hc:7.1f} tok/s | gpt2lab/transformers {r_oc / r_hc:.2f}x")
+            print(f"  decode only: gpt2lab {d_oc:7.1f} tok/s | transformers {d_hc:7.1f} tok/s | gpt2lab/transformers {d_oc / d_hc:.2f}x "
+                  f"({1e3 * B / d_oc:.3f} vs {1e3 * B / d_hc:.3f} ms a step)")
+        if args.profile:
+            which = "ours_c" if hf_compiled is not None else "ours"
+            with torch.no_grad():
+                profile_call(lambda c=sides[which]: c(N), device, f"gpt2lab {'compiled' if which == 'ours_c' else 'eager'}, batch {B}", N - 1)
 
     P = args.prefill_len
     prompt = torch.randint(0, config.vocab_size, (1, P), generator=gen).to(device)
