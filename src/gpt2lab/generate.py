@@ -25,9 +25,11 @@ tokens, with a warning. When the cache is full the window slides: the newest ``b
 tokens are run again as a fresh prefill (GPT-2's learned positions cannot simply shift), so each
 token is predicted from between half and all of a context's worth of the newest tokens.
 
-Speed: the output buffer and the KV cache are allocated once, at their final size; each step does
-a fixed amount of Python work however long the sequence is; the LM head (38.6M of GPT-2's 124M
-parameters) runs only on the last position.
+Speed: the KV cache is allocated once, at its final size; each step does a fixed amount of Python
+work however long the sequence is; the LM head (38.6M of GPT-2's 124M parameters) runs only on the
+last position; and no step waits for the device unless the host needs a token (stop strings, eos):
+the check for NaN or inf logits stays on the device and is read every few steps, so on a GPU the
+host queues the next steps while the device computes.
 
 Where the parts live: ``sampling.py`` turns logits into a token (the settings, the processors,
 the choice); ``streaming.py`` turns tokens into text (stop strings, printable pieces,
@@ -179,7 +181,8 @@ def generate(
             ``torch.cat([idx, *steps], 1)`` is what ``stream=False`` returns.
         static_cache: decode with ``StaticDecoder`` (fixed shapes; same tokens).
         compile: ``torch.compile`` the static decode step (CUDA graphs on GPU); compiled once per
-            model, batch size and dtype. While hooks are registered (``with model.hooks(...)``) both
+            model, batch size, dtype and cache length (the call's length rounded up to a power of
+            two, see ``static_decoder.static_cache_length``). While hooks are registered (``with model.hooks(...)``) both
             are set aside: every step then runs the model's own forward, where the hooks act.
 
     Returns:
