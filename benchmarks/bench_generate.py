@@ -207,6 +207,8 @@ def main() -> None:
             "ours": lambda n, p=prompt: ours.generate(p, n, temperature=0.0),
             "hf": lambda n, p=prompt: hf.generate(p, max_new_tokens=n, do_sample=False),
         }
+        if device == "cuda":  # gpt2lab's default on a GPU records the step as a CUDA graph; this is every kernel launched from Python
+            sides["ours_plain"] = lambda n, p=prompt: ours.generate(p, n, temperature=0.0, static_cache=False)
         if hf_compiled is not None:
             sides["ours_c"] = lambda n, p=prompt: ours.generate(p, n, temperature=0.0, compile=True)
             sides["hf_c"] = lambda n, p=prompt, m=hf_compiled: m.generate(p, max_new_tokens=n, do_sample=False)
@@ -235,6 +237,12 @@ def main() -> None:
         print(f"batch {B}, {args.prompt_len}-token prompt, {N} new tokens, greedy (same tokens: {same})")
         print(f"  whole call:  gpt2lab {r_ours:7.1f} tok/s | transformers {r_hf:7.1f} tok/s | gpt2lab/transformers {r_ours / r_hf:.2f}x")
         print(f"  decode only: gpt2lab {d_ours:7.1f} tok/s | transformers {d_hf:7.1f} tok/s | gpt2lab/transformers {d_ours / d_hf:.2f}x")
+        if "ours_plain" in sides:
+            r_op, d_op = rates(t, "ours_plain", B, N)
+            same_p = "yes" if torch.equal(outputs["ours_plain"], outputs["ours"]) else "NO"
+            print(f"  gpt2lab above: the default, its step a CUDA graph; without it (static_cache=False, same tokens: {same_p}):")
+            print(f"  decode only: gpt2lab {d_op:7.1f} tok/s | transformers {d_hf:7.1f} tok/s | gpt2lab/transformers {d_op / d_hf:.2f}x "
+                  f"(whole call {r_op / r_hf:.2f}x)")
         print(f"  floor, gpt2lab's own layers {r_floor:7.1f} tok/s | gpt2lab decode {d_ours / r_floor:.0%} of it, whole call {r_ours / r_floor:.0%}")
         print(f"  floor, dense F.linear       {r_dense:7.1f} tok/s | gpt2lab decode {d_ours / r_dense:.0%} of it; "
               f"transformers decode {d_hf / r_dense:.0%}")

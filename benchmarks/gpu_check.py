@@ -79,6 +79,7 @@ def main() -> int:
                 rows.append(("from_pretrained(bf16, cuda) vs bf16 model, rel err", rel(loaded(idx.cuda()), flash), 1e-6))
             seconds = timings[-1]
     rows += chunked_loss_rows()
+    rows += decode_rows(gpu)
     for name, value, limit in rows:
         good = value <= limit
         ok &= good
@@ -87,6 +88,36 @@ def main() -> int:
     print(f"{'  peak GPU memory / bf16 model size':<55}{peak:>12.2f}")
     attention_timings()
     return 0 if ok else 1
+
+
+def decode_rows(model: GPT2) -> list[tuple[str, float, float]]:
+    """generate's default on a GPU (the static step recorded as a CUDA graph) against the ordinary
+    step (static_cache=False), fp32: tokens that differ, over greedy, sampled and padded calls, a
+    second call (the recording reused), after an in-place weight edit (the recording reads it) and
+    after a parameter is replaced (recorded again)."""
+    import warnings
+
+    g = torch.Generator().manual_seed(3)
+    prompt = torch.randint(0, 50257, (3, 24), generator=g).cuda()
+    mask = torch.ones_like(prompt)
+    mask[0, :5] = 0
+    mask[2, :11] = 0
+    calls = [dict(temperature=0.0), dict(temperature=0.0, attention_mask=mask), dict(temperature=0.9, top_k=50, seed=7)]
+
+    def differ() -> int:
+        return sum(int((model.generate(prompt, 40, **kw) != model.generate(prompt, 40, static_cache=False, **kw)).sum()) for kw in calls)
+
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "decoding without a CUDA graph" must not happen here
+        rows.append(("decode: CUDA-graph step vs ordinary, tokens differing", differ(), 0))
+        rows.append(("  again (the recording reused)", differ(), 0))
+        with torch.no_grad():
+            model.transformer.h[0].mlp.c_fc.weight.mul_(1.5)  # in place: the recording reads the new numbers
+        rows.append(("  after an in-place weight edit", differ(), 0))
+        model.transformer.h[1].mlp.c_fc.weight = torch.nn.Parameter(model.transformer.h[1].mlp.c_fc.weight * 1.5)
+        rows.append(("  after a parameter is replaced (recorded again)", differ(), 0))
+    return rows
 
 
 def chunked_loss_rows() -> list[tuple[str, float, float]]:

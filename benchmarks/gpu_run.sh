@@ -18,13 +18,13 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS, its o
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__)"
 git log -1 --format='commit %h %s' 2>/dev/null | cut -c1-100
-part check 50 python3 benchmarks/gpu_check.py
+part check 70 python3 benchmarks/gpu_check.py
 part train16 170 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
-    --batch-size 16 --only gpt2lab gpt2lab-logits minimal --profile
-part decode ${DECODE_LIMIT:-180} python3 benchmarks/bench_generate.py --device cuda --dtype bf16 --compile --batch-sizes 1 8 \
-    --new-tokens 128 --repeats 2
-part train64 90 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
+    --batch-size 16 --only gpt2lab gpt2lab-logits minimal --profile --deadline 100
+part decode 190 python3 benchmarks/bench_generate.py --device cuda --dtype bf16 --compile --batch-sizes 1 8 \
+    --new-tokens 128 --repeats 2 --profile
+part train64 80 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
     --batch-size 64 --only gpt2lab minimal
-part xl 70 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --preset gpt2-xl --seq-len 1024 --batch-size 8 \
+part xl 60 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --preset gpt2-xl --seq-len 1024 --batch-size 8 \
     --only gpt2lab minimal --rounds 2 --steps 2
 echo "=== done $(date +%T)"

@@ -159,7 +159,7 @@ def generate(
     generator: torch.Generator | None = None,
     attention_mask: torch.Tensor | None = None,
     stream: bool = False,
-    static_cache: bool = False,
+    static_cache: bool | None = None,
     compile: bool = False,
 ) -> torch.Tensor | Iterator[torch.Tensor]:
     """Continue every row of ``idx`` (B, T); returns (B, T + n) ids, n <= ``max_new_tokens``.
@@ -179,7 +179,10 @@ def generate(
         attention_mask: (B, T), 1 for tokens and 0 for left padding.
         stream: return an iterator that yields each step's new ids (B, 1) as they are made;
             ``torch.cat([idx, *steps], 1)`` is what ``stream=False`` returns.
-        static_cache: decode with ``StaticDecoder`` (fixed shapes; same tokens).
+        static_cache: decode with ``StaticDecoder`` (fixed shapes; same tokens). Default: on a GPU,
+            its step recorded once as a CUDA graph (``static_decoder.GraphedStep``: a step is one
+            launch instead of ~150; no compiler), elsewhere the ordinary step. ``False``: the
+            ordinary step everywhere, each kernel launched from Python.
         compile: ``torch.compile`` the static decode step (CUDA graphs on GPU); compiled once per
             model, batch size, dtype and cache length (the call's length rounded up to a power of
             two, see ``static_decoder.static_cache_length``). While hooks are registered (``with model.hooks(...)``) both
@@ -211,7 +214,7 @@ def _start(
     pad_token_id: int | None,
     seed: int | None,
     generator: torch.Generator | None,
-    static_cache: bool,
+    static_cache: bool | None,
     compile: bool,
     text_rows: bool,
 ) -> tuple[torch.Tensor, Iterator[torch.Tensor], list[RowText] | None]:
@@ -237,7 +240,7 @@ def _start(
         rows = [RowText(token_bytes, stops, eos_token_id) for _ in range(idx.size(0))]
     steps = _decode(model, idx, max_new_tokens, settings, attention_mask=attention_mask, rows=rows,
                     eos_token_id=eos_token_id, pad_token_id=pad_token_id, generator=generator,
-                    static=static_cache or compile, compile=compile)
+                    static=(static_cache if static_cache is not None else idx.device.type == "cuda") or compile, compile=compile)
     return idx, steps, rows
 
 
@@ -297,7 +300,8 @@ def _decode(
     if static:
         # a few lengths (powers of two) so that compiled graphs are reused; the extra columns are masked
         max_len = static_cache_length(window.size(1) + max_new_tokens, block_size)
-        cache, decoder, step_fn = static_decoder(model, B, max_len, compile)
+        # on a GPU the step is recorded as a CUDA graph when not compiled (compiling records one itself)
+        cache, decoder, step_fn = static_decoder(model, B, max_len, compile, graph=device.type == "cuda" and not compile)
     else:
         cache, decoder, step_fn = model.new_kv_cache(B, max_len), None, None
     # which cache columns hold tokens (B, max_len): the window's mask, then ones; only with padding
@@ -450,7 +454,7 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str], *, device: torch.devi
 def generate_text(
     model: GPT2, tokenizer: Any, prompt: str, max_new_tokens: int = ..., *, stream: Literal[False] = ..., stop_at_eot: bool = ...,
     stop: str | Sequence[str] | None = ..., temperature: float = ..., top_k: int | None = ..., top_p: float | None = ..., min_p: float | None = ...,
-    repetition_penalty: float | None = ..., seed: int | None = ..., generator: torch.Generator | None = ..., static_cache: bool = ...,
+    repetition_penalty: float | None = ..., seed: int | None = ..., generator: torch.Generator | None = ..., static_cache: bool | None = ...,
     compile: bool = ...,
 ) -> str: ...
 
@@ -459,7 +463,7 @@ def generate_text(
 def generate_text(
     model: GPT2, tokenizer: Any, prompt: Sequence[str], max_new_tokens: int = ..., *, stream: Literal[False] = ..., stop_at_eot: bool = ...,
     stop: str | Sequence[str] | None = ..., temperature: float = ..., top_k: int | None = ..., top_p: float | None = ..., min_p: float | None = ...,
-    repetition_penalty: float | None = ..., seed: int | None = ..., generator: torch.Generator | None = ..., static_cache: bool = ...,
+    repetition_penalty: float | None = ..., seed: int | None = ..., generator: torch.Generator | None = ..., static_cache: bool | None = ...,
     compile: bool = ...,
 ) -> list[str]: ...
 
@@ -468,7 +472,7 @@ def generate_text(
 def generate_text(
     model: GPT2, tokenizer: Any, prompt: str | Sequence[str], max_new_tokens: int = ..., *, stream: Literal[True], stop_at_eot: bool = ...,
     stop: str | Sequence[str] | None = ..., temperature: float = ..., top_k: int | None = ..., top_p: float | None = ..., min_p: float | None = ...,
-    repetition_penalty: float | None = ..., seed: int | None = ..., generator: torch.Generator | None = ..., static_cache: bool = ...,
+    repetition_penalty: float | None = ..., seed: int | None = ..., generator: torch.Generator | None = ..., static_cache: bool | None = ...,
     compile: bool = ...,
 ) -> TextStream: ...
 
@@ -489,7 +493,7 @@ def generate_text(
     repetition_penalty: float | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
-    static_cache: bool = False,
+    static_cache: bool | None = None,
     compile: bool = False,
 ) -> str | list[str] | TextStream:
     """Continue a prompt (or a list of prompts) and return the new text, without the prompt.

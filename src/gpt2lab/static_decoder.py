@@ -17,6 +17,7 @@ short call attends ~2x its length, not the whole context, and only a few lengths
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Any
 
@@ -120,7 +121,7 @@ class StaticDecoder(nn.Module):
         x = tr.wte(self.token) + tr.wpe(self.position)  # (B, 1, C)
         allowed = (self.columns <= self.write_pos) & self.key_valid  # (B, max_len): filled, real columns
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        blocked = torch.tensor(torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device)
+        blocked = torch.full((), torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device)  # a fill, not a host copy: recordable
         mask = torch.where(allowed, zero, blocked)[:, None, None, :]  # (B, 1, 1, max_len)
         ks = [getattr(self, f"k{i}") for i in range(self.n_layer)]
         vs = [getattr(self, f"v{i}") for i in range(self.n_layer)]
@@ -138,28 +139,86 @@ class StaticDecoder(nn.Module):
         return logits, greedy
 
 
-# compiled decoders per model and (batch, length, dtype, device), with their caches: compiling is slow
-_COMPILED: weakref.WeakKeyDictionary[GPT2, dict[tuple, tuple[KVCache, StaticDecoder, Any]]] = weakref.WeakKeyDictionary()
+class GraphedStep:
+    """A ``StaticDecoder``'s step recorded once as a CUDA graph, without a compiler.
+
+    Eager PyTorch launches a decode step's ~150 small kernels one by one from Python, and for a small
+    model at batch 1 that launching, not the GPU, is most of the step. Recorded as a graph, a step
+    is one launch (``replay``) of all of them. The step reads and writes only its own buffers, the
+    cache and the weights, always at the same addresses, so the recording stays valid from call to
+    call; ``static_decoder`` records again when the weights have moved (a new parameter, another
+    dtype). The outputs are the recording's own tensors, overwritten by the next replay.
+    """
+
+    def __init__(self, decoder: StaticDecoder) -> None:
+        self.decoder = decoder
+        model = decoder.model
+        was_training = model.training
+        model.eval()  # recorded as inference: no dropout, no autograd
+        try:
+            with torch.no_grad():
+                # warm up on a side stream, as CUDA graph capture asks: library handles and workspaces are
+                # made there, not while recording. The warm-up really steps the decoder (a column of the
+                # cache, the token buffers): the caller sets them all before the first replay.
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        decoder()
+                torch.cuda.current_stream().wait_stream(side)
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.outputs = decoder()  # recorded, not run
+        finally:
+            model.train(was_training)
+        decoder.first_nonfinite.fill_(NO_STEP)
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.graph.replay()
+        return self.outputs
 
 
-def static_decoder(model: GPT2, batch_size: int, max_len: int, compile: bool) -> tuple[KVCache, StaticDecoder, Any]:
-    """A cache, the ``StaticDecoder`` on it, and the step to call (the decoder itself, or its compiled form).
+def weight_addresses(model: nn.Module) -> tuple[int, ...]:
+    """Where every parameter and buffer lives: a recorded CUDA graph reads them there."""
+    return tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers()))
 
-    Compiled decoders are kept per model and (batch, length, dtype, device) with their caches, and
-    emptied for reuse: compiling takes far longer than a call."""
-    if not compile:
+
+# recorded or compiled decoders per model and (batch, length, dtype, device, how), with their caches:
+# compiling is slow, recording a graph a few steps' time
+_KEPT: weakref.WeakKeyDictionary[GPT2, dict[tuple, tuple[KVCache, StaticDecoder, Any, tuple[int, ...]]]] = weakref.WeakKeyDictionary()
+
+
+def static_decoder(model: GPT2, batch_size: int, max_len: int, compile: bool, graph: bool = False) -> tuple[KVCache, StaticDecoder, Any]:
+    """A cache, the ``StaticDecoder`` on it, and the step to call: the decoder itself, its compiled
+    form (``compile``), or its recording as a CUDA graph (``graph``, on CUDA; ``GraphedStep``).
+
+    Compiled and recorded decoders are kept per model and (batch, length, dtype, device) with their
+    caches, and emptied for reuse. A recording whose weights have since moved is made again; if
+    recording fails (an operation CUDA graphs cannot hold), the plain step is used."""
+    if not (compile or graph):
         cache = model.new_kv_cache(batch_size, max_len)
         decoder = StaticDecoder(model, cache)
         return cache, decoder, decoder
-    key = (batch_size, max_len, model.dtype, str(model.device))
-    per_model = _COMPILED.setdefault(model, {})
-    if key not in per_model:
+    key = (batch_size, max_len, model.dtype, str(model.device), "compiled" if compile else "graph", model.explicit)
+    per_model = _KEPT.setdefault(model, {})
+    addresses = weight_addresses(model) if graph else ()
+    if key not in per_model or per_model[key][3] != addresses:
+        per_model.pop(key, None)  # a stale recording: its memory goes before the new one is made
         cache = model.new_kv_cache(batch_size, max_len)
         decoder = StaticDecoder(model, cache)
-        mode = "reduce-overhead" if model.device.type == "cuda" else None  # CUDA graphs on GPU
-        # dynamic=False: each length and batch size is its own graph, never one with symbolic shapes
-        per_model[key] = (cache, decoder, torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False))
-    cache, decoder, step = per_model[key]
+        step: Any
+        if compile:
+            mode = "reduce-overhead" if model.device.type == "cuda" else None  # CUDA graphs on GPU
+            # dynamic=False: each length and batch size is its own graph, never one with symbolic shapes
+            step = torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False)
+        else:
+            try:
+                step = GraphedStep(decoder)
+            except RuntimeError as err:  # not recordable here: decode step by step, as correct, slower
+                warnings.warn(f"decoding without a CUDA graph ({str(err).splitlines()[0]})", RuntimeWarning, stacklevel=3)
+                step = decoder
+        per_model[key] = (cache, decoder, step, addresses)
+    cache, decoder, step, _ = per_model[key]
     cache.reset()
     # a former call's keys and values sit in the columns this call has not filled yet: masked, but a
     # NaN or inf there would still poison every score (NaN + mask is NaN), so start from zeros
