@@ -169,9 +169,14 @@ def main() -> None:
                 del steps[name], times[name]
                 continue
             t0 = time.perf_counter()
-            for _ in range(3 if not args.compile else 5):
-                step()
-            sync()
+            try:
+                for _ in range(3 if not args.compile else 5):
+                    step()
+                sync()
+            except Exception as err:  # one side failing (a compiler or kernel error) must not cost the others' figures
+                print(f"  {name}: FAILED in warm-up, left out: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", flush=True)
+                del steps[name], times[name]
+                continue
             print(f"  warm-up {name}: {time.perf_counter() - t0:.1f} s", flush=True)
         for _ in range(args.rounds):
             for name, step in steps.items():

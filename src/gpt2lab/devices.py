@@ -9,6 +9,7 @@ are accepted too); ``auto`` means bf16 on a GPU that has it, else fp32.
 from __future__ import annotations
 
 import contextlib
+import os
 from contextlib import AbstractContextManager
 
 import torch
@@ -85,9 +86,9 @@ def attention_kernels(device: torch.device) -> AbstractContextManager:
     matrix instructions and are reported 1.7-2.3x faster for training shapes, at the same accuracy
     (``benchmarks/gpu_check.py`` times both at GPT-2's shape). A preference, not a restriction:
     a call cuDNN cannot serve falls back down the list. The training step runs under it; the
-    backward pass follows the kernel its forward chose.
+    backward pass follows the kernel its forward chose. ``GPT2LAB_CUDNN_ATTENTION=0`` keeps PyTorch's order.
     """
-    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9 or os.environ.get("GPT2LAB_CUDNN_ATTENTION") == "0":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
