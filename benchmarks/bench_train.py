@@ -64,7 +64,7 @@ def profile(steps: dict[str, Callable[[], object]], device: torch.device, sync: 
         print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=70))
 
 
-SIDES = ("gpt2lab", "minimal", "transformers", "gpt2lab-logits")  # the last: gpt2lab with --chunked-loss off
+SIDES = ("gpt2lab", "minimal", "transformers", "gpt2lab-chunked")  # the last: gpt2lab with --chunked-loss
 
 
 def main() -> None:
@@ -83,7 +83,6 @@ def main() -> None:
     p.add_argument("--only", choices=SIDES, nargs="+", help="measure these sides only (default: the first three)")
     p.add_argument("--deadline", type=float, help="seconds after start past which no further side is warmed up (it is left out)")
     p.add_argument("--profile", action="store_true", help="after timing, profile two steps of each side: top kernels by device time")
-    p.add_argument("--chunked-loss", default="auto", choices=["auto", "on", "off"], help="gpt2lab's --chunked-loss (default auto)")
     args = p.parse_args()
     started = time.perf_counter()
     shape = PRESETS[args.preset] if args.preset else dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
@@ -98,7 +97,7 @@ def main() -> None:
         save_tokens(Path(tmp) / "data", rng.integers(0, V, 200_000), rng.integers(0, V, 20_000), n_vocab=V)
         cfg = TrainConfig(data=Path(tmp) / "data", out=Path(tmp) / "run", block_size=T, batch_size=B, device=args.device,
                           dtype=args.dtype, compile=args.compile, progress=False, max_steps=10**6, dropout=0.0,
-                          chunked_loss=args.chunked_loss, **shape)
+                          **shape)
         ours = Trainer(cfg)
 
         def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,12 +110,11 @@ def main() -> None:
             first = {"gpt2lab": lm_loss(ours.model(x0), y0, ours.vocab).item()}
         steps: dict[str, Callable[[], object]] = {"gpt2lab": ours.train_step_no_sync}
         own_state: dict[str, Callable[[], int]] = {"gpt2lab": lambda: state_bytes(ours.model, ours.optimizer)}
-        print(f"gpt2lab: {'chunked' if ours.chunked_loss else 'whole-logits'} LM head + loss", flush=True)
-        logits_side = None
-        if "gpt2lab-logits" in wanted:  # the same trainer with the whole logits (--chunked-loss off)
-            logits_side = Trainer(TrainConfig(**{**cfg.__dict__, "out": Path(tmp) / "run-logits", "chunked_loss": "off"}))
-            steps["gpt2lab-logits"] = logits_side.train_step_no_sync
-            own_state["gpt2lab-logits"] = lambda: state_bytes(logits_side.model, logits_side.optimizer)
+        chunked_side = None
+        if "gpt2lab-chunked" in wanted:  # the same trainer with the LM head and loss in chunks (--chunked-loss)
+            chunked_side = Trainer(TrainConfig(**{**cfg.__dict__, "out": Path(tmp) / "run-chunked", "chunked_loss": True}))
+            steps["gpt2lab-chunked"] = chunked_side.train_step_no_sync
+            own_state["gpt2lab-chunked"] = lambda: state_bytes(chunked_side.model, chunked_side.optimizer)
 
         if "minimal" in wanted:
             model = MinimalGPT2(V, T, **shape).to(device)
@@ -161,8 +159,8 @@ def main() -> None:
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         times: dict[str, list[float]] = {k: [] for k in steps}
         peak_memory: dict[str, int] = dict.fromkeys(steps, 0)
-        order = [k for k in ("gpt2lab", "minimal", "transformers", "gpt2lab-logits") if k in steps]
-        steps = {k: steps[k] for k in order}  # the optional gpt2lab-logits side last: the first a deadline drops
+        order = [k for k in ("gpt2lab", "minimal", "transformers", "gpt2lab-chunked") if k in steps]
+        steps = {k: steps[k] for k in order}  # the optional gpt2lab-chunked side last: the first a deadline drops
         for name, step in list(steps.items()):  # warm up: allocator, thread pools, compilation
             if args.deadline is not None and time.perf_counter() - started > args.deadline:
                 print(f"  {name}: left out, {args.deadline:.0f} s passed before its warm-up", flush=True)
@@ -196,8 +194,8 @@ def main() -> None:
         if args.profile:
             profile(steps, device, sync)
         ours.close()
-        if logits_side is not None:
-            logits_side.close()
+        if chunked_side is not None:
+            chunked_side.close()
 
     peak = peak_flops(device, dtype)
     flops = flops_per_token(GPT2Config(vocab_size=V, block_size=T, **shape), T) * tokens
@@ -217,7 +215,7 @@ def main() -> None:
         print(f"  {name:13s} {rate[name]:9,.0f} tok/s  (median step {med * 1e3:7.1f} ms over {len(ts)} rounds){mfu}, peak memory {memory}")
     if device.type == "cpu":
         print(f"  process RSS high-water mark (all sides together): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
-    for ours_side in ("gpt2lab", "gpt2lab-logits"):
+    for ours_side in ("gpt2lab", "gpt2lab-chunked"):
         for other in ("minimal", "transformers"):
             if ours_side in rate and other in rate:
                 memory_ratio = f", peak memory {peak_memory[ours_side] / peak_memory[other]:.2f}x" if device.type == "cuda" else ""

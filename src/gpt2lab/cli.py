@@ -697,8 +697,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--activation-checkpointing", action="store_true", default=None,
                    help="recompute each block in backward instead of storing its activations: less memory, ~1 more forward of compute")
-    p.add_argument("--chunked-loss", choices=["auto", "on", "off"], default=None,
-                   help="the LM head and the loss a chunk of positions at a time, never the whole logits (default auto: on CUDA)")
+    p.add_argument("--chunked-loss", action="store_true", default=None,
+                   help="the LM head and the loss a chunk of positions at a time: the whole (N, V) logits never exist (less memory)")
     p.add_argument("--fsdp", action="store_true", default=None,
                    help="under torchrun: shard weights, gradients and optimizer state over the processes (FSDP2) instead of DDP's copies")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
@@ -710,11 +710,9 @@ def _train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     given = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
-    for flag in ("compile", "activation_checkpointing", "fsdp"):
+    for flag in ("compile", "activation_checkpointing", "chunked_loss", "fsdp"):
         if getattr(args, flag):
             given[flag] = True
-    if args.chunked_loss is not None:
-        given["chunked_loss"] = args.chunked_loss
     init = given.get("init", "scratch")
     if init != "scratch" and not args.resume:
         shaped = [f"--{f.replace('_', '-')}" for f in _SHAPE_FIELDS if f in given]

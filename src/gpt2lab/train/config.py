@@ -70,9 +70,9 @@ class TrainConfig:
         activation_checkpointing: keep only each block's input for backward and recompute the rest
             there (``train.memory``): activation memory of one block instead of all L, for about one
             more forward pass of compute; the same losses and gradients.
-        chunked_loss: ``"auto"``, ``"on"`` or ``"off"``: the LM head and the loss a chunk of positions
-            at a time (``train.loss.chunked_lm_loss``), so the (N, V) logits never exist; auto takes
-            it on CUDA with a large vocabulary (not with fp16 or FSDP). The same loss and gradients.
+        chunked_loss: the LM head and the loss a chunk of positions at a time
+            (``train.loss.chunked_lm_loss``), so the (N, V) logits never exist: less memory, the same
+            loss and gradients (not with fp16 or FSDP).
         fsdp: under torchrun, shard weights, gradients and AdamW moments over the ranks with FSDP2
             (``train.sharded``) instead of copying them to each (DDP): each rank holds 1/N of them.
             The same losses; checkpoints in the plain format (a run may resume with or without it).
@@ -123,7 +123,7 @@ class TrainConfig:
     dtype: str = "auto"
     compile: bool = False
     activation_checkpointing: bool = False
-    chunked_loss: str = "auto"
+    chunked_loss: bool = False
     fsdp: bool = False
     pad_vocab: int | None = None
     resume: bool = False
@@ -185,8 +185,6 @@ class TrainConfig:
         if c.fsdp and (c.task != "lm" or c.lora_rank is not None or c.eval_task is not None):
             raise ConfigError("--fsdp trains language models (--task lm) without --lora-rank and --eval-task; "
                               "score RUN_DIR/model with gpt2lab eval afterwards")
-        if c.chunked_loss not in ("auto", "on", "off"):
-            raise ConfigError(f"chunked_loss must be auto, on or off, got {c.chunked_loss!r}")
         if c.dtype not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"dtype must be auto, fp32, bf16 or fp16, got {c.dtype!r}")
         return c

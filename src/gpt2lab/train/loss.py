@@ -75,6 +75,11 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     than ``chunk`` rows of logits are ever alive, and backward only scales the two gradients it
     kept. The products run in ``compute_dtype`` (autocast's, when it is on), the softmax in fp32,
     the weight's gradient adds up in fp32.
+
+    Written without in-place operations on purpose: an in-place version (``logits.sub_().exp_()``,
+    slices of preallocated gradients) gave the right gradients eagerly and compiled on a CPU, but
+    all-zero gradients under ``torch.compile`` on an H200 (torch 2.11; ``aot_eager`` too, so in the
+    tracing, not the kernels). This one gave the right ones with every backend there.
     """
 
     @staticmethod
@@ -85,23 +90,22 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         scale = counted / counted.sum().clamp(min=1)  # (N,): the mean's 1/n, and 0 for ignored rows
         head = weight[:vocab].to(compute_dtype)  # (V, C): padding rows take no part
         total = torch.zeros((), device=hidden.device, dtype=torch.float32)  # ()
-        grad_hidden = torch.empty_like(hidden) if with_grad else None  # (N, C)
-        grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if with_grad else None  # (V', C)
+        grad_hidden: list[torch.Tensor] = []  # (n_c, C) per chunk
+        grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)  # (V', C)
         for i in range(0, hidden.size(0), chunk):
             h = hidden[i : i + chunk].to(compute_dtype)  # (n_c, C)
             logits = (h @ head.t()).float()  # (n_c, V)
             lse = torch.logsumexp(logits, dim=1)  # (n_c,)
-            rows = torch.arange(logits.size(0), device=logits.device)  # (n_c,)
-            picked = logits[rows, safe[i : i + chunk]]  # (n_c,): the target's logit
-            total += ((lse - picked) * scale[i : i + chunk]).sum()
-            if grad_hidden is not None and grad_weight is not None:
-                g = logits.sub_(lse[:, None]).exp_()  # (n_c, V): softmax, in the logits' own memory
-                g[rows, safe[i : i + chunk]] -= 1.0  # - one_hot(targets)
-                g = g.mul_(scale[i : i + chunk, None]).to(compute_dtype)  # (n_c, V)
-                grad_hidden[i : i + chunk] = g @ head  # (n_c, C)
-                grad_weight[:vocab] += (g.t() @ h).float()  # (V, C)
-        if grad_hidden is not None and grad_weight is not None:
-            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+            picked = logits.gather(1, safe[i : i + chunk, None]).squeeze(1)  # (n_c,): the target's logit
+            total = total + ((lse - picked) * scale[i : i + chunk]).sum()
+            if with_grad:
+                g = torch.exp(logits - lse[:, None])  # (n_c, V): softmax
+                g = g.scatter_add(1, safe[i : i + chunk, None], torch.full_like(picked[:, None], -1.0))  # - one_hot(targets)
+                g = (g * scale[i : i + chunk, None]).to(compute_dtype)  # (n_c, V)
+                grad_hidden.append(g @ head)  # (n_c, C)
+                grad_weight = torch.cat([grad_weight[:vocab] + (g.t() @ h).float(), grad_weight[vocab:]])  # (V', C)
+        if with_grad:
+            ctx.save_for_backward(torch.cat(grad_hidden).to(hidden.dtype), grad_weight.to(weight.dtype))
         return total
 
     @staticmethod

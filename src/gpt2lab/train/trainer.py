@@ -70,8 +70,6 @@ log = logging.getLogger(__name__)
 # with several processes, how often (in steps) at the most the ranks tell each other whether one was
 # asked to stop, when no logged, evaluated or saved step comes sooner (each time is a host sync)
 STOP_CHECK_EVERY = 50
-# from this vocabulary size on, a GPU run computes the LM head and the loss in chunks (loss.chunked_lm_loss)
-CHUNKED_LOSS_MIN_VOCAB = 8192
 
 
 class Trainer:
@@ -235,18 +233,17 @@ class Trainer:
         Then the (N, V) logits never exist (at GPT-2's vocabulary and 16 x 1024 tokens: 1.6 GB in
         bf16, 3.3 GB in fp32), the largest tensors of a small model's step. Not under FSDP (it shards
         the head) nor fp16 (the chunks' gradients are made before GradScaler scales the loss, and
-        small ones would underflow). ``auto`` takes it on CUDA with a large vocabulary; on a CPU the
-        in-place ``lm_loss`` is as fast and memory is rarely what limits the batch.
+        small ones would underflow). Off by default: on an H200, compiled, the whole logits inside
+        the step's graph were as fast and used the same memory as the minimal loop
+        (``benchmarks/README.md``); chunking is for when the logits are what does not fit.
         """
+        if not config.chunked_loss:
+            return False
         why_not = ("--fsdp shards the LM head" if config.fsdp else
                    "fp16 gradients made before the loss scaling would underflow (use --dtype bf16)" if self.dtype == torch.float16 else None)
-        if config.chunked_loss == "on":
-            if why_not:
-                raise ConfigError(f"--chunked-loss on does not combine with this run: {why_not}")
-            return True
-        if config.chunked_loss == "off" or why_not:
-            return False
-        return self.device.type == "cuda" and self.vocab >= CHUNKED_LOSS_MIN_VOCAB
+        if why_not:
+            raise ConfigError(f"--chunked-loss does not combine with this run: {why_not}")
+        return True
 
     def _step_module(self, model: GPT2) -> nn.Module:
         """The module a training step calls, ``(x, y) -> loss``: the model and its loss in one, so that
