@@ -389,7 +389,8 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.forward_model.train()
+        if not (self.forward_model.training and self.model.training):  # a walk over every module: only when needed
+            self.forward_model.train()
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(cfg.grad_accum):
             x, y = self.to_device(*self.sampler.next_batch())  # (B, T) each
