@@ -272,6 +272,32 @@ def test_the_trainer_loss_counts_only_response_tokens(instruct_data, gpt2_vocab_
     assert trainer.evaluate() == pytest.approx(val_response_only, abs=1e-5)
 
 
+def test_gradient_accumulation_takes_the_mean_over_every_response_token_of_the_step(instruct_data, gpt2_vocab_model_dir, tmp_path):
+    """Two micro-batches of 2 that hold different numbers of response tokens: the step's loss (and so its
+    gradient) is the mean over all of them, as one batch of 4 makes it, not the mean of the two means."""
+    def first_step(batch_size: int, grad_accum: int) -> tuple[float, list[torch.Tensor]]:
+        config = TrainConfig(data=instruct_data, out=tmp_path / f"b{batch_size}", init=str(gpt2_vocab_model_dir), block_size=32,
+                             batch_size=batch_size, grad_accum=grad_accum, max_steps=2, lr=1e-3, warmup_steps=0, progress=False,
+                             seed=5, device="cpu", dropout=0.0)
+        trainer = Trainer(config)
+        grads: list[torch.Tensor] = []
+        trainer.optimizer.step = lambda: grads.extend(p.grad.clone() for p in trainer.model.parameters())
+        try:
+            return trainer.train_step(), grads
+        finally:
+            trainer.close()
+
+    data = open_data(instruct_data)
+    sampler = BatchSampler(data.train, 32, 2, seed=5, mask=data.train_mask)
+    counts = [int((sampler.next_batch()[1] != IGNORE_INDEX).sum()) for _ in range(2)]
+    assert counts[0] != counts[1]  # what makes the two ways of averaging differ
+    one_batch, one_grads = first_step(4, 1)
+    accumulated, accumulated_grads = first_step(2, 2)
+    assert accumulated == pytest.approx(one_batch, abs=1e-5)
+    for a, b in zip(one_grads, accumulated_grads, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-4)
+
+
 @pytest.mark.slow
 def test_train_takes_instruct_data_unchanged(instruct_data, gpt2_vocab_model_dir, tmp_path):
     run = cli("train", "--data", instruct_data, "--out", tmp_path / "run", "--init", gpt2_vocab_model_dir, "--block-size", 32,

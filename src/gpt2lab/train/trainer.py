@@ -392,8 +392,10 @@ class Trainer:
         if not (self.forward_model.training and self.model.training):  # a walk over every module: only when needed
             self.forward_model.train()
         loss_sum = torch.zeros((), device=self.device)
-        for micro in range(cfg.grad_accum):
-            x, y = self.to_device(*self.sampler.next_batch())  # (B, T) each
+        batches = [self.sampler.next_batch() for _ in range(cfg.grad_accum)]  # (x, y) pairs, still on the host
+        shares = self._micro_batch_shares([y for _, y in batches])  # (grad_accum,) on the device
+        for micro, batch in enumerate(batches):
+            x, y = self.to_device(*batch)  # (B, T) each
             last = micro == cfg.grad_accum - 1
             # DDP averages gradients across ranks in backward; only the last micro-batch needs it
             # (forward_model is the DDP wrapper whenever dist is enabled without fsdp); FSDP2 likewise
@@ -405,10 +407,10 @@ class Trainer:
             with sync:
                 with autocast(self.device, self.dtype), attention_kernels(self.device):
                     loss = self._loss(x, y)
-                scaled = loss / cfg.grad_accum
+                scaled = loss * shares[micro]
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-            loss_sum += loss.detach()
-        step_loss = loss_sum / cfg.grad_accum  # ()
+            loss_sum += loss.detach() * shares[micro]
+        step_loss = loss_sum  # (): this rank's part of the step's mean, times the number of ranks
         if self.dist.enabled:  # the mean over ranks: a NaN on any rank makes every rank skip the step
             import torch.distributed as dist
 
@@ -439,6 +441,25 @@ class Trainer:
         self.lr = lr
         self._last_loss = step_loss.detach()
         return self._last_loss
+
+    def _micro_batch_shares(self, targets: list[torch.Tensor]) -> torch.Tensor:
+        """Each micro-batch's weight in the step's loss (grad_accum,): its counted targets over the
+        whole step's, across every rank, times the number of ranks (DDP averages over them).
+
+        The step's loss is then the mean over all its targets, as one large batch would make it,
+        even when micro-batches hold different numbers of them (instruction data counts responses
+        only); with every target counted, each weight is 1 / grad_accum. The counts are taken on
+        the host, from the batches before they move; across ranks they are summed on the device
+        (no wait)."""
+        counts = torch.tensor([float((y != IGNORE_INDEX).sum()) for y in targets])  # (grad_accum,)
+        if not self.dist.enabled:
+            return self.to_device(counts / counts.sum().clamp(min=1))[0]
+        import torch.distributed as dist
+
+        counts = self.to_device(counts)[0]
+        total = counts.sum()  # ()
+        dist.all_reduce(total)
+        return counts * self.dist.world_size / total.clamp(min=1)
 
     def to_device(self, *batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """A batch on the training device without making the host wait: to a GPU from pinned
