@@ -26,7 +26,7 @@ from gpt2lab.generate import (
     token_bytes_fn,
 )
 from gpt2lab.sampling import NO_STEP
-from gpt2lab.static_decoder import _KEPT, static_cache_length
+from gpt2lab.static_decoder import kept_decoders, static_cache_length, static_decoder
 
 NEG = float("-inf")
 SMALL = dict(n_layer=2, n_head=4, n_embd=32, vocab_size=53, block_size=24)
@@ -613,9 +613,28 @@ def test_static_paths_equal_the_ordinary_path_at_every_cache_length(wide, path, 
         for kw in settings:
             assert torch.equal(generate(wide, x, n, **use_path(path, request), **kw), generate(wide, x, n, **kw)), (T, n, kw)
     if path == "compiled":  # one compiled step per (batch, length); a shorter call reuses its length's graph
-        assert sorted(key[:2] for key in _KEPT[wide]) == [(2, 64), (2, 128), (2, 256)]
+        assert sorted(key[:2] for key in kept_decoders(wide)) == [(2, 64), (2, 128), (2, 256)]
         generate(wide, ids(2, 3), 40, temperature=0.0, compile=True)
-        assert len(_KEPT[wide]) == 3
+        assert len(kept_decoders(wide)) == 3
+
+
+def test_kept_decoders_go_with_their_model_and_are_never_copied():
+    """A decoder holds its model: kept in a table outside the model, every model that ever decoded
+    would stay in memory (GPU memory too). Kept on the model, they are freed with it."""
+    import copy
+    import gc
+    import pickle
+    import weakref
+
+    model = perturbed_model(GPT2Config(**SMALL))
+    static_decoder(model, 2, 64, compile=True)  # torch.compile wraps lazily: nothing is compiled here
+    assert len(kept_decoders(model)) == 1
+    assert len(kept_decoders(copy.deepcopy(model))) == 0
+    assert len(kept_decoders(pickle.loads(pickle.dumps(model)))) == 0
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
 
 
 def test_compiled_generation_with_inductor_equals_the_ordinary_path(wide):

@@ -18,7 +18,6 @@ short call attends ~2x its length, not the whole context, and only a few lengths
 from __future__ import annotations
 
 import warnings
-import weakref
 from typing import Any
 
 import torch
@@ -183,9 +182,28 @@ def weight_addresses(model: nn.Module) -> tuple[int, ...]:
     return tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers()))
 
 
-# recorded or compiled decoders per model and (batch, length, dtype, device, how), with their caches:
-# compiling is slow, recording a graph a few steps' time
-_KEPT: weakref.WeakKeyDictionary[GPT2, dict[tuple, tuple[KVCache, StaticDecoder, Any, tuple[int, ...]]]] = weakref.WeakKeyDictionary()
+class KeptDecoders(dict):
+    """A model's recorded or compiled decoders, (batch, length, dtype, device, how, explicit) ->
+    (cache, decoder, step, weight addresses): compiling is slow, recording a graph a few steps' time.
+
+    Kept on the model itself (``kept_decoders``), so they go when the model goes: a decoder holds its
+    model, and a table outside it (even one with weak keys) would keep every model alive. Never
+    copied: a copied or unpickled model starts with none (a CUDA graph cannot be copied, and it would
+    point at the original's memory)."""
+
+    def __deepcopy__(self, memo: dict) -> KeptDecoders:
+        return KeptDecoders()
+
+    def __reduce__(self) -> tuple:
+        return (KeptDecoders, ())
+
+
+def kept_decoders(model: GPT2) -> KeptDecoders:
+    """The decoders kept for ``model`` (made empty on first use)."""
+    kept = model.__dict__.get("_kept_decoders")
+    if kept is None:
+        kept = model.__dict__["_kept_decoders"] = KeptDecoders()
+    return kept
 
 
 def static_decoder(model: GPT2, batch_size: int, max_len: int, compile: bool, graph: bool = False) -> tuple[KVCache, StaticDecoder, Any]:
@@ -200,7 +218,7 @@ def static_decoder(model: GPT2, batch_size: int, max_len: int, compile: bool, gr
         decoder = StaticDecoder(model, cache)
         return cache, decoder, decoder
     key = (batch_size, max_len, model.dtype, str(model.device), "compiled" if compile else "graph", model.explicit)
-    per_model = _KEPT.setdefault(model, {})
+    per_model = kept_decoders(model)
     addresses = weight_addresses(model) if graph else ()
     if key not in per_model or per_model[key][3] != addresses:
         per_model.pop(key, None)  # a stale recording: its memory goes before the new one is made
