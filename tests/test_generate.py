@@ -637,6 +637,22 @@ def test_kept_decoders_go_with_their_model_and_are_never_copied():
     assert gone() is None
 
 
+def test_two_streams_at_once_each_get_their_own_compiled_decoder(wide, request):
+    """A kept decoder holds one generation's cache and positions: a second generation of the same
+    shapes that starts before the first has finished gets a decoder of its own, and both streams
+    give the tokens they give alone."""
+    kw = dict(temperature=0.0, **use_path("compiled", request))
+    a, b = ids(2, 6, seed=1), ids(2, 6, seed=2)
+    alone_a, alone_b = generate(wide, a, 12, **kw), generate(wide, b, 12, **kw)
+    stream_a, stream_b = generate(wide, a, 12, stream=True, **kw), generate(wide, b, 12, stream=True, **kw)
+    steps_a, steps_b = [], []
+    for step_a, step_b in zip(stream_a, stream_b, strict=True):  # interleaved, one step each
+        steps_a.append(step_a)
+        steps_b.append(step_b)
+    assert torch.equal(torch.cat([a, *steps_a], 1), alone_a) and torch.equal(torch.cat([b, *steps_b], 1), alone_b)
+    assert not kept_decoders(wide).in_use  # both finished: the kept one is free again
+
+
 def test_compiled_generation_with_inductor_equals_the_ordinary_path(wide):
     """The real compiler (C++ kernels on a CPU; on a GPU the same graph also becomes a CUDA graph),
     on a padded batch: the cache writes, the mask and the greedy token inside the compiled step."""

@@ -66,7 +66,7 @@ from .sampling import (
     note_nonfinite,
     process_logits,
 )
-from .static_decoder import StaticDecoder, static_cache_length, static_decoder
+from .static_decoder import StaticDecoder, release_decoder, static_cache_length, static_decoder
 from .streaming import RowText, TextStream, token_bytes_fn
 
 __all__ = [
@@ -412,6 +412,8 @@ def _decode(
                 r.finish()
     finally:
         model.train(was_training)
+        if decoder is not None:
+            release_decoder(model, decoder)
 
 
 NAN_CHECK_EVERY = 32  # steps between reads of the NaN check when nothing else needs the host

@@ -189,7 +189,12 @@ class KeptDecoders(dict):
     Kept on the model itself (``kept_decoders``), so they go when the model goes: a decoder holds its
     model, and a table outside it (even one with weak keys) would keep every model alive. Never
     copied: a copied or unpickled model starts with none (a CUDA graph cannot be copied, and it would
-    point at the original's memory)."""
+    point at the original's memory). ``in_use``: the keys a generation is decoding with now (a
+    stream not yet finished); a second call with the same key then gets a decoder of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_use: set[tuple] = set()
 
     def __deepcopy__(self, memo: dict) -> KeptDecoders:
         return KeptDecoders()
@@ -206,36 +211,52 @@ def kept_decoders(model: GPT2) -> KeptDecoders:
     return kept
 
 
+def _make_decoder(model: GPT2, batch_size: int, max_len: int, compile: bool) -> tuple[KVCache, StaticDecoder, Any]:
+    """A new cache and decoder, and its step compiled (``compile``) or recorded as a CUDA graph."""
+    cache = model.new_kv_cache(batch_size, max_len)
+    decoder = StaticDecoder(model, cache)
+    step: Any
+    if compile:
+        mode = "reduce-overhead" if model.device.type == "cuda" else None  # CUDA graphs on GPU
+        # dynamic=False: each length and batch size is its own graph, never one with symbolic shapes
+        step = torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False)
+    else:
+        try:
+            step = GraphedStep(decoder)
+        except RuntimeError as err:  # not recordable here: decode step by step, as correct, slower
+            warnings.warn(f"decoding without a CUDA graph ({str(err).splitlines()[0]})", RuntimeWarning, stacklevel=4)
+            step = decoder
+    return cache, decoder, step
+
+
+def release_decoder(model: GPT2, decoder: StaticDecoder) -> None:
+    """A generation is done with ``decoder``: the next call may use it again."""
+    per_model = kept_decoders(model)
+    per_model.in_use -= {key for key, kept in per_model.items() if kept[1] is decoder}
+
+
 def static_decoder(model: GPT2, batch_size: int, max_len: int, compile: bool, graph: bool = False) -> tuple[KVCache, StaticDecoder, Any]:
     """A cache, the ``StaticDecoder`` on it, and the step to call: the decoder itself, its compiled
     form (``compile``), or its recording as a CUDA graph (``graph``, on CUDA; ``GraphedStep``).
 
     Compiled and recorded decoders are kept per model and (batch, length, dtype, device) with their
-    caches, and emptied for reuse. A recording whose weights have since moved is made again; if
-    recording fails (an operation CUDA graphs cannot hold), the plain step is used."""
+    caches, and emptied for reuse; the caller gives one back with ``release_decoder`` when done
+    (until then a second call of the same shapes gets a new one). A recording whose weights have
+    since moved is made again; if recording fails (an operation CUDA graphs cannot hold), the plain
+    step is used."""
     if not (compile or graph):
         cache = model.new_kv_cache(batch_size, max_len)
         decoder = StaticDecoder(model, cache)
         return cache, decoder, decoder
     key = (batch_size, max_len, model.dtype, str(model.device), "compiled" if compile else "graph", model.explicit)
     per_model = kept_decoders(model)
+    if key in per_model.in_use:  # another generation decodes with that one now (an unfinished stream)
+        return _make_decoder(model, batch_size, max_len, compile)
     addresses = weight_addresses(model) if graph else ()
     if key not in per_model or per_model[key][3] != addresses:
         per_model.pop(key, None)  # a stale recording: its memory goes before the new one is made
-        cache = model.new_kv_cache(batch_size, max_len)
-        decoder = StaticDecoder(model, cache)
-        step: Any
-        if compile:
-            mode = "reduce-overhead" if model.device.type == "cuda" else None  # CUDA graphs on GPU
-            # dynamic=False: each length and batch size is its own graph, never one with symbolic shapes
-            step = torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False)
-        else:
-            try:
-                step = GraphedStep(decoder)
-            except RuntimeError as err:  # not recordable here: decode step by step, as correct, slower
-                warnings.warn(f"decoding without a CUDA graph ({str(err).splitlines()[0]})", RuntimeWarning, stacklevel=3)
-                step = decoder
-        per_model[key] = (cache, decoder, step, addresses)
+        per_model[key] = (*_make_decoder(model, batch_size, max_len, compile), addresses)
+    per_model.in_use.add(key)  # until release_decoder
     cache, decoder, step, _ = per_model[key]
     cache.reset()
     # a former call's keys and values sit in the columns this call has not filled yet: masked, but a
