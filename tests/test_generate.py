@@ -651,6 +651,26 @@ def test_two_streams_at_once_each_get_their_own_compiled_decoder(wide, request):
         steps_b.append(step_b)
     assert torch.equal(torch.cat([a, *steps_a], 1), alone_a) and torch.equal(torch.cat([b, *steps_b], 1), alone_b)
     assert not kept_decoders(wide).in_use  # both finished: the kept one is free again
+    assert torch.is_grad_enabled()  # and autograd is as the caller had it
+
+
+def test_a_stream_leaves_the_callers_grad_mode_alone(small):
+    """Between the steps of a stream the caller's code runs with its own grad mode (generate's own
+    work runs without autograd), and nothing is left switched off, however the streams end."""
+    x = ids(1, 4)
+    stream = generate(small, x, 3, stream=True, temperature=0.0)
+    next(stream)
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        next(stream)
+        assert not torch.is_grad_enabled()
+    assert torch.is_grad_enabled()
+    stream.close()  # abandoned half way
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        assert len(list(generate(small, x, 3, stream=True, temperature=0.0))) == 3
+        assert not torch.is_grad_enabled()
+    assert torch.is_grad_enabled()
 
 
 def test_compiled_generation_with_inductor_equals_the_ordinary_path(wide):

@@ -351,8 +351,13 @@ def _decode(
     fast_products = contextlib.nullcontext() if compile else kernels.packed(model)
     was_training = model.training
     model.eval()
+    # no autograd while decoding, yet the caller's own grad mode between the steps of a stream: a
+    # ``torch.no_grad()`` block around the yields would leak into the caller's code, and two streams
+    # consumed in turn would leave autograd off for good after both ended
+    caller_grad, ours = torch.is_grad_enabled(), True
+    torch.set_grad_enabled(False)
     try:
-        with torch.no_grad(), fast_products:
+        with fast_products:
             logits, next_pos = fill(window, window_mask, 0)
             for step in range(max_new_tokens):
                 if greedy is not None and step_chooses:
@@ -379,7 +384,11 @@ def _decode(
                 if seen is not None:
                     seen[rows_arange, new] = True
                 history.append(new)
+                torch.set_grad_enabled(caller_grad)
+                ours = False
                 yield new
+                caller_grad, ours = torch.is_grad_enabled(), True
+                torch.set_grad_enabled(False)
                 if (stopping and not any(alive)) or step == max_new_tokens - 1:
                     break
                 if cache.pos == cache.max_len:
@@ -411,6 +420,8 @@ def _decode(
             for r in rows:
                 r.finish()
     finally:
+        if ours:  # (at a yield the caller's mode is already back)
+            torch.set_grad_enabled(caller_grad)
         model.train(was_training)
         if decoder is not None:
             release_decoder(model, decoder)
