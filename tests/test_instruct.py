@@ -298,6 +298,35 @@ def test_gradient_accumulation_takes_the_mean_over_every_response_token_of_the_s
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-4)
 
 
+def test_eval_of_instruct_data_scores_the_responses_only(instruct_data, gpt2_vocab_model_dir):
+    """``gpt2lab eval`` on an instruction DATA_DIR counts the response tokens only, as training does:
+    here against a hand computation over disjoint windows (every token with its own window's context)."""
+    from gpt2lab.data import open_data
+    from gpt2lab.evaluate import evaluate, evaluate_path
+
+    model = GPT2.from_pretrained(gpt2_vocab_model_dir).eval()
+    data = open_data(instruct_data)
+    T = 16
+    ids = torch.from_numpy(np.asarray(data.val, dtype=np.int64))  # (n,)
+    taught = torch.from_numpy(np.asarray(data.val_mask, dtype=bool))  # (n,): 1 where the token is a response
+    nll = torch.zeros(len(ids))  # per target position; position 0 is never a target
+    with torch.no_grad():
+        for begin in range(0, len(ids), T):
+            window = ids[begin : begin + T]
+            if len(window) < 2:
+                break
+            log_probs = model(window[None])[0].log_softmax(-1)  # (L, V)
+            nll[begin + 1 : begin + len(window)] = -log_probs[:-1].gather(-1, window[1:, None]).squeeze(-1)
+    scored = taught.clone()
+    scored[0] = False
+    scored[T::T] = False  # with disjoint windows a window's first token is scored by none (no context in its own)
+    result = evaluate_path(model, instruct_data, block_size=T, stride=T)
+    assert result.tokens == int(scored.sum()) < len(ids) - 1
+    assert result.loss == pytest.approx(nll[scored].mean().item(), abs=1e-5)
+    everything = evaluate(model, data.val, block_size=T, stride=T)
+    assert abs(everything.loss - result.loss) > 1e-3
+
+
 @pytest.mark.slow
 def test_train_takes_instruct_data_unchanged(instruct_data, gpt2_vocab_model_dir, tmp_path):
     run = cli("train", "--data", instruct_data, "--out", tmp_path / "run", "--init", gpt2_vocab_model_dir, "--block-size", 32,

@@ -78,6 +78,7 @@ def evaluate(
     batch_size: int = 4,
     dtype: torch.dtype | None = None,
     progress: bool = False,
+    mask: np.ndarray | None = None,
 ) -> EvalResult:
     """Sliding-window loss and perplexity of ``model`` on the token ids ``ids`` (1-D, any length >= 2).
 
@@ -87,6 +88,8 @@ def evaluate(
             least half a window of context). ``stride == block_size`` gives disjoint windows.
         batch_size: windows per forward pass.
         dtype: autocast precision for the forward pass (default: the model's own).
+        mask: one flag per id, scoring only the ids flagged 1 (instruction data: the responses;
+            the prompts are still read as context), as training counts them. Default: every id.
     """
     block_size = block_size or model.config.block_size
     check_window_fits_model(block_size, model.config)
@@ -98,6 +101,8 @@ def evaluate(
     if isinstance(ids, list):
         ids = np.asarray(ids, dtype=np.int64)
     n = len(ids)
+    if mask is not None and len(mask) != n:
+        raise DataError(f"the mask has {len(mask)} flags for {n} token ids; it needs one per id")
     if n < 2:
         raise DataError(f"the text has {n} token(s); it takes at least 2 to score one")
     vocab = model.config.vocab_size
@@ -123,11 +128,16 @@ def evaluate(
             per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, L-1)
             for row, (begin, _, first) in enumerate(group):
                 keep = per_token[row, first - begin - 1 :]  # targets first..end-1
+                if mask is not None:
+                    end = begin + length
+                    keep = keep[torch.from_numpy(np.asarray(mask[first:end], dtype=bool)).to(keep.device)]
                 nll += keep.double().sum().cpu()
                 scored += keep.numel()
             i += len(group)
             if bar is not None:
                 bar.update(len(group))
+    if scored == 0:
+        raise DataError("no token to score: the mask flags none of them")
     loss = (nll / scored).item()
     return EvalResult(loss, perplexity(loss), scored, len(plan), block_size, stride)
 
@@ -161,6 +171,7 @@ def evaluate_path(
     model, model_dir = _resolve_model(model, device)
     amp = parse_dtype(dtype, model.device)
     data = Path(data)
+    val_mask = None
     if data.is_dir():
         if not (data / META).is_file():
             raise DataError(f"{data} is a folder without {META}: pass a prepared DATA_DIR (gpt2lab prepare) or a text file")
@@ -169,6 +180,7 @@ def evaluate_path(
         if model_dir is not None:
             check_same_tokenizer(model_dir, prepared.meta, data)
         ids = prepared.val
+        val_mask = prepared.val_mask  # instruction data: score the responses, as training does
         if len(ids) < 2:
             raise DataError(f"{data} has no validation tokens (prepared with --val-fraction 0?); evaluate a text file instead")
     elif data.is_file():
@@ -179,7 +191,8 @@ def evaluate_path(
         raise DataError(f"no such data directory or text file: {data}")
     if max_tokens is not None:
         ids = ids[:max_tokens]
-    return evaluate(model, ids, block_size=block_size, stride=stride, batch_size=batch_size, dtype=amp, progress=progress)
+        val_mask = val_mask[:max_tokens] if val_mask is not None else None
+    return evaluate(model, ids, block_size=block_size, stride=stride, batch_size=batch_size, dtype=amp, progress=progress, mask=val_mask)
 
 
 def _resolve_model(model: GPT2 | str | os.PathLike, device: str | torch.device | None) -> tuple[GPT2, Path | None]:
