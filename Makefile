@@ -1,5 +1,5 @@
 # Two commands for a newcomer: `make demo` and `make test`. Each builds .venv on first use.
-# For contributors: `make lint` (ruff + mypy on src/, configured in pyproject.toml).
+# For contributors: `make lint` (ruff on src/, tests/ and benchmarks/, mypy on src/; configured in pyproject.toml).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -42,7 +42,7 @@ test: $(VENV)/.installed browser
 # both checkers always run (so one report lists everything); the target fails if either does
 lint: $(VENV)/.installed
 	@status=0; \
-	$(VENV)/bin/ruff check src || status=1; \
+	$(VENV)/bin/ruff check src tests benchmarks || status=1; \
 	$(VENV)/bin/mypy || status=1; \
 	exit $$status
 

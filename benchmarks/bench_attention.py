@@ -85,7 +85,8 @@ def main() -> None:
     with torch.no_grad():
         a = capture(ours, ids)[0]
         b = torch.stack(hf(ids, output_attentions=True).attentions)[:, 0]
-        print(f"{args.preset}, T={args.seq_len}: (L, H, T, T) = {tuple(a.shape)}, max |delta| vs transformers eager = {(a - b).abs().max().item():.1e}")
+        delta = (a - b).abs().max().item()
+        print(f"{args.preset}, T={args.seq_len}: (L, H, T, T) = {tuple(a.shape)}, max |delta| vs transformers eager = {delta:.1e}")
         t_ours = best(lambda: capture(ours, ids))
         t_hf = best(lambda: hf(ids, output_attentions=True))
     print(f"capture   gpt2lab {t_ours:.3f} s   transformers eager output_attentions {t_hf:.3f} s   ratio (hf / gpt2lab) {t_hf / t_ours:.2f}x")

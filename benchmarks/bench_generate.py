@@ -223,7 +223,8 @@ def main() -> None:
                     call(1)  # the 1-token call reuses what the N-token call set up (transformers keeps the longer static cache)
                     if name.endswith("_c"):
                         call(N)  # a second call: whatever the first left to settle (re-recorded graphs) does not count
-                        print(f"  (batch {B}: {'gpt2lab' if name == 'ours_c' else 'transformers'} compiled and warm in {time.perf_counter() - t0:.1f} s)")
+                        who = "gpt2lab" if name == "ours_c" else "transformers"
+                        print(f"  (batch {B}: {who} compiled and warm in {time.perf_counter() - t0:.1f} s)")
                 except Exception as err:  # an optional side failing must not cost the others' figures
                     if name in ("ours", "hf"):
                         raise

@@ -41,6 +41,7 @@ from gpt2lab.flops import flops_per_token, peak_flops  # noqa: E402
 from gpt2lab.train import TrainConfig, Trainer  # noqa: E402
 from gpt2lab.train.loss import lm_loss  # noqa: E402
 
+
 def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Bytes a side holds between steps: its parameters and its optimizer's state (gradients are freed)."""
     params = {p.data_ptr(): p.numel() * p.element_size() for p in model.parameters()}  # tied weights once

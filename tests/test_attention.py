@@ -439,11 +439,11 @@ def test_page_data_keeps_the_top_k_heaviest_keys(result):
     probs = result.probs.numpy()
     kept = (dense > 0).sum(-1)
     assert kept.max() <= 3
-    for l, h, i in [(0, 0, 29), (1, 3, 15), (1, 1, 2)]:
-        top = set(np.argsort(-probs[l, h, i])[:3].tolist())
-        assert set(np.nonzero(dense[l, h, i])[0].tolist()) <= top
-        j = int(np.argmax(probs[l, h, i]))
-        assert dense[l, h, i, j] == pytest.approx(probs[l, h, i, j], abs=0.5 / 255 + 1e-6)
+    for layer, h, i in [(0, 0, 29), (1, 3, 15), (1, 1, 2)]:
+        top = set(np.argsort(-probs[layer, h, i])[:3].tolist())
+        assert set(np.nonzero(dense[layer, h, i])[0].tolist()) <= top
+        j = int(np.argmax(probs[layer, h, i]))
+        assert dense[layer, h, i, j] == pytest.approx(probs[layer, h, i, j], abs=0.5 / 255 + 1e-6)
 
 
 def test_long_text_data_stays_compact():

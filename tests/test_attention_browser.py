@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import HOSTILE, errors_in, open_page  # noqa: E402  (browser fixtures live in conftest)
 from gpt2lab import GPT2, GPT2Config
 from gpt2lab import attention as attention_fn
 from gpt2lab.views import fragment, write_page
 
-from conftest import HOSTILE, errors_in, open_page  # noqa: E402  (browser fixtures live in conftest)
 
 def canvas_url(driver, selector: str = "canvas.g2l-matrix") -> str:
     return driver.execute_script(f"return document.querySelector('{selector}').toDataURL('image/png')")
@@ -111,7 +111,8 @@ def test_selecting_layer_and_head_changes_the_drawing(driver, pages):
     assert "heads:" in legend
     # the model view and the table select too
     driver.find_element("css selector", '.g2l-thumb[data-layer="0"][data-head="1"]').click()
-    assert driver.execute_script("return [document.querySelector('select.g2l-layer').value, document.querySelector('select.g2l-head').value]") == ["0", "1"]
+    chosen = "return [document.querySelector('select.g2l-layer').value, document.querySelector('select.g2l-head').value]"
+    assert driver.execute_script(chosen) == ["0", "1"]
     assert driver.find_element("css selector", ".g2l-thumb.g2l-selected").get_attribute("data-head") == "1"
     driver.find_element("css selector", 'table.g2l-stats tr[data-layer="2"][data-head="3"]').click()
     assert driver.execute_script("return document.querySelector('select.g2l-head').value") == "3"

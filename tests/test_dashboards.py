@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_tasks import gpt2_vocab_data, hellaswag_records, small_run, write_jsonl  # noqa: F401 (a fixture)
 
 from gpt2lab.errors import ConfigError
 from gpt2lab.train import train
+from test_tasks import gpt2_vocab_data, hellaswag_records, small_run, write_jsonl  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from gpt2lab import GPT2
 from gpt2lab.data import save_tokens
 from gpt2lab.errors import ConfigError, DataError

@@ -105,8 +105,8 @@ def test_interventions_equal_transformer_lens(setup):
     assert (ours - theirs).abs().max() <= TOL
     assert (ours - clean).abs().max() > 1e-2  # the intervention did something
     with torch.no_grad():  # ablate() is the same intervention, named
-        torch.testing.assert_close(interp.ablate(model, idx, [(1, 1)]), bridge.run_with_hooks(idx, fwd_hooks=[("blocks.1.attn.hook_z", zero_head_tl)]),
-                                   atol=TOL, rtol=0)
+        zeroed = bridge.run_with_hooks(idx, fwd_hooks=[("blocks.1.attn.hook_z", zero_head_tl)])
+        torch.testing.assert_close(interp.ablate(model, idx, [(1, 1)]), zeroed, atol=TOL, rtol=0)
 
 
 def test_logit_lens_equals_transformer_lens(setup):

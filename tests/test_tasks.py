@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import perturbed_hf_model
 
+from conftest import perturbed_hf_model
 from gpt2lab import GPT2
 from gpt2lab.errors import ConfigError, DataError
 from gpt2lab.evaluate import evaluate, evaluate_task

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from gpt2lab import GPT2
 from gpt2lab.data import BatchSampler, save_tokens
 from gpt2lab.errors import CheckpointError, ConfigError, DataError, TrainingError
@@ -263,7 +263,7 @@ def test_mfu_pieces():
     assert torch.equal(torch.get_rng_state(), state)
     names = [name for name, _, _ in GPU_PEAK_FLOPS]
     # a more specific name must come before any name it contains, or it could never match
-    assert all(not (a in b) for i, a in enumerate(names) for b in names[i + 1 :])
+    assert all(a not in b for i, a in enumerate(names) for b in names[i + 1 :])
 
 
 # -- crashes, interrupts, guards -----------------------------------------------------------------------
@@ -447,8 +447,8 @@ def test_two_process_fsdp_matches_one_process_and_resumes(data_dir, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gpt2lab"]
 
     def fsdp(*extra):
-        run = subprocess.run([*torchrun, "train", "--out", str(tmp_path / "two"), "--batch-size", "2", "--fsdp", "--pad-vocab", "64", *map(str, [*common, *extra])],
-                             capture_output=True, text=True, timeout=240, env=env)
+        args = [*torchrun, "train", "--out", str(tmp_path / "two"), "--batch-size", "2", "--fsdp", "--pad-vocab", "64", *map(str, [*common, *extra])]
+        run = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
         assert run.returncode == 0, f"stdout:\n{run.stdout[-2000:]}\nstderr:\n{run.stderr[:2000]}\n...\n{run.stderr[-2000:]}"
         return run
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, perturbed_hf_model, perturbed_model
 
+from conftest import TINY, perturbed_hf_model, perturbed_model
 from gpt2lab import GPT2, CheckpointError, ConfigError, GPT2Config
 from gpt2lab.weights import read_safetensors, write_safetensors
 
@@ -275,7 +275,9 @@ def test_shape_mismatch_names_tensor_and_shapes(hf_tiny, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     cfg["n_inner"] = 100  # the weights have 4 * 64 = 256
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"shape mismatch for transformer\.h\.0\.mlp\.c_fc\.(weight|bias): the checkpoint has \((64, )?256,?\), the model expects \((64, )?100,?\)"):
+    expected = (r"shape mismatch for transformer\.h\.0\.mlp\.c_fc\.(weight|bias): "
+                r"the checkpoint has \((64, )?256,?\), the model expects \((64, )?100,?\)")
+    with pytest.raises(CheckpointError, match=expected):
         GPT2.from_pretrained(d)
 
 
@@ -289,7 +291,8 @@ def test_missing_and_unexpected_keys_are_listed(hf_tiny, tmp_path):
     d.mkdir()
     write_safetensors(d / "model.safetensors", list(state.items()))
     (d / "config.json").write_text((path / "config.json").read_text())
-    with pytest.raises(CheckpointError, match=r"missing 1 tensor\(s\): transformer\.h\.1\.ln_2\.weight.*unexpected 1 tensor\(s\): transformer\.h\.0\.extra\.weight"):
+    expected = r"missing 1 tensor\(s\): transformer\.h\.1\.ln_2\.weight.*unexpected 1 tensor\(s\): transformer\.h\.0\.extra\.weight"
+    with pytest.raises(CheckpointError, match=expected):
         GPT2.from_pretrained(d)
 
 
