@@ -51,3 +51,49 @@ def test_the_loop_reads_the_loss_only_where_it_looks(data_dir, tmp_path, monkeyp
     assert reads == [4, 8]
     assert losses(tmp_path / "sparse") == [losses(tmp_path / "every")[i] for i in (3, 7)]
     assert sparse.loss == every.loss
+
+
+def test_logged_steps_read_one_step_late_give_the_same_log(data_dir, tmp_path, monkeypatch):  # noqa: F811
+    """On a GPU a step that is only logged has its loss read while the next step runs (the host never
+    waits for the GPU at such a step). Forced here on the CPU: the same metrics lines as reading at once,
+    in order, and the reads that do wait are only the evaluated and saved steps."""
+    from test_train import metrics
+
+    def run(name: str, defer: bool) -> list[dict]:
+        t = Trainer(config(data_dir, tmp_path / name, max_steps=8, eval_every=4, checkpoint_every=4))
+        t.defer_logged_reads = defer
+        try:
+            t.run()
+        finally:
+            t.close()
+        return metrics(tmp_path / name)
+
+    at_once = run("at-once", False)
+    reads: list[int] = []
+    read_loss = Trainer.read_loss
+
+    def counted(self: Trainer) -> float:
+        reads.append(self.step)
+        return read_loss(self)
+
+    monkeypatch.setattr(Trainer, "read_loss", counted)
+    late = run("late", True)
+    assert reads == [4, 8]
+    assert [r["step"] for r in late] == list(range(1, 9))
+    for a, b in zip(at_once, late, strict=True):
+        assert {k: v for k, v in a.items() if k not in ("tok_per_s", "mfu")} == {k: v for k, v in b.items() if k not in ("tok_per_s", "mfu")}
+        assert b["tok_per_s"] > 0
+
+
+def test_a_nonfinite_loss_read_one_step_late_still_stops_the_run_before_a_checkpoint(data_dir, tmp_path):  # noqa: F811
+    t = Trainer(config(data_dir, tmp_path / "run", max_steps=8, eval_every=4, checkpoint_every=4))
+    t.defer_logged_reads = True
+    finite_loss = t._loss
+    calls = iter(range(100))
+    t._loss = lambda x, y: finite_loss(x, y) * (float("nan") if next(calls) == 1 else 1.0)  # step 2 only
+    try:
+        with pytest.raises(TrainingError, match=r"loss became nan at step 2"):
+            t.run()
+        assert t.last_saved == 0 and t.step == 3  # read at step 3, after step 3 was queued: nothing saved
+    finally:
+        t.close()

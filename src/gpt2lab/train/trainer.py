@@ -163,6 +163,9 @@ class Trainer:
         # where the padded embedding's moments sit in the optimizer state (None: the embedding is frozen)
         self.wte_index = optimized.index(wte) if wte in optimized else None
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
+        # a step that is only logged reads its loss one step late, while the next one runs: the host does
+        # not wait for the GPU at every step of a --log-every 1 run (a CPU has nothing to overlap)
+        self.defer_logged_reads = self.device.type == "cuda"
 
         self.sampler = self._make_sampler(config)
         self.step = 0
@@ -472,7 +475,27 @@ class Trainer:
     def read_loss(self) -> float:
         """The loss of the latest step, read from the device (a host sync); raises ``TrainingError``
         if any step since the last read had a non-finite loss (that step was skipped)."""
-        last_loss, bad_step, bad_loss = torch.stack([self._last_loss, self._bad_step.float(), self._bad_loss]).tolist()
+        return self._read(self._loss_snapshot())
+
+    def _loss_snapshot(self) -> tuple[torch.Tensor, Any]:
+        """The latest step's loss and the non-finite bookkeeping (3,), on their way to the host: on a GPU a
+        copy into pinned memory queued behind the step, with an event that marks it done (no wait here)."""
+        values = torch.stack([self._last_loss, self._bad_step.float(), self._bad_loss])  # (3,)
+        if self.device.type != "cuda":
+            return values, None
+        host = torch.empty(3, pin_memory=True)
+        host.copy_(values, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
+
+    def _read(self, snapshot: tuple[torch.Tensor, Any]) -> float:
+        """A snapshot's loss (waiting for that step alone, not for work queued after it); raises
+        ``TrainingError`` if a step up to it had a non-finite loss."""
+        values, done = snapshot
+        if done is not None:
+            done.synchronize()
+        last_loss, bad_step, bad_loss = values.tolist()
         if bad_step >= 0:
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingError(
@@ -702,16 +725,31 @@ class Trainer:
         try:
             with StopFlag() as self._stop:
                 steps_unread, time_unread = 0, 0.0  # steps since the loss was last read, and their time
+                # a step that is only logged: its loss comes to the host while the next step runs
+                # (step, lr, snapshot, steps it closes), and is written after that step is queued
+                on_its_way: tuple[int, float, tuple[torch.Tensor, Any], int] | None = None
                 while self.step < cfg.max_steps:
                     t0 = time.perf_counter()
                     self.train_step_no_sync()
+                    if on_its_way is not None:
+                        step, lr, snapshot, steps = on_its_way
+                        on_its_way = None
+                        loss = self._read(snapshot)
+                        # the window closes when that step is done, about now; this step's time so far is its own
+                        window = time_unread + (time.perf_counter() - t0)
+                        self._log_step(step, lr, loss, self.tokens_per_step * steps / window, window / steps, bar)
+                        steps_unread, time_unread = steps_unread - steps, -(time.perf_counter() - t0)
                     last = self.step == cfg.max_steps
                     evaluating = bool(cfg.eval_every and self.step % cfg.eval_every == 0) or last
                     saving = bool(cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last
                     # the host waits for the device only where it must look: a logged, evaluated or saved
                     # step, every STOP_CHECK_EVERY steps (the ranks' stop signals), or a stop asked here
-                    read = (self.step % cfg.log_every == 0 or evaluating or saving or self.step % STOP_CHECK_EVERY == 0
-                            or (not self.dist.enabled and self._stop.requested))
+                    must_look = (evaluating or saving or self.step % STOP_CHECK_EVERY == 0
+                                 or (not self.dist.enabled and self._stop.requested))
+                    read = must_look or self.step % cfg.log_every == 0
+                    if read and not must_look and self.defer_logged_reads:
+                        on_its_way = (self.step, self.lr, self._loss_snapshot(), steps_unread + 1)
+                        read = False
                     if read:
                         loss = self.read_loss()
                         self._stop_all = self._stop_requested()
@@ -729,9 +767,7 @@ class Trainer:
                     steps_unread, time_unread = 0, 0.0
                     record = None
                     if main and (self.step % cfg.log_every == 0 or last):
-                        record = {"step": self.step, "loss": round(loss, 6), "lr": self.lr, "tok_per_s": round(tok_per_s, 1)}
-                        if self.peak:
-                            record["mfu"] = round(self.flops_per_step / step_time / (self.peak * self.dist.world_size), 5)
+                        record = self._step_record(self.step, self.lr, loss, tok_per_s, step_time)
                     if evaluating:
                         val_loss = self.evaluate()
                         if record is None and main:
@@ -769,6 +805,22 @@ class Trainer:
         peaks = self.peak_memory_per_rank()  # of the training (an FSDP run's export below gathers a whole model)
         model = self.export_model().eval()
         return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(getattr(self, "metrics", [])), peaks)
+
+    def _step_record(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float) -> dict[str, Any]:
+        """A logged step's metrics.jsonl line (before any evaluation adds to it)."""
+        record = {"step": step, "loss": round(loss, 6), "lr": lr, "tok_per_s": round(tok_per_s, 1)}
+        if self.peak:
+            record["mfu"] = round(self.flops_per_step / step_time / (self.peak * self.dist.world_size), 5)
+        return record
+
+    def _log_step(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float, bar: Any) -> None:
+        """Write the metrics line of a step whose loss was read one step late, and show it."""
+        record = self._step_record(step, lr, loss, tok_per_s, step_time)
+        if self.dist.is_main:
+            self._log(record)
+        if bar is not None:
+            shown = {"mfu": f"{record['mfu']:.1%}"} if "mfu" in record else {}
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}", **shown)
 
     def peak_memory_per_rank(self) -> list[int]:
         """Every rank's peak memory so far in bytes (``sharded.peak_memory``), gathered: a collective."""
