@@ -156,7 +156,6 @@ def test_jsonl_with_lora_through_the_cli(base_dir, tmp_path, tokenizer, capsys):
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert "score.weight" in saved["model"] and any(".lora_A." in k for k in saved["model"])
     assert not any(k.startswith("transformer.wte") for k in saved["model"])  # the base is read again from --init
-    assert not (run / "adapter").exists()  # PEFT would need the head too: model/ holds the merged classifier
     record = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     assert record["val_acc"] >= 0.8
     merged = GPT2Classifier.from_pretrained(run / "model")
@@ -166,6 +165,24 @@ def test_jsonl_with_lora_through_the_cli(base_dir, tmp_path, tokenizer, capsys):
     ours = evaluate_task(merged, tokenizer, "classify", str(data), text_field="review", label_field="stars")
     theirs, _ = hf_accuracy_fields(run / "model", data, tokenizer)
     assert ours["acc"] == theirs
+
+    # RUN/adapter in PEFT's sequence-classification format (the adapters and the whole new head): PEFT puts it
+    # on transformers' classifier built from the base, and its logits are the merged model's; so do we
+    from peft import PeftModel
+
+    from gpt2lab.lora import load_adapter, merge_lora
+
+    assert json.loads((run / "adapter" / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    hf_base = transformers.GPT2ForSequenceClassification.from_pretrained(base_dir, num_labels=len(merged.labels), pad_token_id=50256)
+    peft_model = PeftModel.from_pretrained(hf_base, str(run / "adapter")).eval()
+    hf_merged = transformers.GPT2ForSequenceClassification.from_pretrained(run / "model").eval()
+    encoded = [tokenizer.encode_ordinary(r["review"]) for r in rows]
+    shortest = min(len(e) for e in encoded)
+    ids = torch.tensor([e[:shortest] for e in encoded[:8]])  # (8, shortest): no padding, every row's last token is real
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(ids).logits, hf_merged(ids).logits, atol=1e-5, rtol=0)
+        reloaded = merge_lora(load_adapter(GPT2Classifier.from_body(GPT2.from_pretrained(base_dir), merged.labels, 50256), run / "adapter"))
+        torch.testing.assert_close(reloaded.eval()(ids), merged.eval()(ids), atol=1e-5, rtol=0)
 
 
 def hf_accuracy_fields(model_dir: Path, data: Path, tokenizer) -> tuple[float, int]:

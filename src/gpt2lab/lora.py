@@ -285,14 +285,26 @@ def base_fingerprint(model: nn.Module) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+# what PEFT trains whole beside the adapters of a sequence classifier (its task_type SEQ_CLS default)
+CLASSIFIER_MODULES = ["classifier", "score"]
+
+
+def _head(model: nn.Module) -> nn.Module | None:
+    """A classifier's new head (``gpt2lab.classify``'s ``score``), which trains whole beside the adapters; else None."""
+    score = getattr(model, "score", None)
+    return score if isinstance(score, nn.Module) else None
+
+
 def peft_config(model: nn.Module, base_model_name_or_path: str | None = None) -> dict[str, Any]:
-    """The ``adapter_config.json`` PEFT writes for these adapters on a ``GPT2LMHeadModel``."""
+    """The ``adapter_config.json`` PEFT writes for these adapters on a ``GPT2LMHeadModel``, or on a
+    ``GPT2ForSequenceClassification`` for a classifier (whose head PEFT saves whole: ``modules_to_save``)."""
     settings = lora_settings(model)
     if settings is None:
         raise ConfigError("this model carries no LoRA adapters (apply_lora first)")
+    classifier = _head(model) is not None
     return {
         "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
+        "task_type": "SEQ_CLS" if classifier else "CAUSAL_LM",
         "base_model_name_or_path": base_model_name_or_path,
         "r": settings["rank"],
         "lora_alpha": settings["alpha"],
@@ -300,7 +312,7 @@ def peft_config(model: nn.Module, base_model_name_or_path: str | None = None) ->
         "target_modules": list(settings["targets"]),
         "fan_in_fan_out": True,  # transformers' GPT-2 keeps these matrices as Conv1D, (in, out)
         "bias": "none",
-        "modules_to_save": None,
+        "modules_to_save": CLASSIFIER_MODULES if classifier else None,
         "init_lora_weights": True,
         "use_rslora": False,
         "use_dora": False,
@@ -314,13 +326,17 @@ def peft_config(model: nn.Module, base_model_name_or_path: str | None = None) ->
 
 def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
     """Write ``model``'s adapters in PEFT's format: ``adapter_config.json`` and ``adapter_model.safetensors``
-    (keys ``base_model.model.`` + our names), each file atomically. Returns the directory."""
+    (keys ``base_model.model.`` + our names), each file atomically; a classifier's head too, as PEFT
+    saves it (``score.weight``). Returns the directory."""
     from .weights import write_safetensors
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = json.dumps(peft_config(model, base_model_name_or_path), indent=2) + "\n"
     tensors = [(PEFT_PREFIX + k, v.detach().cpu()) for k, v in lora_state_dict(model).items()]
+    head = _head(model)
+    if head is not None:
+        tensors += [(f"{PEFT_PREFIX}score.{k}", v.detach().cpu()) for k, v in head.state_dict().items()]
     write_safetensors(directory / ADAPTER_WEIGHTS, tensors)
     atomic_write(directory / ADAPTER_CONFIG, lambda tmp: tmp.write_text(config, encoding="utf-8"))
     return directory
@@ -338,8 +354,10 @@ def load_adapter(model: GPT2, directory: str | os.PathLike) -> GPT2:
         config = json.loads((directory / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise CheckpointError(f"cannot read {directory / ADAPTER_CONFIG} ({err}); is this a PEFT adapter directory?") from None
-    unsupported = [key for key in ("use_dora", "use_rslora", "rank_pattern", "alpha_pattern", "layers_to_transform", "modules_to_save")
-                   if config.get(key)]
+    unsupported = [key for key in ("use_dora", "use_rslora", "rank_pattern", "alpha_pattern", "layers_to_transform") if config.get(key)]
+    head = _head(model)
+    if config.get("modules_to_save") and not (head is not None and set(config["modules_to_save"]) <= set(CLASSIFIER_MODULES)):
+        unsupported.append(f"modules_to_save {config['modules_to_save']}")
     if config.get("peft_type") != "LORA" or config.get("bias", "none") != "none" or unsupported:
         raise CheckpointError(f"{directory} holds an adapter this LoRA does not implement "
                               f"(peft_type {config.get('peft_type')!r}, bias {config.get('bias')!r}, {', '.join(unsupported) or 'no extras'})")
@@ -347,7 +365,10 @@ def load_adapter(model: GPT2, directory: str | os.PathLike) -> GPT2:
     apply_lora(model, int(config["r"]), float(config["lora_alpha"]), [targets] if isinstance(targets, str) else targets,
                float(config.get("lora_dropout", 0.0)))
     state = {k.removeprefix(PEFT_PREFIX).replace(".default.", "."): v for k, v in read_safetensors(directory / ADAPTER_WEIGHTS).items()}
+    state = {k.replace(".modules_to_save.", "."): v for k, v in state.items()}
     own = lora_state_dict(model)
+    if head is not None:
+        own.update({f"score.{k}": v for k, v in head.state_dict().items()})
     if set(state) != set(own):
         raise CheckpointError(f"{directory} does not fit this model: adapter tensors {sorted(set(state) ^ set(own))[:3]} differ")
     with torch.no_grad():

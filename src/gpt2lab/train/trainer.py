@@ -29,7 +29,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import kernels
-from ..classify import GPT2Classifier
 from ..compatibility import check_data_fits_model, check_same_tokenizer, check_window_fits_model
 from ..config import GPT2Config, parameter_counts
 from ..data import IGNORE_INDEX, BatchSampler, TokenData, eval_starts, open_data, windows
@@ -637,8 +636,7 @@ class Trainer:
         try:
             model = self._plain_model(ckpt["model"]) if self.config.fsdp else self.export_model()
             merged_copy(model).save_pretrained(str(self.run_dir / MODEL_DIR))  # a LoRA run's adapters folded in
-            # (a classifier's adapters alone would not be the model: PEFT would need its new head too; model/ holds both)
-            if self.lora_base is not None and not isinstance(model, GPT2Classifier):
+            if self.lora_base is not None:  # and apart, in PEFT's format (a classifier's: with its new head)
                 save_adapter(model, self.run_dir / ADAPTER_DIR, base_model_name_or_path=self.config.init)
             self._copy_tokenizer()
             self._plot()
