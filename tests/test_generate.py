@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import perturbed_model
 from gpt2lab import GPT2, GenerationError, GPT2Config
@@ -786,3 +787,105 @@ def test_settings_are_a_validated_value():
     assert GenerationSettings(repetition_penalty=1.2).penalises_repeats
     with pytest.raises(AttributeError):  # frozen: checked once, cannot be changed into a bad value
         s.temperature = -1.0  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# The CUDA-graph step (generate's default on a GPU), on a CPU: a stand-in for torch.cuda's graph
+# ---------------------------------------------------------------------------------------------
+
+
+class _Recorder(TorchDispatchMode):
+    """Every operation run while it is on, with its very tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.ops.append((func, args, kwargs or {}, out))
+        return out
+
+
+class _FakeCUDAGraph:
+    """``torch.cuda.CUDAGraph`` for a CPU: the operations run while recording are kept with their
+    tensors, and a replay runs them again on those same tensors, writing each result into the recorded
+    output: what a CUDA graph does with its kernels and fixed addresses. A step that read anything but
+    its tensors (a Python number that changes between steps, a tensor made anew each call) would
+    replay the recording's stale value and give other tokens."""
+
+    fail = False  # make recording fail, as an operation CUDA graphs cannot hold would
+
+    def __init__(self) -> None:
+        self.recorder = _Recorder()
+
+    def replay(self) -> None:
+        for func, args, kwargs, out in self.recorder.ops:
+            new = func(*args, **kwargs)
+            for o, n in zip(out if isinstance(out, (tuple, list)) else [out], new if isinstance(new, (tuple, list)) else [new]):
+                if isinstance(o, torch.Tensor) and isinstance(n, torch.Tensor) and o.data_ptr() != n.data_ptr():
+                    o.copy_(n)
+
+
+@pytest.fixture
+def fake_cuda_graphs(monkeypatch):
+    """generate's CUDA-graph path on a CPU: graph capture through _FakeCUDAGraph, streams as no-ops."""
+    import contextlib
+
+    import gpt2lab.generate as generate_module
+    from gpt2lab import static_decoder as static_module
+
+    @contextlib.contextmanager
+    def capture(graph: _FakeCUDAGraph):
+        if _FakeCUDAGraph.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        with graph.recorder:
+            yield
+
+    class Stream:
+        def wait_stream(self, other) -> None:
+            pass
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeCUDAGraph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    real = static_module.static_decoder
+    monkeypatch.setattr(generate_module, "static_decoder", lambda model, B, L, compile, graph=False: real(model, B, L, compile, graph=True))
+    monkeypatch.setattr(_FakeCUDAGraph, "fail", False)
+
+
+def test_the_recorded_step_gives_the_ordinary_steps_tokens(fake_cuda_graphs):
+    """What gpu_check.py checks on a GPU, here through a replayed recording: greedy, padded, sampled and
+    penalised calls; again with the recording reused; after an in-place weight edit (the recording
+    reads the weights where they are); after a parameter is replaced (recorded again)."""
+    model = perturbed_model(GPT2Config(**WIDE), scale=0.3)
+    prompts = [ids(1, n, seed=n)[0] for n in (3, 9)]
+    padded, mask = left_pad(prompts, pad=7)
+    calls = [(ids(2, 6), dict(temperature=0.0)), (padded, dict(temperature=0.0, attention_mask=mask)),
+             (ids(2, 6), dict(temperature=0.8, top_k=10, seed=3)), (ids(2, 6), dict(temperature=0.0, repetition_penalty=1.3))]
+
+    def check() -> None:
+        for x, kw in calls:
+            assert torch.equal(generate(model, x, 30, static_cache=True, **kw), generate(model, x, 30, static_cache=False, **kw)), kw
+
+    check()
+    recorded = dict(kept_decoders(model))
+    assert recorded and all(type(step).__name__ == "GraphedStep" for _, _, step, _ in recorded.values())
+    check()
+    assert all(kept_decoders(model)[key][2] is step for key, (_, _, step, _) in recorded.items())  # reused, not recorded again
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight.mul_(1.5)
+    check()
+    model.transformer.h[1].mlp.c_fc.weight = torch.nn.Parameter(model.transformer.h[1].mlp.c_fc.weight.detach() * 1.5)
+    check()
+    assert all(kept_decoders(model)[key][2] is not step for key, (_, _, step, _) in recorded.items())  # the weights moved
+
+
+def test_a_step_that_cannot_be_recorded_decodes_plainly_with_a_warning(fake_cuda_graphs, small):
+    _FakeCUDAGraph.fail = True
+    x = ids(2, 5)
+    with pytest.warns(RuntimeWarning, match="decoding without a CUDA graph"):
+        out = generate(small, x, 10, static_cache=True, temperature=0.0)
+    assert torch.equal(out, generate(small, x, 10, static_cache=False, temperature=0.0))
