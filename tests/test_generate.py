@@ -27,7 +27,7 @@ from gpt2lab.generate import (
     token_bytes_fn,
 )
 from gpt2lab.sampling import NO_STEP
-from gpt2lab.static_decoder import kept_decoders, static_cache_length, static_decoder
+from gpt2lab.static_decoder import kept_decoders, release_decoder, static_cache_length, static_decoder
 
 NEG = float("-inf")
 SMALL = dict(n_layer=2, n_head=4, n_embd=32, vocab_size=53, block_size=24)
@@ -672,6 +672,15 @@ def test_a_stream_leaves_the_callers_grad_mode_alone(small):
         assert len(list(generate(small, x, 3, stream=True, temperature=0.0))) == 3
         assert not torch.is_grad_enabled()
     assert torch.is_grad_enabled()
+
+
+def test_kept_decoders_of_a_dtype_the_model_left_are_dropped():
+    model = perturbed_model(GPT2Config(**SMALL))
+    _, decoder, _ = static_decoder(model, 2, 64, compile=True)
+    release_decoder(model, decoder)  # what generate does when its call ends
+    model.to(torch.float64)
+    static_decoder(model, 2, 64, compile=True)
+    assert [key[2] for key in kept_decoders(model)] == [torch.float64]  # the float32 cache went with its dtype
 
 
 def test_compiled_generation_with_inductor_equals_the_ordinary_path(wide):

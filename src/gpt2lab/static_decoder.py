@@ -255,6 +255,9 @@ def static_decoder(model: GPT2, batch_size: int, max_len: int, compile: bool, gr
     addresses = weight_addresses(model) if graph else ()
     if key not in per_model or per_model[key][3] != addresses:
         per_model.pop(key, None)  # a stale recording: its memory goes before the new one is made
+        # and those of a dtype or device the model has left (model.to(...)): they can never be used again
+        for old in [k for k in per_model if k[2:4] != key[2:4] and k not in per_model.in_use]:
+            del per_model[old]
         per_model[key] = (*_make_decoder(model, batch_size, max_len, compile), addresses)
     per_model.in_use.add(key)  # until release_decoder
     cache, decoder, step, _ = per_model[key]
