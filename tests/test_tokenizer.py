@@ -1,4 +1,5 @@
-"""The tokenizer: GPT-2's ids on every kind of text, both backends, the file formats, training, the CLI.
+"""The tokenizer: GPT-2's ids on every kind of text, both backends, tiktoken's behaviour, the CLI. (The file formats
+and finding GPT-2's vocabulary: test_vocab_files.py; learning merges: test_bpe_train.py; their shared fixtures are here.)
 
 The reference is tiktoken's r50k_base (GPT-2's vocabulary) built straight from the same ranks file
 (``gpt2_vocab_path``, fetched offline by ``tests/assets.py``) with GPT-2's pattern.
@@ -6,12 +7,8 @@ The reference is tiktoken's r50k_base (GPT-2's vocabulary) built straight from t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import shutil
 import sysconfig
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,9 +19,8 @@ from hypothesis import strategies as st
 
 from gpt2lab import Tokenizer, TokenizerError
 from gpt2lab.bpe import GPT2_PATTERN, PythonBPE
-from gpt2lab.bpe_train import count_pieces, learn_bpe
+from gpt2lab.bpe_train import learn_bpe
 from gpt2lab.cli import main
-from gpt2lab.vocab_files import R50K_URL, bytes_to_unicode, read_tiktoken_ranks, token_to_str
 
 BACKENDS = ["tiktoken", "python"]
 EOT = "<|endoftext|>"
@@ -469,261 +465,6 @@ def test_decode_accepts_arrays(gpt2):
 
 
 # ---------------------------------------------------------------------------------------------
-# file formats and finding GPT-2's vocabulary
-# ---------------------------------------------------------------------------------------------
-
-
-def test_byte_table():
-    table = bytes_to_unicode()
-    assert len(set(table.values())) == 256
-    assert table[ord(" ")] == "Ġ" and table[ord("\n")] == "Ċ" and table[ord("a")] == "a"
-    assert token_to_str(b" the") == "Ġthe"
-
-
-def test_hf_format_round_trip(gpt2, gpt2_hf_dir):
-    tok = gpt2["tiktoken"]
-    vocab = json.loads((gpt2_hf_dir / "vocab.json").read_text(encoding="utf-8"))
-    merges = (gpt2_hf_dir / "merges.txt").read_text(encoding="utf-8").splitlines()
-    # the same files as OpenAI's / Hugging Face's GPT-2
-    assert len(vocab) == 50257 and vocab["Ġthe"] == 262 and vocab["!"] == 0 and vocab[EOT] == 50256
-    assert merges[0] == "#version: 0.2" and len(merges) == 50001
-    assert merges[1:7] == ["Ġ t", "Ġ a", "h e", "i n", "r e", "o n"]
-    for path in (gpt2_hf_dir, gpt2_hf_dir / "vocab.json", gpt2_hf_dir / "merges.txt"):
-        loaded = Tokenizer.from_file(path)
-        assert loaded.mergeable_ranks == tok.mergeable_ranks
-        assert loaded.special_tokens == {EOT: 50256}
-
-
-def test_openai_format(gpt2, gpt2_hf_dir, tmp_path):
-    shutil.copy(gpt2_hf_dir / "vocab.json", tmp_path / "encoder.json")
-    shutil.copy(gpt2_hf_dir / "merges.txt", tmp_path / "vocab.bpe")
-    for path in (tmp_path, tmp_path / "encoder.json", tmp_path / "vocab.bpe"):
-        loaded = Tokenizer.from_file(path, backend="python")
-        assert loaded.mergeable_ranks == gpt2["tiktoken"].mergeable_ranks and loaded.eot_token == 50256
-
-
-def test_tiktoken_format_round_trip(gpt2, gpt2_vocab_path, tmp_path):
-    written = gpt2["tiktoken"].save(tmp_path / "copy.tiktoken")
-    assert written[0].read_bytes() == gpt2_vocab_path.read_bytes()  # byte for byte the original file
-
-
-def test_transformers_reads_our_hf_files(gpt2, gpt2_hf_dir, corpus, tmp_path):
-    from transformers import AutoTokenizer, GPT2TokenizerFast
-
-    hf = GPT2TokenizerFast.from_pretrained(str(gpt2_hf_dir))
-    text = corpus[:50000] + "".join(TEXTS.values())
-    assert hf.encode(text) == gpt2["tiktoken"].encode(text, allowed_special="all")
-    assert hf.eos_token_id == 50256 and hf.convert_tokens_to_ids(EOT) == 50256
-    assert AutoTokenizer.from_pretrained(str(gpt2_hf_dir)).encode("Hello world") == [15496, 995]
-    # and a tokenizer.json written by transformers reads back into the same vocabulary
-    hf.save_pretrained(str(tmp_path))
-    assert (tmp_path / "tokenizer.json").is_file()
-    for path in (tmp_path, tmp_path / "tokenizer.json"):
-        loaded = Tokenizer.from_file(path)
-        assert loaded.mergeable_ranks == gpt2["tiktoken"].mergeable_ranks
-        assert loaded.special_tokens == {EOT: 50256} and loaded.pattern == GPT2_PATTERN
-
-
-def test_from_file_errors(tmp_path, gpt2_hf_dir):
-    with pytest.raises(TokenizerError, match="no tokenizer vocabulary"):
-        Tokenizer.from_file(tmp_path / "missing")
-    with pytest.raises(TokenizerError, match="no tokenizer files"):
-        Tokenizer.from_file(tmp_path)
-    lonely = tmp_path / "lonely"
-    lonely.mkdir()
-    shutil.copy(gpt2_hf_dir / "vocab.json", lonely / "vocab.json")
-    with pytest.raises(TokenizerError, match="partner"):
-        Tokenizer.from_file(lonely / "vocab.json")
-    bad = tmp_path / "bad.tiktoken"
-    bad.write_text("not base64!! x\n")
-    with pytest.raises(TokenizerError, match="bad.tiktoken:1"):
-        Tokenizer.from_file(bad)
-    few = tmp_path / "few.tiktoken"
-    few.write_text("YQ== 0\nYg== 1\n")
-    with pytest.raises(TokenizerError, match="256 single bytes"):
-        Tokenizer.from_file(few)
-    wordpiece = tmp_path / "wp" / "tokenizer.json"
-    wordpiece.parent.mkdir()
-    wordpiece.write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {}}}))
-    with pytest.raises(TokenizerError, match="not byte-level BPE"):
-        Tokenizer.from_file(wordpiece)
-    garbled = tmp_path / "garbled"
-    garbled.mkdir()
-    (garbled / "vocab.json").write_text("{not json")
-    (garbled / "merges.txt").write_text("#version: 0.2\n")
-    with pytest.raises(TokenizerError, match="could not read"):
-        Tokenizer.from_file(garbled)
-    with pytest.raises(TokenizerError, match="unknown tokenizer backend"):
-        Tokenizer.from_file(gpt2_hf_dir, backend="rust")
-
-
-@pytest.fixture
-def no_vocab_anywhere(monkeypatch, tmp_path):
-    """An environment where none of gpt2()'s places holds GPT-2's vocabulary and the network is off."""
-    monkeypatch.delenv("GPT2LAB_VOCAB", raising=False)
-    monkeypatch.setenv("GPT2LAB_OFFLINE", "1")
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    return tmp_path
-
-
-def test_gpt2_lookup_chain(no_vocab_anywhere, monkeypatch, gpt2_vocab_path, gpt2_hf_dir, tmp_path):
-    with pytest.raises(TokenizerError, match="GPT2LAB_VOCAB") as err:
-        Tokenizer.gpt2()
-    assert "openai-whisper" in str(err.value) and "\n" not in str(err.value)
-    # 1. an explicit path, a model directory holding tokenizer files included
-    assert Tokenizer.gpt2(gpt2_vocab_path).n_vocab == 50257
-    assert Tokenizer.gpt2(gpt2_hf_dir).n_vocab == 50257
-    # 2. the environment
-    monkeypatch.setenv("GPT2LAB_VOCAB", str(gpt2_vocab_path))
-    assert Tokenizer.gpt2().encode("Hello world") == [15496, 995]
-    monkeypatch.setenv("GPT2LAB_VOCAB", str(tmp_path / "nowhere.tiktoken"))
-    with pytest.raises(TokenizerError, match="does not exist"):
-        Tokenizer.gpt2()
-    monkeypatch.delenv("GPT2LAB_VOCAB")
-    # 3. the Hugging Face hub cache of "gpt2" (a snapshot, as huggingface_hub lays it out)
-    repo = no_vocab_anywhere / "hf-cache" / "models--gpt2"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0123abcd")
-    shutil.copytree(gpt2_hf_dir, repo / "snapshots" / "0123abcd")
-    assert Tokenizer.gpt2().eot_token == 50256
-    shutil.rmtree(repo)
-    # 4. tiktoken's cache of r50k_base: a file named by the SHA-1 of the URL
-    cache = no_vocab_anywhere / "tiktoken-cache"
-    cache.mkdir()
-    (cache / hashlib.sha1(R50K_URL.encode()).hexdigest()).write_bytes(gpt2_vocab_path.read_bytes())
-    assert Tokenizer.gpt2(backend="python").encode("Hello world") == [15496, 995]
-
-
-def test_from_pretrained(no_vocab_anywhere, monkeypatch, gpt2_vocab_path, trained, tmp_path):
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text("{}")
-    trained.save(model_dir)
-    assert Tokenizer.from_pretrained(model_dir).mergeable_ranks == trained.mergeable_ranks  # its own files
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    with pytest.raises(TokenizerError, match="not found"):
-        Tokenizer.from_pretrained(bare)
-    monkeypatch.setenv("GPT2LAB_VOCAB", str(gpt2_vocab_path))
-    assert Tokenizer.from_pretrained(bare).n_vocab == 50257  # no files: GPT-2's vocabulary
-    assert Tokenizer.from_pretrained("gpt2").n_vocab == 50257
-
-
-# ---------------------------------------------------------------------------------------------
-# training
-# ---------------------------------------------------------------------------------------------
-
-
-def naive_bpe(pieces: Counter, n_merges: int) -> list[tuple[bytes, bytes]]:
-    """Training the slow, obvious way: recount every pair of the whole corpus before each merge."""
-    words = {tuple(bytes([b]) for b in piece): count for piece, count in pieces.items()}
-    merges = []
-    ids = {bytes([b]): b for b in range(256)}
-    for _ in range(n_merges):
-        stats: Counter = Counter()
-        for word, count in words.items():
-            for pair in zip(word, word[1:]):
-                stats[pair] += count
-        if not stats:
-            break
-        best = max(stats.items(), key=lambda kv: (kv[1], -ids[kv[0][0]], -ids[kv[0][1]]))[0]
-        merges.append(best)
-        ids[best[0] + best[1]] = len(ids)
-        new_words: Counter = Counter()
-        for word, count in words.items():
-            out, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            new_words[tuple(out)] += count
-        words = new_words
-    return merges
-
-
-def test_incremental_training_matches_naive():
-    text = stdlib_text(("textwrap.py",)) + " aaaa aaaaa abab ababab " * 5
-    pieces = count_pieces([text], GPT2_PATTERN)
-    ranks, merges = learn_bpe(pieces, 120, progress=False)
-    assert merges == naive_bpe(pieces, 120)
-    assert [ranks[a + b] for a, b in merges] == list(range(256, 256 + len(merges)))
-
-
-def test_trained_vocabulary(trained, corpus):
-    assert len(trained.merges) == 500 and trained.n_vocab == 757 and trained.eot_token == 756
-    ids = trained.encode(corpus, allowed_special="all")
-    assert trained.decode(ids) == corpus
-    assert len(ids) < len(corpus.encode()) / 2  # it compresses the text it was trained on
-    py = trained.with_backend("python")
-    for text in [corpus, *TEXTS.values()]:
-        assert py.encode(text, disallowed_special=()) == trained.encode(text, disallowed_special=())
-
-
-@HYPOTHESIS
-@given(text=st.one_of(st.text(), TRICKY))
-def test_trained_round_trip_both_backends(trained, text):
-    ids = trained.encode(text, disallowed_special=())
-    assert trained.decode(ids) == text
-    assert trained.with_backend("python").encode(text, disallowed_special=()) == ids
-
-
-def test_training_is_deterministic(corpus, trained):
-    half = len(corpus) // 2
-    again = Tokenizer.train([corpus[half:], corpus[:half]], 256 + 500 + 1, progress=False)
-    assert again.mergeable_ranks == trained.mergeable_ranks and again.merges == trained.merges
-
-
-def test_training_special_tokens_and_files(tmp_path, corpus):
-    path = tmp_path / "corpus.txt"
-    path.write_text(("<|pad|>" + corpus[:20000]) * 3, encoding="utf-8")
-    tok = Tokenizer.train([path], 300, special_tokens=[EOT, "<|pad|>"], progress=False)
-    assert tok.special_tokens == {EOT: 298, "<|pad|>": 299} and tok.n_vocab == 300
-    assert not any(b"<|" in t for t in tok.mergeable_ranks)  # no merge learned across a special token
-    assert tok.encode("<|pad|>hi", allowed_special="all")[0] == 299
-
-
-def test_training_errors(tmp_path):
-    with pytest.raises(TokenizerError, match="too small"):
-        Tokenizer.train("text", 200)
-    with pytest.raises(TokenizerError, match="no training file"):
-        Tokenizer.train([tmp_path / "missing.txt"], 300)
-    with pytest.raises(TokenizerError, match="str"):
-        Tokenizer.train([b"bytes"], 300)
-
-
-def test_small_corpus_stops_early():
-    tok = Tokenizer.train("ab ab ab", 1000, progress=False)
-    assert [(a, b) for a, b in tok.merges] == [(b"a", b"b"), (b" ", b"ab")]
-    assert tok.eot_token == 258 and tok.encode("ab ab") == [256, 257]
-
-
-def test_trained_saves_and_loads_in_both_formats(trained, tmp_path, corpus):
-    trained.save(tmp_path / "hf")
-    trained.save(tmp_path / "hf" / "tokenizer.tiktoken")
-    for path in (tmp_path / "hf", tmp_path / "hf" / "vocab.json", tmp_path / "hf" / "tokenizer.tiktoken"):
-        loaded = Tokenizer.from_file(path)
-        assert loaded.mergeable_ranks == trained.mergeable_ranks
-        assert loaded.special_tokens == trained.special_tokens
-        assert loaded.merges == trained.merges
-    assert read_tiktoken_ranks(tmp_path / "hf" / "tokenizer.tiktoken") == trained.mergeable_ranks
-
-
-def test_trained_loads_in_transformers(trained, tmp_path, corpus):
-    from transformers import GPT2TokenizerFast
-
-    trained.save(tmp_path)
-    hf = GPT2TokenizerFast.from_pretrained(str(tmp_path))
-    for text in [corpus, *TEXTS.values(), f"x{EOT}y"]:
-        assert hf.encode(text) == trained.encode(text, allowed_special="all"), text[:40]
-    assert hf.eos_token_id == trained.eot_token
-    assert hf.decode(trained.encode(corpus[:2000])) == corpus[:2000]
-
-
-# ---------------------------------------------------------------------------------------------
 # the command line
 # ---------------------------------------------------------------------------------------------
 
@@ -770,10 +511,3 @@ def test_cli_train(tmp_path, corpus, capsys):
     assert Tokenizer.from_file(out).decode(ids) == "def __init__(self):"
     assert main(["tokenizer", "train", str(text), "--vocab-size", "10", "--out", str(out)]) == 2
     assert "too small" in capsys.readouterr().err
-
-
-def test_from_pretrained_with_a_mistyped_path_is_an_error_not_a_fallback(tmp_path):
-    with pytest.raises(TokenizerError, match="no such model directory"):
-        Tokenizer.from_pretrained(str(tmp_path / "typo"))
-    with pytest.raises(TokenizerError, match="no such model directory"):
-        Tokenizer.from_pretrained("./typo")
