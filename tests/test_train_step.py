@@ -12,6 +12,19 @@ from gpt2lab.train import Trainer, train
 from test_train import config, data_dir, losses  # noqa: F401 (data_dir is a fixture)
 
 
+def count_reads(monkeypatch) -> list[int]:
+    """The steps at which the trainer reads the loss from the device (waits for it), from now on."""
+    reads: list[int] = []
+    read_loss = Trainer.read_loss
+
+    def counted(self: Trainer) -> float:
+        reads.append(self.step)
+        return read_loss(self)
+
+    monkeypatch.setattr(Trainer, "read_loss", counted)
+    return reads
+
+
 @pytest.mark.parametrize("kernel", ["fused", "foreach"])
 def test_a_nonfinite_step_is_skipped_and_reported_at_the_next_read(data_dir, tmp_path, kernel):  # noqa: F811
     t = Trainer(config(data_dir, tmp_path / "run"))
@@ -39,14 +52,7 @@ def test_a_nonfinite_step_is_skipped_and_reported_at_the_next_read(data_dir, tmp
 
 def test_the_loop_reads_the_loss_only_where_it_looks(data_dir, tmp_path, monkeypatch):  # noqa: F811
     every = train(config(data_dir, tmp_path / "every", max_steps=8, eval_every=4, checkpoint_every=4))
-    reads: list[int] = []
-    read_loss = Trainer.read_loss
-
-    def counted(self: Trainer) -> float:
-        reads.append(self.step)
-        return read_loss(self)
-
-    monkeypatch.setattr(Trainer, "read_loss", counted)
+    reads = count_reads(monkeypatch)
     sparse = train(config(data_dir, tmp_path / "sparse", max_steps=8, eval_every=4, checkpoint_every=4, log_every=4))
     assert reads == [4, 8]
     assert losses(tmp_path / "sparse") == [losses(tmp_path / "every")[i] for i in (3, 7)]
@@ -69,14 +75,7 @@ def test_logged_steps_read_one_step_late_give_the_same_log(data_dir, tmp_path, m
         return metrics(tmp_path / name)
 
     at_once = run("at-once", False)
-    reads: list[int] = []
-    read_loss = Trainer.read_loss
-
-    def counted(self: Trainer) -> float:
-        reads.append(self.step)
-        return read_loss(self)
-
-    monkeypatch.setattr(Trainer, "read_loss", counted)
+    reads = count_reads(monkeypatch)
     late = run("late", True)
     assert reads == [4, 8]
     assert [r["step"] for r in late] == list(range(1, 9))

@@ -784,8 +784,7 @@ class Trainer:
                         self._log(record)
                     if bar is not None:
                         bar.update(1)
-                        shown = {"mfu": f"{record['mfu']:.1%}"} if record and "mfu" in record else {}
-                        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}", **shown)
+                        show_step(bar, loss, tok_per_s, record)
                     if saving:
                         self.save_checkpoint()
                     if self._stop_all:
@@ -817,8 +816,7 @@ class Trainer:
         if self.dist.is_main:
             self._log(record)
         if bar is not None:
-            shown = {"mfu": f"{record['mfu']:.1%}"} if "mfu" in record else {}
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}", **shown)
+            show_step(bar, loss, tok_per_s, record)
 
     def peak_memory_per_rank(self) -> list[int]:
         """Every rank's peak memory so far in bytes (``sharded.peak_memory``), gathered: a collective."""
@@ -864,6 +862,12 @@ class Trainer:
             dist.barrier()
         dist.destroy_process_group()
         self.dist.owns_group = False
+
+
+def show_step(bar: Any, loss: float, tok_per_s: float, record: dict[str, Any] | None) -> None:
+    """A read step's loss, speed and (from its metrics line, when it has one) MFU beside the progress bar."""
+    shown = {"mfu": f"{record['mfu']:.1%}"} if record and "mfu" in record else {}
+    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}", **shown)
 
 
 def set_dropout(model: GPT2, p: float) -> None:
