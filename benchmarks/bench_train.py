@@ -12,6 +12,9 @@ together, with one device sync at the end (no side syncs inside its step), and t
 
     python benchmarks/bench_train.py                      # CPU: 2 layers, 128 wide, batch 16 x 64
     python benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 --batch-size 16
+
+Optional sides (``--only``): ``gpt2lab-chunked`` (``--chunked-loss``) and ``gpt2lab-graphed`` (``--cuda-graph``:
+the step recorded as a CUDA graph after its warm-up; its peak memory counts the recording's whole pool).
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from minimal_gpt2 import MinimalGPT2, MinimalTrainer, load_gpt2lab_state  # noqa
 from gpt2lab.config import PRESETS, GPT2Config  # noqa: E402
 from gpt2lab.data import save_tokens  # noqa: E402
 from gpt2lab.devices import autocast, parse_dtype  # noqa: E402
+from gpt2lab.errors import ConfigError  # noqa: E402
 from gpt2lab.flops import flops_per_token, peak_flops  # noqa: E402
 from gpt2lab.train import TrainConfig, Trainer  # noqa: E402
+from gpt2lab.train.graphed import WARMUP_STEPS  # noqa: E402
 from gpt2lab.train.loss import lm_loss  # noqa: E402
 
 
@@ -65,7 +70,14 @@ def profile(steps: dict[str, Callable[[], object]], device: torch.device, sync: 
         print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=70))
 
 
-SIDES = ("gpt2lab", "minimal", "transformers", "gpt2lab-chunked")  # the last: gpt2lab with --chunked-loss
+def pool_bytes(pool: object) -> int:
+    """Bytes the CUDA allocator holds for one CUDA graph's private memory pool: what a recorded step keeps
+    between steps (its activations' and gradients' memory), which its replays never allocate anew."""
+    return sum(seg["total_size"] for seg in torch.cuda.memory_snapshot() if tuple(seg.get("segment_pool_id", ())) == tuple(pool))
+
+
+# the last two: gpt2lab with --cuda-graph (the whole step recorded and replayed), and with --chunked-loss
+SIDES = ("gpt2lab", "minimal", "transformers", "gpt2lab-graphed", "gpt2lab-chunked")
 
 
 def main() -> None:
@@ -117,8 +129,19 @@ def main() -> None:
             steps["gpt2lab-chunked"] = chunked_side.train_step_no_sync
             own_state["gpt2lab-chunked"] = lambda: state_bytes(chunked_side.model, chunked_side.optimizer)
 
+        graphed_side = None
+        if "gpt2lab-graphed" in wanted:
+            try:
+                graphed_side = Trainer(TrainConfig(**{**cfg.__dict__, "out": Path(tmp) / "run-graphed", "cuda_graph": True}))
+            except ConfigError as err:
+                print(f"  gpt2lab-graphed: left out: {err}", flush=True)
+            else:
+                steps["gpt2lab-graphed"] = graphed_side.train_step_no_sync
+                own_state["gpt2lab-graphed"] = lambda: state_bytes(graphed_side.model, graphed_side.optimizer)
+
         if "minimal" in wanted:
-            model = MinimalGPT2(V, T, **shape).to(device)
+            with device:  # made where it trains (its initial weights are overwritten below): no second host init
+                model = MinimalGPT2(V, T, **shape)
             load_gpt2lab_state(model, ours.model.state_dict())
             with torch.no_grad():
                 first["minimal"] = model.loss(x0, y0).item()
@@ -160,8 +183,8 @@ def main() -> None:
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         times: dict[str, list[float]] = {k: [] for k in steps}
         peak_memory: dict[str, int] = dict.fromkeys(steps, 0)
-        order = [k for k in ("gpt2lab", "minimal", "transformers", "gpt2lab-chunked") if k in steps]
-        steps = {k: steps[k] for k in order}  # the optional gpt2lab-chunked side last: the first a deadline drops
+        order = [k for k in SIDES if k in steps]
+        steps = {k: steps[k] for k in order}  # the optional sides last: the first a deadline drops
         for name, step in list(steps.items()):  # warm up: allocator, thread pools, compilation
             if args.deadline is not None and time.perf_counter() - started > args.deadline:
                 print(f"  {name}: left out, {args.deadline:.0f} s passed before its warm-up", flush=True)
@@ -169,7 +192,8 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             try:
-                for _ in range(3 if not args.compile else 5):
+                warm_up = 3 if not args.compile else 5
+                for _ in range(max(warm_up, WARMUP_STEPS + 2) if name == "gpt2lab-graphed" else warm_up):  # recorded, then replayed once
                     step()
                 sync()
             except Exception as err:  # one side failing (a compiler or kernel error) must not cost the others' figures
@@ -191,12 +215,18 @@ def main() -> None:
                     # the side alone: its own weights and optimizer state, plus what its steps added at their peak
                     # (the other sides' weights sit in the same memory and are not its own)
                     rise = torch.cuda.max_memory_allocated(device) - before
+                    if name == "gpt2lab-graphed" and graphed_side is not None and graphed_side.graphed is not None:
+                        # replays allocate nothing: what the step needs lies in the recording's pool (reserved bytes, so
+                        # counted at least as high as allocated bytes would be)
+                        pool = graphed_side.graphed.memory_pool()
+                        rise = max(rise, pool_bytes(pool) if pool is not None else 0)
                     peak_memory[name] = max(peak_memory[name], own_state[name]() + rise)
         if args.profile:
             profile(steps, device, sync)
         ours.close()
-        if chunked_side is not None:
-            chunked_side.close()
+        for side in (chunked_side, graphed_side):
+            if side is not None:
+                side.close()
 
     peak = peak_flops(device, dtype)
     flops = flops_per_token(GPT2Config(vocab_size=V, block_size=T, **shape), T) * tokens
@@ -216,7 +246,7 @@ def main() -> None:
         print(f"  {name:13s} {rate[name]:9,.0f} tok/s  (median step {med * 1e3:7.1f} ms over {len(ts)} rounds){mfu}, peak memory {memory}")
     if device.type == "cpu":
         print(f"  process RSS high-water mark (all sides together): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
-    for ours_side in ("gpt2lab", "gpt2lab-chunked"):
+    for ours_side in ("gpt2lab", "gpt2lab-chunked", "gpt2lab-graphed"):
         for other in ("minimal", "transformers"):
             if ours_side in rate and other in rate:
                 memory_ratio = f", peak memory {peak_memory[ours_side] / peak_memory[other]:.2f}x" if device.type == "cuda" else ""

@@ -1,34 +1,43 @@
 #!/usr/bin/env bash
-# Every GPU figure of benchmarks/README.md in one call of a lent GPU machine (under 10 minutes on an
-# H200): the correctness checks and attention kernels, training against the minimal loop at batch 16
-# and 64 (compiled, bf16) and gpt2-xl (eager), greedy decoding against transformers' static cache.
-# Each part has its own time limit, so a slow one cannot take the rest with it; logs go to $OUT.
+# The GPU figures of benchmarks/README.md in one call of a lent GPU machine (each part has its own time
+# limit, so a slow one cannot take the rest with it; logs go to $OUT):
+#   check    correctness on the GPU (gpu_check.py: fused attention, KV cache, chunked loss, the CUDA-graph
+#            decode step and train --cuda-graph against the plain ones) and the attention kernels
+#   train16  training against the minimal loop, compiled, bf16, batch 16 x 1024 (gpt2lab, --cuda-graph,
+#            the minimal loop, --chunked-loss), with profiles
+#   train64  the same at batch 64 (gpt2lab, --cuda-graph, the minimal loop)
+#   xl       gpt2-xl, eager, batch 8 (gpt2lab, the minimal loop)
+#   decode   greedy decoding against transformers' static cache, compiled and eager, with profiles
+# PARTS picks some (default: all but decode, about 9.5 minutes of limits on an H200: a command may run 10).
 #
 #     OUT=gpu_out bash benchmarks/gpu_run.sh
+#     OUT=gpu_out PARTS="check decode" bash benchmarks/gpu_run.sh
 set -u
 OUT=${OUT:-gpu_out}
+PARTS=${PARTS:-check train16 train64 xl}
 mkdir -p "$OUT"
 export PYTHONPATH=src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-part() {  # part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS, its output to the terminal and $OUT/NAME.log
+part() {  # part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS (if NAME is in PARTS), output to the terminal and $OUT/NAME.log
     local name=$1 limit=$2
     shift 2
+    case " $PARTS " in *" $name "*) ;; *) return ;; esac
     echo "=== $name ($(date +%T), limit ${limit} s)"
     timeout --kill-after=10 "$limit" "$@" 2>&1 | grep -v -i -E "warn|^\s*$" | tee "$OUT/$name.log"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__)"
 git log -1 --format='commit %h %s' 2>/dev/null | cut -c1-100
-part check 60 python3 benchmarks/gpu_check.py
-if grep -q "attention_kernels) *failed" "$OUT/check.log"; then  # cuDNN attention broke here: keep PyTorch's order
+part check 120 python3 benchmarks/gpu_check.py
+if grep -q "attention_kernels) *failed" "$OUT/check.log" 2>/dev/null; then  # cuDNN attention broke here: keep PyTorch's order
     export GPT2LAB_CUDNN_ATTENTION=0
     echo "cuDNN attention failed in the check: GPT2LAB_CUDNN_ATTENTION=0 for the rest"
 fi
-part train16 150 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
-    --batch-size 16 --only gpt2lab gpt2lab-chunked minimal --profile --deadline 100
-part decode 170 python3 benchmarks/bench_generate.py --device cuda --dtype bf16 --compile --batch-sizes 1 8 \
-    --new-tokens 128 --repeats 2 --profile
-part train64 115 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
-    --batch-size 64 --only gpt2lab minimal
+part train16 190 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
+    --batch-size 16 --only gpt2lab gpt2lab-graphed minimal gpt2lab-chunked --profile --deadline 130
+part train64 150 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
+    --batch-size 64 --only gpt2lab gpt2lab-graphed minimal
 part xl 100 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --preset gpt2-xl --seq-len 1024 --batch-size 8 \
     --only gpt2lab minimal --rounds 2 --steps 2
+part decode 170 python3 benchmarks/bench_generate.py --device cuda --dtype bf16 --compile --batch-sizes 1 8 \
+    --new-tokens 128 --repeats 2 --profile
 echo "=== done $(date +%T)"

@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import perturbed_model
+from cuda_graph_stand_in import FakeCUDAGraph, use_fake_cuda_graphs
 from gpt2lab import GPT2, GenerationError, GPT2Config
 from gpt2lab.generate import (
     NAN_CHECK_EVERY,
@@ -803,66 +803,15 @@ def test_settings_are_a_validated_value():
 # ---------------------------------------------------------------------------------------------
 
 
-class _Recorder(TorchDispatchMode):
-    """Every operation run while it is on, with its very tensors."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.ops.append((func, args, kwargs or {}, out))
-        return out
-
-
-class _FakeCUDAGraph:
-    """``torch.cuda.CUDAGraph`` for a CPU: the operations run while recording are kept with their
-    tensors, and a replay runs them again on those same tensors, writing each result into the recorded
-    output: what a CUDA graph does with its kernels and fixed addresses. A step that read anything but
-    its tensors (a Python number that changes between steps, a tensor made anew each call) would
-    replay the recording's stale value and give other tokens."""
-
-    fail = False  # make recording fail, as an operation CUDA graphs cannot hold would
-
-    def __init__(self) -> None:
-        self.recorder = _Recorder()
-
-    def replay(self) -> None:
-        for func, args, kwargs, out in self.recorder.ops:
-            new = func(*args, **kwargs)
-            for o, n in zip(out if isinstance(out, (tuple, list)) else [out], new if isinstance(new, (tuple, list)) else [new]):
-                if isinstance(o, torch.Tensor) and isinstance(n, torch.Tensor) and o.data_ptr() != n.data_ptr():
-                    o.copy_(n)
-
-
 @pytest.fixture
 def fake_cuda_graphs(monkeypatch):
-    """generate's CUDA-graph path on a CPU: graph capture through _FakeCUDAGraph, streams as no-ops."""
-    import contextlib
-
+    """generate's CUDA-graph path on a CPU: graph capture through the stand-in (tests/cuda_graph_stand_in.py)."""
     import gpt2lab.generate as generate_module
     from gpt2lab import static_decoder as static_module
 
-    @contextlib.contextmanager
-    def capture(graph: _FakeCUDAGraph):
-        if _FakeCUDAGraph.fail:
-            raise RuntimeError("operation not permitted when stream is capturing")
-        with graph.recorder:
-            yield
-
-    class Stream:
-        def wait_stream(self, other) -> None:
-            pass
-
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeCUDAGraph)
-    monkeypatch.setattr(torch.cuda, "graph", capture)
-    monkeypatch.setattr(torch.cuda, "Stream", Stream)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: Stream())
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    use_fake_cuda_graphs(monkeypatch)
     real = static_module.static_decoder
     monkeypatch.setattr(generate_module, "static_decoder", lambda model, B, L, compile, graph=False: real(model, B, L, compile, graph=True))
-    monkeypatch.setattr(_FakeCUDAGraph, "fail", False)
 
 
 def test_the_recorded_step_gives_the_ordinary_steps_tokens(fake_cuda_graphs):
@@ -893,7 +842,7 @@ def test_the_recorded_step_gives_the_ordinary_steps_tokens(fake_cuda_graphs):
 
 
 def test_a_step_that_cannot_be_recorded_decodes_plainly_with_a_warning(fake_cuda_graphs, small):
-    _FakeCUDAGraph.fail = True
+    FakeCUDAGraph.fail = True
     x = ids(2, 5)
     with pytest.warns(RuntimeWarning, match="decoding without a CUDA graph"):
         out = generate(small, x, 10, static_cache=True, temperature=0.0)

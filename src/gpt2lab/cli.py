@@ -699,6 +699,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="recompute each block in backward instead of storing its activations: less memory, ~1 more forward of compute")
     p.add_argument("--chunked-loss", action="store_true", default=None,
                    help="the LM head and the loss a chunk of positions at a time: the whole (N, V) logits never exist (less memory)")
+    p.add_argument("--cuda-graph", action="store_true", default=None,
+                   help="on a CUDA GPU: record the whole step as a CUDA graph after 3 plain steps and replay it (one launch per step)")
     p.add_argument("--fsdp", action="store_true", default=None,
                    help="under torchrun: shard weights, gradients and optimizer state over the processes (FSDP2) instead of DDP's copies")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
@@ -710,7 +712,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     given = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
-    for flag in ("compile", "activation_checkpointing", "chunked_loss", "fsdp"):
+    for flag in ("compile", "activation_checkpointing", "chunked_loss", "cuda_graph", "fsdp"):
         if getattr(args, flag):
             given[flag] = True
     init = given.get("init", "scratch")

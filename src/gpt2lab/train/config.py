@@ -73,6 +73,10 @@ class TrainConfig:
         chunked_loss: the LM head and the loss a chunk of positions at a time
             (``train.loss.chunked_lm_loss``), so the (N, V) logits never exist: less memory, the same
             loss and gradients (not with fp16 or FSDP).
+        cuda_graph: on a CUDA GPU, record the whole optimizer step (forward, backward, clipping,
+            AdamW) as a CUDA graph after a few plain steps and replay it from then on
+            (``train.graphed``): the host launches one graph instead of hundreds of kernels. The same
+            losses; one process, bf16 or fp32, ``task`` lm.
         fsdp: under torchrun, shard weights, gradients and AdamW moments over the ranks with FSDP2
             (``train.sharded``) instead of copying them to each (DDP): each rank holds 1/N of them.
             The same losses; checkpoints in the plain format (a run may resume with or without it).
@@ -124,6 +128,7 @@ class TrainConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     chunked_loss: bool = False
+    cuda_graph: bool = False
     fsdp: bool = False
     pad_vocab: int | None = None
     resume: bool = False
@@ -196,7 +201,8 @@ TRAIN_TASKS = ("lm", "classify")
 # runs. Everything else defines the trajectory and is taken from the checkpoint.
 RUN_CONTROL = frozenset({"data", "out", "max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every",
                          "eval_task", "eval_task_data", "eval_task_limit", "tensorboard", "wandb",
-                         "device", "compile", "activation_checkpointing", "chunked_loss", "fsdp", "resume", "progress"})
+                         "device", "compile", "activation_checkpointing", "chunked_loss", "cuda_graph", "fsdp", "resume",
+                         "progress"})
 
 
 def resumed_config(saved: dict[str, Any], config: TrainConfig) -> TrainConfig:

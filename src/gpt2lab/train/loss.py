@@ -7,7 +7,7 @@
   tokens at a time, so the whole (N, V) logits never exist, in fp32 or otherwise; each chunk's
   gradients are made while its logits exist, so the head's products still run once each. At GPT-2's
   vocabulary and 16 x 1024 tokens the logits are 3.3 GB in fp32 (1.6 GB in bf16); here at most
-  ``chunk`` rows of them are alive. The trainer takes it on CUDA (``--chunked-loss auto``).
+  ``chunk`` rows of them are alive. The trainer takes it when asked (``train --chunked-loss``).
 * ``LanguageModelLoss``: a model and one of the two as a single module, ``(x, y) -> loss``: what the
   trainer compiles and wraps in DDP.
 

@@ -56,6 +56,7 @@ from .checkpoint import (
 from .config import TrainConfig, TrainResult, resumed_config
 from .dashboards import Dashboards
 from .distributed import setup_distributed
+from .graphed import GraphedTrainStep
 from .loss import LanguageModelLoss
 from .memory import checkpoint_blocks
 from .optim import lr_at, make_optimizer
@@ -180,6 +181,7 @@ class Trainer:
             self._restore(ckpt)
         else:
             seed_everything(config.seed + self.dist.rank)  # dropout differs across ranks, reproducibly
+        self._device_step = torch.full((), self.step, dtype=torch.long, device=self.device)  # () the step count, on the device
 
         # what a step calls: the model with its loss (x, y) -> loss, compiled as one graph when asked
         self.forward_model: nn.Module = self._step_module(model)
@@ -190,6 +192,8 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward_model = DDP(self.forward_model, device_ids=ids)
+        # --cuda-graph: after a few plain steps, the step's device work is recorded once and replayed
+        self.graphed: GraphedTrainStep | None = GraphedTrainStep(self) if self._use_cuda_graph(config) else None
         self.tokens_per_step = config.batch_size * self.block_size * config.grad_accum * self.dist.world_size
         self.flops_per_step = flops_per_token(self.model_config, self.block_size) * self.tokens_per_step
         self.peak = peak_flops(self.device, self.dtype) if self.dist.is_main else None
@@ -245,6 +249,19 @@ class Trainer:
                    "fp16 gradients made before the loss scaling would underflow (use --dtype bf16)" if self.dtype == torch.float16 else None)
         if why_not:
             raise ConfigError(f"--chunked-loss does not combine with this run: {why_not}")
+        return True
+
+    def _use_cuda_graph(self, config: TrainConfig) -> bool:
+        """Whether the step is recorded as a CUDA graph (``--cuda-graph``; ``train.graphed``): on one
+        CUDA GPU, in bf16 or fp32, for a task whose batches all have one shape."""
+        if not config.cuda_graph:
+            return False
+        why_not = ("it records a CUDA GPU's work and this run is on " + self.device.type if self.device.type != "cuda" else
+                   "it records one process's step; under torchrun leave it out" if self.dist.enabled else
+                   "fp16's GradScaler is not recorded (use --dtype bf16)" if self.dtype == torch.float16 else
+                   f"--task {self.task}'s batches change shape from step to step" if self.task != "lm" else None)
+        if why_not:
+            raise ConfigError(f"--cuda-graph does not combine with this run: {why_not}")
         return True
 
     def _step_module(self, model: GPT2) -> nn.Module:
@@ -338,6 +355,8 @@ class Trainer:
                 if key in slot:
                     slot[key] = slot[key][: self.vocab]
             state["state"] = {**state["state"], self.wte_index: slot}
+        # a recorded step's learning rate is a device tensor: the file keeps a plain number, as any run's
+        state["param_groups"] = [{**g, "lr": float(g["lr"]), "capturable": False} for g in state["param_groups"]]
         return state
 
     def _padded_model_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -386,19 +405,38 @@ class Trainer:
         Only an optimizer without that flag (no fused kernel) reads the flag, and on a CPU that read
         costs nothing. The first bad step is remembered on the device and ``read_loss`` raises
         ``TrainingError`` for it, before any checkpoint is written (checkpoint steps read the loss).
+        With ``cuda_graph`` the step's device work is a replayed recording (``train.graphed``).
         """
         cfg = self.config
         lr = self.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         if not (self.forward_model.training and self.model.training):  # a walk over every module: only when needed
             self.forward_model.train()
-        loss_sum = torch.zeros((), device=self.device)
         batches = [self.sampler.next_batch() for _ in range(cfg.grad_accum)]  # (x, y) pairs, still on the host
         shares = self._micro_batch_shares([y for _, y in batches])  # (grad_accum,) on the device
-        for micro, batch in enumerate(batches):
-            x, y = self.to_device(*batch)  # (B, T) each
-            last = micro == cfg.grad_accum - 1
+        step_loss = self.graphed(batches, shares, lr) if self.graphed is not None else self.plain_step(batches, shares, lr)
+        self.step += 1
+        self.lr = lr
+        self._last_loss = step_loss
+        return step_loss
+
+    def plain_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], shares: torch.Tensor, lr: float) -> torch.Tensor:
+        """One optimizer step from host batches, each operation launched from Python; returns its loss ()."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = self.step_on_device([self.to_device(*batch) for batch in batches], shares)
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss
+
+    def step_on_device(self, batches: list[tuple[torch.Tensor, ...]], shares: torch.Tensor) -> torch.Tensor:
+        """A step's device work, from batches already on the device: forward and backward of each
+        micro-batch, the mean loss over ranks, the non-finite bookkeeping, clipping and the AdamW
+        update at the optimizer's current lr. Reads no Python number that changes from step to step
+        and never waits for the device, so it can be recorded as a CUDA graph (``train.graphed``).
+        Leaves the gradients in ``.grad``; returns the step's loss ()."""
+        cfg = self.config
+        loss_sum = torch.zeros((), device=self.device)
+        for micro, (x, y) in enumerate(batches):  # (B, T) each
+            last = micro == len(batches) - 1
             # DDP averages gradients across ranks in backward; only the last micro-batch needs it
             # (forward_model is the DDP wrapper whenever dist is enabled without fsdp); FSDP2 likewise
             # keeps unsharded gradients on each rank until the last one reduce-scatters them
@@ -419,9 +457,10 @@ class Trainer:
             dist.all_reduce(step_loss)
             step_loss /= self.dist.world_size
         nonfinite = ~torch.isfinite(step_loss)  # () bool, on the device
+        self._device_step += 1  # this step's number, counted where a recorded step can read it
         first_bad = nonfinite & (self._bad_step < 0)  # ()
-        self._bad_step = torch.where(first_bad, self.step + 1, self._bad_step)
-        self._bad_loss = torch.where(first_bad, step_loss, self._bad_loss)
+        self._bad_step.copy_(torch.where(first_bad, self._device_step, self._bad_step))
+        self._bad_loss.copy_(torch.where(first_bad, step_loss, self._bad_loss))
         if cfg.grad_clip > 0:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -438,11 +477,7 @@ class Trainer:
                 del opt.found_inf
         elif not nonfinite.item():
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self.lr = lr
-        self._last_loss = step_loss.detach()
-        return self._last_loss
+        return step_loss.detach()
 
     def _micro_batch_shares(self, targets: list[torch.Tensor]) -> torch.Tensor:
         """Each micro-batch's weight in the step's loss (grad_accum,): its counted targets over the
@@ -854,6 +889,7 @@ class Trainer:
         if self.dashboards is not None:
             self.dashboards.close()
             self.dashboards = None
+        self.graphed = None  # a recorded step holds its own memory (activations, gradients)
         if not self.dist.owns_group:
             return
         import torch.distributed as dist
