@@ -158,6 +158,8 @@ class Trainer:
             shard_model(model)  # before the optimizer: its parameters become DTensor shards
         self.model = model
         self.optimizer = make_optimizer(model, config, self.device)
+        # what clipping measures and scales, listed once: model.parameters() walks every module on each call
+        self.trained_parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         optimized = [id(p) for g in self.optimizer.param_groups for p in g["params"]]
         wte = id(model.get_parameter("transformer.wte.weight"))
         # where the padded embedding's moments sit in the optimizer state (None: the embedding is frozen)
@@ -464,7 +466,7 @@ class Trainer:
         if cfg.grad_clip > 0:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.trained_parameters, cfg.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
