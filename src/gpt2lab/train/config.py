@@ -76,7 +76,8 @@ class TrainConfig:
         cuda_graph: on a CUDA GPU, record the whole optimizer step (forward, backward, clipping,
             AdamW) as a CUDA graph after a few plain steps and replay it from then on
             (``train.graphed``): the host launches one graph instead of hundreds of kernels. The same
-            losses; one process, bf16 or fp32, ``task`` lm.
+            losses; one process, bf16 or fp32, ``task`` lm. The recording keeps the step's memory
+            (activations, gradients) reserved between steps, where a plain step hands it back.
         fsdp: under torchrun, shard weights, gradients and AdamW moments over the ranks with FSDP2
             (``train.sharded``) instead of copying them to each (DDP): each rank holds 1/N of them.
             The same losses; checkpoints in the plain format (a run may resume with or without it).

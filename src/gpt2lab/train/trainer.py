@@ -461,8 +461,8 @@ class Trainer:
         nonfinite = ~torch.isfinite(step_loss)  # () bool, on the device
         self._device_step += 1  # this step's number, counted where a recorded step can read it
         first_bad = nonfinite & (self._bad_step < 0)  # ()
-        self._bad_step.copy_(torch.where(first_bad, self._device_step, self._bad_step))
-        self._bad_loss.copy_(torch.where(first_bad, step_loss, self._bad_loss))
+        torch.where(first_bad, self._device_step, self._bad_step, out=self._bad_step)  # in place: a recording reads it there
+        torch.where(first_bad, step_loss, self._bad_loss, out=self._bad_loss)
         if cfg.grad_clip > 0:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
