@@ -91,6 +91,7 @@ def main() -> None:
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--seq-len", "--block-size", dest="seq_len", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--pad-vocab", type=int, help="gpt2lab's train --pad-vocab (default: the trainer's, 64 on GPUs, 1 on CPUs)")
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds per side")
     p.add_argument("--steps", type=int, default=3, help="steps per round")
     p.add_argument("--only", choices=SIDES, nargs="+", help="measure these sides only (default: the first three)")
@@ -110,7 +111,7 @@ def main() -> None:
         save_tokens(Path(tmp) / "data", rng.integers(0, V, 200_000), rng.integers(0, V, 20_000), n_vocab=V)
         cfg = TrainConfig(data=Path(tmp) / "data", out=Path(tmp) / "run", block_size=T, batch_size=B, device=args.device,
                           dtype=args.dtype, compile=args.compile, progress=False, max_steps=10**6, dropout=0.0,
-                          **shape)
+                          pad_vocab=args.pad_vocab, **shape)
         ours = Trainer(cfg)
 
         def next_batch() -> tuple[torch.Tensor, torch.Tensor]:

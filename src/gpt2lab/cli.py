@@ -676,7 +676,7 @@ _TRAIN_OPTIONS: list[tuple[str, str, Callable[[str], object], str]] = [
     ("--wandb", "wandb", str, "also log every metric to this Weights & Biases project (pip install wandb; WANDB_MODE=offline needs no network)"),
     ("--device", "device", str, DEVICE_HELP),
     ("--dtype", "dtype", str, "autocast precision: auto, fp32, bf16, fp16 (default auto: bf16 on GPUs, else fp32)"),
-    ("--pad-vocab", "pad_vocab", int, "pad the vocabulary to a multiple of N internally (default 64 on GPUs, 1 on CPUs)"),
+    ("--pad-vocab", "pad_vocab", int, "pad the vocabulary to a multiple of N internally (default 64 on GPUs and with --compile, else 1)"),
     ("--lora-rank", "lora_rank", int, "LoRA: train rank-R adapters only, the --init model frozen; writes RUN_DIR/adapter/ (PEFT) too"),
     ("--lora-alpha", "lora_alpha", float, "LoRA: scale the adapters' update by alpha / rank (default alpha = rank)"),
     ("--lora-targets", "lora_targets", _comma_list, "LoRA: matrices to adapt, comma-separated (default c_attn,c_proj,c_fc)"),

@@ -82,8 +82,9 @@ class TrainConfig:
             (``train.sharded``) instead of copying them to each (DDP): each rank holds 1/N of them.
             The same losses; checkpoints in the plain format (a run may resume with or without it).
         pad_vocab: pad the vocabulary to a multiple of this for faster matrix products
-            (default 64 on GPUs, 1 on CPUs). Internal only: the loss and every saved model see the
-            real vocabulary.
+            (default 64 on GPUs and when compiled, else 1: an eager CPU step's loss reuses the
+            logits' memory, which it can only at the real vocabulary). Internal only: the loss and
+            every saved model see the real vocabulary.
     resume: continue the run in ``out`` from its checkpoint (see ``resumed_config``).
     """
 
