@@ -163,7 +163,7 @@ class Trainer:
         self.optimizer = make_optimizer(model, config, self.device)
         # what clipping measures and scales, listed once: model.parameters() walks every module on each call
         self.trained_parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-        optimized = [id(p) for g in self.optimizer.param_groups for p in g["params"]]
+        optimized = [id(p) for p in self.trained_parameters]
         wte = id(model.get_parameter("transformer.wte.weight"))
         # where the padded embedding's moments sit in the optimizer state (None: the embedding is frozen)
         self.wte_index = optimized.index(wte) if wte in optimized else None
