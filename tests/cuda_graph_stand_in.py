@@ -16,6 +16,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
+# operations that hand a tensor's value to the host (.item(), bool(t), torch.equal): a sync on a GPU
+HOST_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default, torch.ops.aten.equal.default}
+
 
 class Recorder(TorchDispatchMode):
     """Every operation run while it is on, with its very tensors. A real capture runs nothing, so the
@@ -29,6 +32,8 @@ class Recorder(TorchDispatchMode):
         self.written: set[tuple] = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in HOST_READS:  # a value read by the host: a capture cannot hold it, and CUDA refuses it
+            raise RuntimeError(f"operation not permitted when stream is capturing ({func})")
         kwargs = kwargs or {}
         for i, argument in enumerate(func._schema.arguments):
             if argument.alias_info is None or not argument.alias_info.is_write:

@@ -156,3 +156,15 @@ def test_cuda_graph_names_what_it_does_not_combine_with(data_dir, tmp_path):  # 
         t.dist = Distributed()  # close() must not leave a process group it never joined
     finally:
         t.close()
+
+
+def test_a_step_that_reads_a_value_on_the_host_is_not_recorded(data_dir, tmp_path, monkeypatch):  # noqa: F811
+    """Without the fused kernel's found_inf the step reads its loss's finiteness on the host (.item()): a
+    capture refuses that (a sync), as the stand-in does, so the run trains plainly, with the warning."""
+    use_fake_cuda_graphs(monkeypatch)
+    t = graphed_trainer(config(data_dir, tmp_path / "run", max_steps=100))
+    t.optimizer = torch.optim.AdamW(t.trained_parameters, lr=3e-3, foreach=True)
+    with pytest.warns(RuntimeWarning, match=r"training without a CUDA graph \(operation not permitted when stream is capturing"):
+        got = steps(t, WARMUP_STEPS + 2)
+    assert all(math.isfinite(loss) for loss in got) and len(set(got)) == len(got)
+    assert FakeCUDAGraph.made and FakeCUDAGraph.made[0].replays == 0
