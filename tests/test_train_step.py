@@ -96,3 +96,12 @@ def test_a_nonfinite_loss_read_one_step_late_still_stops_the_run_before_a_checkp
         assert t.last_saved == 0 and t.step == 3  # read at step 3, after step 3 was queued: nothing saved
     finally:
         t.close()
+
+
+def test_an_evaluated_step_that_is_not_a_logged_one_has_the_same_metrics_line(data_dir, tmp_path):  # noqa: F811
+    from test_train import metrics
+
+    train(config(data_dir, tmp_path / "run", max_steps=8, eval_every=2, checkpoint_every=8, log_every=4))
+    records = metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    assert all(set(r) == {"step", "loss", "lr", "tok_per_s", "mfu", "val_loss"} for r in records), records

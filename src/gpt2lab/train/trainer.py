@@ -804,12 +804,10 @@ class Trainer:
                     step_time = time_unread / steps_unread
                     steps_unread, time_unread = 0, 0.0
                     record = None
-                    if main and (self.step % cfg.log_every == 0 or last):
+                    if main and (self.step % cfg.log_every == 0 or last or evaluating):  # an evaluation is always logged
                         record = self._step_record(self.step, self.lr, loss, tok_per_s, step_time)
                     if evaluating:
                         val_loss = self.evaluate()
-                        if record is None and main:
-                            record = {"step": self.step, "loss": round(loss, 6), "lr": self.lr, "tok_per_s": round(tok_per_s, 1)}
                         if record is not None and val_loss is not None:
                             record["val_loss"] = round(val_loss, 6)
                         scores = self.eval_scores() if main else {}
