@@ -174,6 +174,33 @@ def test_activation_checkpointing_computes_the_same_steps_in_less_memory(data_di
         assert torch.equal(plain.model.eval()(ids), recomputed.model.eval()(ids))
 
 
+def test_activation_checkpointing_keeps_the_rng_state_only_when_a_block_draws(data_dir, tmp_path, monkeypatch):
+    """Without dropout nothing random runs in a block: the recomputation then never reads or sets a generator's
+    state (a GPU's may not be read while a CUDA graph records), and its steps are still the plain run's."""
+    from gpt2lab.train.memory import draws_random_numbers
+
+    reads = []
+    get_rng_state = torch.get_rng_state
+    monkeypatch.setattr(torch, "get_rng_state", lambda: (reads.append(1), get_rng_state())[1])
+    for dropout in (0.0, 0.1):
+        t = Trainer(config(data_dir, tmp_path / f"run-{dropout}", n_layer=2, dropout=dropout, activation_checkpointing=True))
+        try:
+            assert all(draws_random_numbers(b) == (dropout > 0) for b in t.model.transformer.h)
+            reads.clear()
+            t.train_step()
+            assert bool(reads) == (dropout > 0)
+        finally:
+            t.close()
+    runs = {}
+    for name, kw in (("plain", {}), ("recomputed", {"activation_checkpointing": True})):
+        t = Trainer(config(data_dir, tmp_path / name, n_layer=2, **kw))
+        try:
+            runs[name] = [t.train_step() for _ in range(3)]
+        finally:
+            t.close()
+    assert runs["recomputed"] == pytest.approx(runs["plain"], abs=1e-6)
+
+
 def test_activation_checkpointing_resumes_exactly(data_dir, tmp_path):
     kw = dict(max_steps=6, lr_decay_steps=6, dropout=0.1, checkpoint_every=3, eval_every=3)
     train(config(data_dir, tmp_path / "plain", **kw))

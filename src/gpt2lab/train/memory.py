@@ -6,7 +6,8 @@ activations are most of a training step's memory. ``checkpoint_blocks`` keeps on
 input instead and runs the block's forward a second time during backward, through
 ``torch.utils.checkpoint`` (non-reentrant, so it composes with autocast, DDP, FSDP2 and
 ``torch.compile``). About one more forward pass of compute; the same numbers to the last bit
-(dropout replays its random draws: checkpoint restores the RNG state before recomputing).
+(dropout replays its random draws: checkpoint restores the RNG state before recomputing a block that
+draws any; a block without dropout leaves the generators alone, which a CUDA graph recording needs).
 """
 
 from __future__ import annotations
@@ -24,8 +25,16 @@ def _recomputed_forward(block: Block, x: torch.Tensor, mask: torch.Tensor | None
     KV cache that the recomputation would append to twice) run the block as usual."""
     forward = type(block).forward
     if block.training and torch.is_grad_enabled() and kv_cache is None:
-        return checkpoint(forward, block, x, mask, kv_cache, use_reentrant=False)  # (B, T, C)
+        # the RNG state is kept (and put back for the recomputation) only when the block draws random numbers:
+        # reading a GPU generator's state is not allowed while a CUDA graph records (train --cuda-graph)
+        return checkpoint(forward, block, x, mask, kv_cache, use_reentrant=False, preserve_rng_state=draws_random_numbers(block))  # (B, T, C)
     return forward(block, x, mask, kv_cache)  # (B, T, C)
+
+
+def draws_random_numbers(block: torch.nn.Module) -> bool:
+    """Whether ``block``'s training forward draws random numbers: a dropout (on attention weights,
+    residual branches or LoRA inputs) with p > 0."""
+    return any((isinstance(m, torch.nn.Dropout) and m.p > 0) or getattr(m, "dropout_p", 0.0) > 0 for m in block.modules())
 
 
 def checkpoint_blocks(model: GPT2) -> GPT2:
@@ -56,4 +65,4 @@ def saved_activation_bytes(model: torch.nn.Module, ids: torch.Tensor) -> int:
     return total
 
 
-__all__ = ["checkpoint_blocks", "saved_activation_bytes"]
+__all__ = ["checkpoint_blocks", "draws_random_numbers", "saved_activation_bytes"]
