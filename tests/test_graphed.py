@@ -168,3 +168,12 @@ def test_a_step_that_reads_a_value_on_the_host_is_not_recorded(data_dir, tmp_pat
         got = steps(t, WARMUP_STEPS + 2)
     assert all(math.isfinite(loss) for loss in got) and len(set(got)) == len(got)
     assert FakeCUDAGraph.made and FakeCUDAGraph.made[0].replays == 0
+
+
+def test_a_recorded_step_recomputes_checkpointed_blocks_as_a_plain_one(data_dir, tmp_path, monkeypatch):  # noqa: F811
+    use_fake_cuda_graphs(monkeypatch)
+    cfg = dict(max_steps=100, activation_checkpointing=True, n_layer=2)
+    expected = steps(Trainer(config(data_dir, tmp_path / "plain", **cfg)), WARMUP_STEPS + 4)
+    got = steps(graphed_trainer(config(data_dir, tmp_path / "graphed", **cfg)), WARMUP_STEPS + 4)
+    assert got == pytest.approx(expected, rel=1e-6, abs=0)
+    assert FakeCUDAGraph.made[0].replays == 4
