@@ -170,9 +170,11 @@ def test_a_step_that_reads_a_value_on_the_host_is_not_recorded(data_dir, tmp_pat
     assert FakeCUDAGraph.made and FakeCUDAGraph.made[0].replays == 0
 
 
-def test_a_recorded_step_recomputes_checkpointed_blocks_as_a_plain_one(data_dir, tmp_path, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("option", ["activation_checkpointing", "chunked_loss"])
+def test_a_recorded_step_with_a_memory_option_takes_the_plain_steps(data_dir, tmp_path, monkeypatch, option):  # noqa: F811
+    """Recomputed blocks (their forward runs again in backward); the chunked loss (gradients made in forward)."""
     use_fake_cuda_graphs(monkeypatch)
-    cfg = dict(max_steps=100, activation_checkpointing=True, n_layer=2)
+    cfg = dict(max_steps=100, n_layer=2, **{option: True})
     expected = steps(Trainer(config(data_dir, tmp_path / "plain", **cfg)), WARMUP_STEPS + 4)
     got = steps(graphed_trainer(config(data_dir, tmp_path / "graphed", **cfg)), WARMUP_STEPS + 4)
     assert got == pytest.approx(expected, rel=1e-6, abs=0)
