@@ -238,6 +238,27 @@ def test_pad_vocabulary_keeps_the_function():
     assert torch.allclose(after[..., :50], before, atol=1e-6) and torch.all(after[..., 50:] == 0)
 
 
+def test_state_between_the_padded_and_the_real_vocabulary():
+    """The four conversions a padded run's checkpoints go through, and the optimizer's own state left untouched."""
+    from gpt2lab.train.vocab import pad_moments, padded_state, real_vocab_moments, real_vocab_state
+
+    state = {"transformer.wte.weight": torch.randn(50, 4), "transformer.h.0.mlp.c_fc.weight": torch.randn(8, 4)}
+    padded = padded_state(state, 64)
+    assert padded["transformer.wte.weight"].shape == (64, 4) and not padded["transformer.wte.weight"][50:].any()
+    assert padded["transformer.h.0.mlp.c_fc.weight"] is state["transformer.h.0.mlp.c_fc.weight"]
+    assert all(torch.equal(v, state[k]) for k, v in real_vocab_state(padded, 50).items())
+    wte = torch.nn.Parameter(padded["transformer.wte.weight"].clone())
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3)), wte])
+    wte.grad = torch.ones_like(wte)
+    optimizer.step()
+    saved = real_vocab_moments(optimizer.state_dict(), 1, 50)
+    assert saved["state"][1]["exp_avg"].shape == (50, 4) and saved["state"][1]["step"] == 1
+    assert optimizer.state[wte]["exp_avg"].shape == (64, 4)  # the optimizer's own state is not cut
+    pad_moments(saved, 1, 64)
+    assert saved["state"][1]["exp_avg"].shape == (64, 4) and not saved["state"][1]["exp_avg_sq"][50:].any()
+    assert real_vocab_moments(saved, None, 50) is saved  # a frozen embedding: nothing to cut
+
+
 def test_loss_plot_leaves_the_matplotlib_backend_alone(tmp_path):
     """A notebook's backend stays what the user chose: the plot draws on a Figure of its own."""
     code = ("import matplotlib; matplotlib.use('svg'); from gpt2lab.train import plot_metrics; "

@@ -63,7 +63,7 @@ from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
 from .sharded import everyone_model_state, full_model_state, full_optimizer_state, load_full_state, peak_memory, shard_model
 from .signals import StopFlag
-from .vocab import VOCAB_KEYS, pad_vocabulary, real_vocab_model
+from .vocab import VOCAB_KEYS, pad_moments, pad_vocabulary, padded_state, real_vocab_model, real_vocab_moments, real_vocab_state
 
 log = logging.getLogger(__name__)
 
@@ -309,9 +309,9 @@ class Trainer:
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         opt_state = ckpt["optimizer"]
-        self._pad_optimizer_state(opt_state)
+        pad_moments(opt_state, self.wte_index, self.model.config.vocab_size)
         if self.config.fsdp:  # every rank read the whole checkpoint and keeps its own shards of it
-            load_full_state(self.model, self.optimizer, self._padded_model_state(ckpt["model"]), opt_state)
+            load_full_state(self.model, self.optimizer, padded_state(ckpt["model"], self.model.config.vocab_size), opt_state)
         else:
             self._load_model_state(ckpt["model"])
             self.optimizer.load_state_dict(opt_state)
@@ -335,7 +335,7 @@ class Trainer:
 
     def _real_vocab_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``state`` on the CPU, its vocabulary rows cut to the real vocabulary."""
-        return {k: (v[: self.vocab] if k in VOCAB_KEYS else v).detach().cpu() for k, v in state.items()}
+        return {k: v.detach().cpu() for k, v in real_vocab_state(state, self.vocab).items()}
 
     def _load_model_state(self, state: dict[str, torch.Tensor]) -> None:
         own = self.model.state_dict()
@@ -352,38 +352,17 @@ class Trainer:
     def _optimizer_state(self, state: dict[str, Any] | None = None) -> dict[str, Any]:
         """The optimizer's state dict, the embedding's moments cut to the real vocabulary.
         ``state``: the full one an FSDP run gathered (``sharded.full_optimizer_state``)."""
-        state = self.optimizer.state_dict() if state is None else state
-        if self.wte_index in state["state"]:
-            # state_dict() hands out the optimizer's own per-parameter dicts: replace, never edit them
-            slot = dict(state["state"][self.wte_index])
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in slot:
-                    slot[key] = slot[key][: self.vocab]
-            state["state"] = {**state["state"], self.wte_index: slot}
+        state = real_vocab_moments(self.optimizer.state_dict() if state is None else state, self.wte_index, self.vocab)
         # a recorded step's learning rate is a device tensor: the file keeps a plain number, as any run's
-        state["param_groups"] = [{**g, "lr": float(g["lr"]), "capturable": False} for g in state["param_groups"]]
-        return state
-
-    def _padded_model_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A checkpoint's model state (real vocabulary) with zero rows up to the model's padded vocabulary."""
-        padded = self.model.config.vocab_size
-        return {k: (torch.cat([v, v.new_zeros(padded - v.size(0), *v.shape[1:])]) if k in VOCAB_KEYS else v) for k, v in state.items()}
+        return {**state, "param_groups": [{**g, "lr": float(g["lr"]), "capturable": False} for g in state["param_groups"]]}
 
     def _plain_model(self, state: dict[str, torch.Tensor]) -> GPT2:
         """A plain (unsharded) model of the real vocabulary holding ``state``: an FSDP run's model as users see it."""
         with torch.device("meta"):
             model = self._model_from_config(self.model_config)
-        model.load_state_dict({k: (v[: self.vocab] if k in VOCAB_KEYS else v) for k, v in state.items()}, assign=True)
+        model.load_state_dict(real_vocab_state(state, self.vocab), assign=True)
         model.tie_weights()
         return model.train(self.model.training)
-
-    def _pad_optimizer_state(self, state: dict[str, Any]) -> None:
-        padded = self.model.config.vocab_size
-        slot = state["state"].get(self.wte_index, {})
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in slot and slot[key].size(0) != padded:
-                t = slot[key]
-                slot[key] = torch.cat([t, t.new_zeros(padded - t.size(0), *t.shape[1:])])
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` under this run's schedule (``optim.lr_at``)."""

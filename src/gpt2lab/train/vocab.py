@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -55,10 +55,48 @@ def real_vocab_model(model: GPT2, real_vocab: int) -> GPT2:
     adapters = lora_settings(model)
     if adapters is not None:
         apply_lora(view, **adapters)  # the same module tree, so the state below fits it
-    state = {k: (v[:real_vocab] if k in VOCAB_KEYS else v) for k, v in model.state_dict(keep_vars=True).items()}
-    view.load_state_dict(state, assign=True)
+    view.load_state_dict(real_vocab_state(model.state_dict(keep_vars=True), real_vocab), assign=True)
     view.tie_weights()
     return view.train(model.training)
 
 
-__all__ = ["VOCAB_KEYS", "pad_vocabulary", "real_vocab_model"]
+# -- state dicts between the padded vocabulary (inside a run) and the real one (in every file) ---------
+
+MOMENTS = ("exp_avg", "exp_avg_sq")  # AdamW's per-parameter state with the parameter's shape
+
+
+def real_vocab_state(state: dict[str, torch.Tensor], vocab: int) -> dict[str, torch.Tensor]:
+    """``state`` with the vocabulary tensors (``VOCAB_KEYS``) cut to their first ``vocab`` rows (views)."""
+    return {k: (v[:vocab] if k in VOCAB_KEYS else v) for k, v in state.items()}
+
+
+def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """``t`` (V, ...) with zero rows appended up to ``rows``."""
+    return torch.cat([t, t.new_zeros(rows - t.size(0), *t.shape[1:])]) if t.size(0) != rows else t
+
+
+def padded_state(state: dict[str, torch.Tensor], padded: int) -> dict[str, torch.Tensor]:
+    """``state`` (real vocabulary) with zero rows appended to the vocabulary tensors up to ``padded``."""
+    return {k: (_pad_rows(v, padded) if k in VOCAB_KEYS else v) for k, v in state.items()}
+
+
+def real_vocab_moments(state: dict[str, Any], index: int | None, vocab: int) -> dict[str, Any]:
+    """An optimizer state dict whose parameter ``index`` (the padded embedding; None: not optimized)
+    has its moments cut to ``vocab`` rows. A new dict: ``state_dict()`` hands out the optimizer's own
+    per-parameter dicts, which must never be edited."""
+    if index not in state["state"]:
+        return state
+    slot = {key: (value[:vocab] if key in MOMENTS else value) for key, value in state["state"][index].items()}
+    return {**state, "state": {**state["state"], index: slot}}
+
+
+def pad_moments(state: dict[str, Any], index: int | None, padded: int) -> None:
+    """Pad, in ``state`` itself (one read from a checkpoint), parameter ``index``'s moments to ``padded`` rows."""
+    slot = state["state"].get(index, {})
+    for key in MOMENTS:
+        if key in slot:
+            slot[key] = _pad_rows(slot[key], padded)
+
+
+__all__ = ["VOCAB_KEYS", "pad_vocabulary", "real_vocab_model", "real_vocab_state", "padded_state", "real_vocab_moments",
+           "pad_moments"]
