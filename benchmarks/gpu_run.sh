@@ -27,14 +27,14 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS (if NA
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__)"
 git log -1 --format='commit %h %s' 2>/dev/null | cut -c1-100
-part check 120 python3 benchmarks/gpu_check.py
+part check 150 python3 benchmarks/gpu_check.py
 if grep -q "attention_kernels) *failed" "$OUT/check.log" 2>/dev/null; then  # cuDNN attention broke here: keep PyTorch's order
     export GPT2LAB_CUDNN_ATTENTION=0
     echo "cuDNN attention failed in the check: GPT2LAB_CUDNN_ATTENTION=0 for the rest"
 fi
-part train16 190 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
-    --batch-size 16 --only gpt2lab gpt2lab-graphed minimal gpt2lab-chunked --profile --deadline 130
-part train64 150 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
+part train16 180 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
+    --batch-size 16 --only gpt2lab gpt2lab-graphed minimal gpt2lab-chunked --profile --deadline 120
+part train64 140 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
     --batch-size 64 --only gpt2lab gpt2lab-graphed minimal
 part xl 100 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --preset gpt2-xl --seq-len 1024 --batch-size 8 \
     --only gpt2lab minimal --rounds 2 --steps 2
