@@ -202,6 +202,10 @@ def main() -> None:
                 del steps[name], times[name]
                 continue
             print(f"  warm-up {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+            if name == "gpt2lab-graphed":  # a failed recording only warns (and gpu_run.sh filters warnings): say which it is
+                recorded = graphed_side is not None and graphed_side.graphed is not None and graphed_side.graphed.graph is not None
+                print(f"  gpt2lab-graphed: {'the step is recorded as a CUDA graph' if recorded else 'NOT recorded: it runs plain steps'}",
+                      flush=True)
         for _ in range(args.rounds):
             for name, step in steps.items():
                 if device.type == "cuda":
@@ -244,7 +248,7 @@ def main() -> None:
         mfu = f", MFU {flops / med / peak:5.1%}" if peak else ""
         # one process holds every side, so on a CPU the RSS high-water mark belongs to none of them alone
         memory = f"{peak_memory[name] / 2**30:6.2f} GiB (weights + optimizer state + the step's peak)" if device.type == "cuda" else "n/a"
-        print(f"  {name:13s} {rate[name]:9,.0f} tok/s  (median step {med * 1e3:7.1f} ms over {len(ts)} rounds){mfu}, peak memory {memory}")
+        print(f"  {name:15s} {rate[name]:9,.0f} tok/s  (median step {med * 1e3:7.1f} ms over {len(ts)} rounds){mfu}, peak memory {memory}")
     if device.type == "cpu":
         print(f"  process RSS high-water mark (all sides together): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     for ours_side in ("gpt2lab", "gpt2lab-chunked", "gpt2lab-graphed"):
