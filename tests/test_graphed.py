@@ -58,6 +58,7 @@ def test_replayed_steps_give_the_plain_steps_losses_and_weights(data_dir, tmp_pa
     for (name, a), b in zip(plain.model.state_dict().items(), graphed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
     assert len(FakeCUDAGraph.made) == 1  # recorded once, after the warm-up
+    assert graphed.graphed is None and all(p.grad is None for p in graphed.trained_parameters)  # close() let it go
     assert FakeCUDAGraph.made[0].replays == 9 - WARMUP_STEPS
     assert all(isinstance(g["lr"], torch.Tensor) and g["capturable"] for g in graphed.optimizer.param_groups)
     assert graphed.lr == plain.lr and float(graphed.optimizer.param_groups[0]["lr"]) == pytest.approx(plain.lr)

@@ -97,6 +97,12 @@ class GraphedTrainStep:
         for group in self.trainer.optimizer.param_groups:
             group["capturable"] = False  # plain_step sets the lr back to a number
 
+    def release(self) -> None:
+        """Let the recording and its memory go (the run is over): the graph, its buffers, the gradients it kept."""
+        self.graph = None
+        self.x, self.y = [], []
+        self.trainer.optimizer.zero_grad(set_to_none=True)
+
     def memory_pool(self) -> Any:
         """The recording's memory pool (``torch.cuda.CUDAGraph.pool``), None before it is made."""
         return self.graph.pool() if self.graph is not None else None

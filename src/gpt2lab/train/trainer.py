@@ -871,7 +871,10 @@ class Trainer:
         if self.dashboards is not None:
             self.dashboards.close()
             self.dashboards = None
-        self.graphed = None  # a recorded step holds its own memory (activations, gradients)
+        graphed = getattr(self, "graphed", None)  # (not made when set-up failed before it)
+        if graphed is not None:  # a recorded step holds its own memory (activations, gradients)
+            graphed.release()
+            self.graphed = None
         if not self.dist.owns_group:
             return
         import torch.distributed as dist
