@@ -8,7 +8,8 @@
 #   train64  the same at batch 64 (gpt2lab, --cuda-graph, the minimal loop)
 #   xl       gpt2-xl, eager, batch 8 (gpt2lab, the minimal loop)
 #   decode   greedy decoding against transformers' static cache, compiled and eager, with profiles
-# PARTS picks some (default: all but decode, about 9.5 minutes of limits on an H200: a command may run 10).
+#   loop     the whole training loop (train(): logging every step) against the step alone, plain and --cuda-graph
+# PARTS picks some (default: all but decode and loop, about 9.5 minutes of limits on an H200: a command may run 10).
 #
 #     OUT=gpu_out bash benchmarks/gpu_run.sh
 #     OUT=gpu_out PARTS="check decode" bash benchmarks/gpu_run.sh
@@ -40,4 +41,6 @@ part xl 100 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --prese
     --only gpt2lab minimal --rounds 2 --steps 2
 part decode 170 python3 benchmarks/bench_generate.py --device cuda --dtype bf16 --compile --batch-sizes 1 8 \
     --new-tokens 128 --repeats 2 --profile
+part loop 200 python3 benchmarks/bench_train_loop.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
+    --batch-size 16 --cuda-graph
 echo "=== done $(date +%T)"
