@@ -78,6 +78,7 @@ def pool_bytes(pool: object) -> int:
 
 # the last two: gpt2lab with --cuda-graph (the whole step recorded and replayed), and with --chunked-loss
 SIDES = ("gpt2lab", "minimal", "transformers", "gpt2lab-graphed", "gpt2lab-chunked")
+OPTION_SIDES = {"gpt2lab-graphed": "cuda_graph", "gpt2lab-chunked": "chunked_loss"}  # side -> the TrainConfig option it turns on
 
 
 def main() -> None:
@@ -124,21 +125,19 @@ def main() -> None:
             first = {"gpt2lab": lm_loss(ours.model(x0), y0, ours.vocab).item()}
         steps: dict[str, Callable[[], object]] = {"gpt2lab": ours.train_step_no_sync}
         own_state: dict[str, Callable[[], int]] = {"gpt2lab": lambda: state_bytes(ours.model, ours.optimizer)}
-        chunked_side = None
-        if "gpt2lab-chunked" in wanted:  # the same trainer with the LM head and loss in chunks (--chunked-loss)
-            chunked_side = Trainer(TrainConfig(**{**cfg.__dict__, "out": Path(tmp) / "run-chunked", "chunked_loss": True}))
-            steps["gpt2lab-chunked"] = chunked_side.train_step_no_sync
-            own_state["gpt2lab-chunked"] = lambda: state_bytes(chunked_side.model, chunked_side.optimizer)
-
-        graphed_side = None
-        if "gpt2lab-graphed" in wanted:
+        # gpt2lab with one option on: the same trainer, its own run directory
+        variants: dict[str, Trainer] = {}
+        for name, option in OPTION_SIDES.items():
+            if name not in wanted:
+                continue
             try:
-                graphed_side = Trainer(TrainConfig(**{**cfg.__dict__, "out": Path(tmp) / "run-graphed", "cuda_graph": True}))
+                variants[name] = variant = Trainer(TrainConfig(**{**cfg.__dict__, "out": Path(tmp) / f"run-{name}", option: True}))
             except ConfigError as err:
-                print(f"  gpt2lab-graphed: left out: {err}", flush=True)
-            else:
-                steps["gpt2lab-graphed"] = graphed_side.train_step_no_sync
-                own_state["gpt2lab-graphed"] = lambda: state_bytes(graphed_side.model, graphed_side.optimizer)
+                print(f"  {name}: left out: {err}", flush=True)
+                continue
+            steps[name] = variant.train_step_no_sync
+            own_state[name] = lambda t=variant: state_bytes(t.model, t.optimizer)
+        graphed_side = variants.get("gpt2lab-graphed")
 
         if "minimal" in wanted:
             with device:  # made where it trains (its initial weights are overwritten below): no second host init
@@ -229,9 +228,8 @@ def main() -> None:
         if args.profile:
             profile(steps, device, sync)
         ours.close()
-        for side in (chunked_side, graphed_side):
-            if side is not None:
-                side.close()
+        for variant in variants.values():
+            variant.close()
 
     peak = peak_flops(device, dtype)
     flops = flops_per_token(GPT2Config(vocab_size=V, block_size=T, **shape), T) * tokens
