@@ -65,9 +65,10 @@ class GraphedTrainStep:
                               RuntimeWarning, stacklevel=3)
                 return self.trainer.plain_step(batches, shares, lr)
         self.lr.fill_(lr)
-        for i, (x, y) in enumerate(batches):  # (B, T) each, into the recording's buffers
-            self.x[i].copy_(_pinned(x), non_blocking=True)
-            self.y[i].copy_(_pinned(y), non_blocking=True)
+        for i, batch in enumerate(batches):  # (B, T) each, moved as a plain step moves them, into the recording's buffers
+            x, y = self.trainer.to_device(*batch)
+            self.x[i].copy_(x)
+            self.y[i].copy_(y)
         self.shares.copy_(shares)
         self.graph.replay()  # the step after the warm-up, then every step: all of its kernels in one launch
         return self.loss
@@ -106,11 +107,6 @@ class GraphedTrainStep:
     def memory_pool(self) -> Any:
         """The recording's memory pool (``torch.cuda.CUDAGraph.pool``), None before it is made."""
         return self.graph.pool() if self.graph is not None else None
-
-
-def _pinned(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in page-locked memory on a CUDA machine (a copy to the GPU from there is queued, not waited for)."""
-    return t.pin_memory() if torch.cuda.is_available() else t
 
 
 __all__ = ["GraphedTrainStep", "WARMUP_STEPS"]
