@@ -250,10 +250,8 @@ class Trainer:
         """
         if not config.chunked_loss:
             return False
-        why_not = ("--fsdp shards the LM head" if config.fsdp else
-                   "fp16 gradients made before the loss scaling would underflow (use --dtype bf16)" if self.dtype == torch.float16 else None)
-        if why_not:
-            raise ConfigError(f"--chunked-loss does not combine with this run: {why_not}")
+        refuse("--chunked-loss", "--fsdp shards the LM head" if config.fsdp else
+               "fp16 gradients made before the loss scaling would underflow (use --dtype bf16)" if self.dtype == torch.float16 else None)
         return True
 
     def _use_cuda_graph(self, config: TrainConfig) -> bool:
@@ -261,12 +259,10 @@ class Trainer:
         CUDA GPU, in bf16 or fp32, for a task whose batches all have one shape."""
         if not config.cuda_graph:
             return False
-        why_not = ("it records a CUDA GPU's work and this run is on " + self.device.type if self.device.type != "cuda" else
-                   "it records one process's step; under torchrun leave it out" if self.dist.enabled else
-                   "fp16's GradScaler is not recorded (use --dtype bf16)" if self.dtype == torch.float16 else
-                   f"--task {self.task}'s batches change shape from step to step" if self.task != "lm" else None)
-        if why_not:
-            raise ConfigError(f"--cuda-graph does not combine with this run: {why_not}")
+        refuse("--cuda-graph", "it records a CUDA GPU's work and this run is on " + self.device.type if self.device.type != "cuda" else
+               "it records one process's step; under torchrun leave it out" if self.dist.enabled else
+               "fp16's GradScaler is not recorded (use --dtype bf16)" if self.dtype == torch.float16 else
+               f"--task {self.task}'s batches change shape from step to step" if self.task != "lm" else None)
         return True
 
     def _step_module(self, model: GPT2) -> nn.Module:
@@ -889,6 +885,12 @@ def show_step(bar: Any, loss: float, tok_per_s: float, record: dict[str, Any] | 
     """A read step's loss, speed and (from its metrics line, when it has one) MFU beside the progress bar."""
     shown = {"mfu": f"{record['mfu']:.1%}"} if record and "mfu" in record else {}
     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}", **shown)
+
+
+def refuse(flag: str, why_not: str | None) -> None:
+    """Stop, in one line, a run that asks for ``flag`` where it cannot work (``why_not``; None: it can)."""
+    if why_not:
+        raise ConfigError(f"{flag} does not combine with this run: {why_not}")
 
 
 def set_dropout(model: GPT2, p: float) -> None:
