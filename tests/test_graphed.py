@@ -26,20 +26,13 @@ def graphed_trainer(cfg) -> Trainer:
     return t
 
 
-def steps(t: Trainer, n: int) -> list[float]:
-    try:
-        return [t.train_step() for _ in range(n)]
-    finally:
-        t.close()
-
-
-def steps_with(t: Trainer, n: int, after_recording) -> list[float]:
-    """``n`` steps, calling ``after_recording(t)`` once the step has been recorded."""
+def steps(t: Trainer, n: int, after_recording=None) -> list[float]:
+    """``n`` steps' losses, then ``t`` closed; ``after_recording(t)`` is called once the step has been recorded."""
     out = []
     try:
         for _ in range(n):
             out.append(t.train_step())
-            if len(out) == WARMUP_STEPS + 1:
+            if after_recording is not None and len(out) == WARMUP_STEPS + 1:
                 after_recording(t)
     finally:
         t.close()
@@ -64,7 +57,7 @@ def test_replayed_steps_give_the_plain_steps_losses_and_weights(data_dir, tmp_pa
     assert graphed.lr == plain.lr and float(graphed.optimizer.param_groups[0]["lr"]) == pytest.approx(plain.lr)
     # the comparison sees stale inputs: a recording whose batches are no longer copied in trains differently
     stale = graphed_trainer(config(data_dir, tmp_path / "stale", **cfg))
-    stale_losses = steps_with(stale, 9, after_recording=lambda t: setattr(t.graphed, "x", [x.clone() for x in t.graphed.x]))
+    stale_losses = steps(stale, 9, after_recording=lambda t: setattr(t.graphed, "x", [x.clone() for x in t.graphed.x]))
     assert stale_losses[: WARMUP_STEPS + 1] == pytest.approx(expected[: WARMUP_STEPS + 1], rel=1e-6, abs=0)
     assert stale_losses[-1] != pytest.approx(expected[-1], rel=1e-3)
 
