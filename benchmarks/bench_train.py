@@ -13,8 +13,9 @@ together, with one device sync at the end (no side syncs inside its step), and t
     python benchmarks/bench_train.py                      # CPU: 2 layers, 128 wide, batch 16 x 64
     python benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 --batch-size 16
 
-Optional sides (``--only``): ``gpt2lab-chunked`` (``--chunked-loss``) and ``gpt2lab-graphed`` (``--cuda-graph``:
-the step recorded as a CUDA graph after its warm-up; its peak memory counts the recording's whole pool).
+Optional sides (``--only``): ``gpt2lab-chunked`` (``--chunked-loss``), ``gpt2lab-graphed`` (``--cuda-graph``:
+the step recorded as a CUDA graph after its warm-up; its peak memory counts the recording's whole pool) and
+``gpt2lab-graphed-chunked`` (both).
 """
 
 from __future__ import annotations
@@ -76,9 +77,11 @@ def pool_bytes(pool: object) -> int:
     return sum(seg["total_size"] for seg in torch.cuda.memory_snapshot() if tuple(seg.get("segment_pool_id", ())) == tuple(pool))
 
 
-# the last two: gpt2lab with --cuda-graph (the whole step recorded and replayed), and with --chunked-loss
-SIDES = ("gpt2lab", "minimal", "transformers", "gpt2lab-graphed", "gpt2lab-chunked")
-OPTION_SIDES = {"gpt2lab-graphed": "cuda_graph", "gpt2lab-chunked": "chunked_loss"}  # side -> the TrainConfig option it turns on
+# side -> the TrainConfig options it turns on: gpt2lab with --cuda-graph (the whole step recorded and replayed),
+# with --chunked-loss, and with both
+OPTION_SIDES = {"gpt2lab-graphed": ("cuda_graph",), "gpt2lab-chunked": ("chunked_loss",),
+                "gpt2lab-graphed-chunked": ("cuda_graph", "chunked_loss")}
+SIDES = ("gpt2lab", "minimal", "transformers", *OPTION_SIDES)
 
 
 def main() -> None:
@@ -127,17 +130,18 @@ def main() -> None:
         own_state: dict[str, Callable[[], int]] = {"gpt2lab": lambda: state_bytes(ours.model, ours.optimizer)}
         # gpt2lab with one option on: the same trainer, its own run directory
         variants: dict[str, Trainer] = {}
-        for name, option in OPTION_SIDES.items():
+        for name, options in OPTION_SIDES.items():
             if name not in wanted:
                 continue
             try:
-                variants[name] = variant = Trainer(TrainConfig(**{**cfg.__dict__, "out": Path(tmp) / f"run-{name}", option: True}))
+                variants[name] = variant = Trainer(TrainConfig(**{**cfg.__dict__, "out": Path(tmp) / f"run-{name}",
+                                                                  **dict.fromkeys(options, True)}))
             except ConfigError as err:
                 print(f"  {name}: left out: {err}", flush=True)
                 continue
             steps[name] = variant.train_step_no_sync
             own_state[name] = lambda t=variant: state_bytes(t.model, t.optimizer)
-        graphed_side = variants.get("gpt2lab-graphed")
+        graphed_sides = {name: t for name, t in variants.items() if t.graphed is not None}  # the recorded ones
 
         if "minimal" in wanted:
             with device:  # made where it trains (its initial weights are overwritten below): no second host init
@@ -181,10 +185,9 @@ def main() -> None:
 
         steps = {k: v for k, v in steps.items() if k in wanted}
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        steps = {k: steps[k] for k in SIDES if k in steps}  # the optional sides last: the first a deadline drops
         times: dict[str, list[float]] = {k: [] for k in steps}
         peak_memory: dict[str, int] = dict.fromkeys(steps, 0)
-        order = [k for k in SIDES if k in steps]
-        steps = {k: steps[k] for k in order}  # the optional sides last: the first a deadline drops
         for name, step in list(steps.items()):  # warm up: allocator, thread pools, compilation
             if args.deadline is not None and time.perf_counter() - started > args.deadline:
                 print(f"  {name}: left out, {args.deadline:.0f} s passed before its warm-up", flush=True)
@@ -193,7 +196,7 @@ def main() -> None:
             t0 = time.perf_counter()
             try:
                 warm_up = 3 if not args.compile else 5
-                for _ in range(max(warm_up, WARMUP_STEPS + 2) if name == "gpt2lab-graphed" else warm_up):  # recorded, then replayed once
+                for _ in range(max(warm_up, WARMUP_STEPS + 2) if name in graphed_sides else warm_up):  # recorded, then replayed once
                     step()
                 sync()
             except Exception as err:  # one side failing (a compiler or kernel error) must not cost the others' figures
@@ -201,9 +204,10 @@ def main() -> None:
                 del steps[name], times[name]
                 continue
             print(f"  warm-up {name}: {time.perf_counter() - t0:.1f} s", flush=True)
-            if name == "gpt2lab-graphed":  # a failed recording only warns (and gpu_run.sh filters warnings): say which it is
-                recorded = graphed_side is not None and graphed_side.graphed is not None and graphed_side.graphed.graph is not None
-                print(f"  gpt2lab-graphed: {'the step is recorded as a CUDA graph' if recorded else 'NOT recorded: it runs plain steps'}",
+            if name in graphed_sides:  # a failed recording only warns (and gpu_run.sh filters warnings): say which it is
+                graphed = graphed_sides[name].graphed
+                recorded = graphed is not None and graphed.graph is not None
+                print(f"  {name}: {'the step is recorded as a CUDA graph' if recorded else 'NOT recorded: it runs plain steps'}",
                       flush=True)
         for _ in range(args.rounds):
             for name, step in steps.items():
@@ -219,10 +223,11 @@ def main() -> None:
                     # the side alone: its own weights and optimizer state, plus what its steps added at their peak
                     # (the other sides' weights sit in the same memory and are not its own)
                     rise = torch.cuda.max_memory_allocated(device) - before
-                    if name == "gpt2lab-graphed" and graphed_side is not None and graphed_side.graphed is not None:
+                    graphed = graphed_sides[name].graphed if name in graphed_sides else None
+                    if graphed is not None:
                         # replays allocate nothing: what the step needs lies in the recording's pool (reserved bytes, so
                         # counted at least as high as allocated bytes would be)
-                        pool = graphed_side.graphed.memory_pool()
+                        pool = graphed.memory_pool()
                         rise = max(rise, pool_bytes(pool) if pool is not None else 0)
                     peak_memory[name] = max(peak_memory[name], own_state[name]() + rise)
         if args.profile:
@@ -246,10 +251,10 @@ def main() -> None:
         mfu = f", MFU {flops / med / peak:5.1%}" if peak else ""
         # one process holds every side, so on a CPU the RSS high-water mark belongs to none of them alone
         memory = f"{peak_memory[name] / 2**30:6.2f} GiB (weights + optimizer state + the step's peak)" if device.type == "cuda" else "n/a"
-        print(f"  {name:15s} {rate[name]:9,.0f} tok/s  (median step {med * 1e3:7.1f} ms over {len(ts)} rounds){mfu}, peak memory {memory}")
+        print(f"  {name:23s} {rate[name]:9,.0f} tok/s  (median step {med * 1e3:7.1f} ms over {len(ts)} rounds){mfu}, peak memory {memory}")
     if device.type == "cpu":
         print(f"  process RSS high-water mark (all sides together): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
-    for ours_side in ("gpt2lab", "gpt2lab-chunked", "gpt2lab-graphed"):
+    for ours_side in ("gpt2lab", *OPTION_SIDES):
         for other in ("minimal", "transformers"):
             if ours_side in rate and other in rate:
                 memory_ratio = f", peak memory {peak_memory[ours_side] / peak_memory[other]:.2f}x" if device.type == "cuda" else ""

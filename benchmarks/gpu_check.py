@@ -134,9 +134,10 @@ def decode_rows(model: GPT2) -> list[tuple[str, float, float]]:
 
 
 def graphed_training_rows() -> list[tuple[str, float, float]]:
-    """``train --cuda-graph`` against the plain step, eager in fp32 and compiled in bf16: the relative
-    difference of the losses of 8 steps (4 replayed) and of the weights after them, from the same seed
-    and batches. Not bit-equal: the embedding's backward adds with atomics, in no fixed order."""
+    """``train --cuda-graph`` against the plain step, eager in fp32, compiled in bf16, and eager in bf16
+    with ``--chunked-loss``: the relative difference of the losses of 8 steps (4 replayed) and of the
+    weights after them, from the same seed and batches. Not bit-equal: the embedding's backward adds
+    with atomics, in no fixed order."""
     import warnings
 
     import numpy as np
@@ -150,12 +151,12 @@ def graphed_training_rows() -> list[tuple[str, float, float]]:
         warnings.simplefilter("error", RuntimeWarning)  # "training without a CUDA graph" must not happen here
         rng = np.random.default_rng(0)
         save_tokens(f"{tmp}/data", rng.integers(0, 50257, 100_000), rng.integers(0, 50257, 10_000), n_vocab=50257)
-        for dtype, compile in (("fp32", False), ("bf16", True)):
+        for dtype, compile, chunked in (("fp32", False, False), ("bf16", True, False), ("bf16", False, True)):
             runs = {}
             for graph in (False, True):
-                cfg = TrainConfig(data=f"{tmp}/data", out=f"{tmp}/{dtype}-{graph}", n_layer=4, n_head=4, n_embd=256, block_size=256,
-                                  batch_size=8, grad_accum=2, max_steps=100, device="cuda", dtype=dtype, compile=compile,
-                                  cuda_graph=graph, progress=False, seed=0)
+                cfg = TrainConfig(data=f"{tmp}/data", out=f"{tmp}/{dtype}-{compile}-{chunked}-{graph}", n_layer=4, n_head=4,
+                                  n_embd=256, block_size=256, batch_size=8, grad_accum=2, max_steps=100, device="cuda", dtype=dtype,
+                                  compile=compile, chunked_loss=chunked, cuda_graph=graph, progress=False, seed=0)
                 t = Trainer(cfg)
                 try:
                     losses = torch.tensor([t.train_step() for _ in range(WARMUP_STEPS + 5)])
@@ -163,9 +164,10 @@ def graphed_training_rows() -> list[tuple[str, float, float]]:
                     recorded = t.graphed is not None and t.graphed.graph is not None
                 finally:
                     t.close()
-            what = f"{dtype}{', compiled' if compile else ''}"
-            rows.append((f"train --cuda-graph vs plain ({what}), losses rel", rel(runs[True][0], runs[False][0]), 1e-3 if compile else 1e-5))
-            rows.append(("  weights after 8 steps, relative error", rel(runs[True][1], runs[False][1]), 1e-3 if compile else 1e-5))
+            what = f"{dtype}{', compiled' if compile else ''}{', --chunked-loss' if chunked else ''}"
+            tolerance = 1e-5 if dtype == "fp32" else 1e-3
+            rows.append((f"train --cuda-graph vs plain ({what}), losses rel", rel(runs[True][0], runs[False][0]), tolerance))
+            rows.append(("  weights after 8 steps, relative error", rel(runs[True][1], runs[False][1]), tolerance))
             rows.append(("  the step was not recorded", float(not recorded), 0))
     return rows
 

@@ -4,15 +4,17 @@
 #   check    correctness on the GPU (gpu_check.py: fused attention, KV cache, chunked loss, the CUDA-graph
 #            decode step and train --cuda-graph against the plain ones) and the attention kernels
 #   train16  training against the minimal loop, compiled, bf16, batch 16 x 1024 (gpt2lab, --cuda-graph,
-#            the minimal loop, --chunked-loss), with profiles
+#            the minimal loop), with profiles
 #   train64  the same at batch 64 (gpt2lab, --cuda-graph, the minimal loop)
 #   xl       gpt2-xl, eager, batch 8 (gpt2lab, the minimal loop)
+#   chunked  batch 16 again with --chunked-loss, alone and with --cuda-graph, against the minimal loop
 #   decode   greedy decoding against transformers' static cache, compiled and eager, with profiles
 #   loop     the whole training loop (train(): logging every step) against the step alone, plain and --cuda-graph
-# PARTS picks some (default: all but decode and loop, about 9.5 minutes of limits on an H200: a command may run 10).
+# PARTS picks some (default: all but chunked, decode and loop, about 9.5 minutes of limits on an H200: a command
+# may run 10; the others fit a second call).
 #
 #     OUT=gpu_out bash benchmarks/gpu_run.sh
-#     OUT=gpu_out PARTS="check decode" bash benchmarks/gpu_run.sh
+#     OUT=gpu_out PARTS="chunked loop" bash benchmarks/gpu_run.sh
 set -u
 OUT=${OUT:-gpu_out}
 PARTS=${PARTS:-check train16 train64 xl}
@@ -34,11 +36,13 @@ if grep -q "attention_kernels) *failed" "$OUT/check.log" 2>/dev/null; then  # cu
     echo "cuDNN attention failed in the check: GPT2LAB_CUDNN_ATTENTION=0 for the rest"
 fi
 part train16 180 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
-    --batch-size 16 --only gpt2lab gpt2lab-graphed minimal gpt2lab-chunked --profile --deadline 120
+    --batch-size 16 --only gpt2lab gpt2lab-graphed minimal --profile --deadline 120
 part train64 140 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
     --batch-size 64 --only gpt2lab gpt2lab-graphed minimal
 part xl 100 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --preset gpt2-xl --seq-len 1024 --batch-size 8 \
     --only gpt2lab minimal --rounds 2 --steps 2
+part chunked 150 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
+    --batch-size 16 --only gpt2lab-chunked minimal gpt2lab-graphed-chunked --deadline 100
 part decode 170 python3 benchmarks/bench_generate.py --device cuda --dtype bf16 --compile --batch-sizes 1 8 \
     --new-tokens 128 --repeats 2 --profile
 part loop 200 python3 benchmarks/bench_train_loop.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
