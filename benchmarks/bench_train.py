@@ -15,7 +15,9 @@ together, with one device sync at the end (no side syncs inside its step), and t
 
 Optional sides (``--only``): ``gpt2lab-chunked`` (``--chunked-loss``), ``gpt2lab-graphed`` (``--cuda-graph``:
 the step recorded as a CUDA graph after its warm-up; its peak memory counts the recording's whole pool) and
-``gpt2lab-graphed-chunked`` (both).
+``gpt2lab-graphed-chunked`` (both), and ``gpt2lab-contiguous``: the default step with every weight made
+contiguous in nn.Linear's (out, in) order instead of GPT-2's Conv1D order (the model's ``conv1d`` layout), to
+see whether the products' operand order matters on this machine.
 """
 
 from __future__ import annotations
@@ -78,9 +80,16 @@ def pool_bytes(pool: object) -> int:
 
 
 # side -> the TrainConfig options it turns on: gpt2lab with --cuda-graph (the whole step recorded and replayed),
-# with --chunked-loss, and with both
-OPTION_SIDES = {"gpt2lab-graphed": ("cuda_graph",), "gpt2lab-chunked": ("chunked_loss",),
-                "gpt2lab-graphed-chunked": ("cuda_graph", "chunked_loss")}
+# with --chunked-loss, with both, and with none but its weights' memory order changed (contiguous_weights)
+OPTION_SIDES: dict[str, tuple[str, ...]] = {"gpt2lab-graphed": ("cuda_graph",), "gpt2lab-chunked": ("chunked_loss",),
+                                            "gpt2lab-graphed-chunked": ("cuda_graph", "chunked_loss"), "gpt2lab-contiguous": ()}
+
+
+def contiguous_weights(model: torch.nn.Module) -> None:
+    """Store every parameter contiguously, in place (before its first step: no optimizer state yet, no
+    compiled graph): the Conv1D-ordered (out, in) weights, strides (1, out), become nn.Linear's (in, 1)."""
+    for p in model.parameters():
+        p.data = p.data.contiguous()
 SIDES = ("gpt2lab", "minimal", "transformers", *OPTION_SIDES)
 
 
@@ -139,6 +148,8 @@ def main() -> None:
             except ConfigError as err:
                 print(f"  {name}: left out: {err}", flush=True)
                 continue
+            if name == "gpt2lab-contiguous":
+                contiguous_weights(variant.model)
             steps[name] = variant.train_step_no_sync
             own_state[name] = lambda t=variant: state_bytes(t.model, t.optimizer)
         graphed_sides = {name: t for name, t in variants.items() if t.graphed is not None}  # the recorded ones

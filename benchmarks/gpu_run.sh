@@ -7,14 +7,15 @@
 #            the minimal loop), with profiles
 #   train64  the same at batch 64 (gpt2lab, --cuda-graph, the minimal loop)
 #   xl       gpt2-xl, eager, batch 8 (gpt2lab, the minimal loop)
-#   chunked  batch 16 again with --chunked-loss, alone and with --cuda-graph, against the minimal loop
+#   variants batch 16 again, against the minimal loop: --chunked-loss alone and with --cuda-graph, and the
+#            weights stored in nn.Linear's order rather than Conv1D's (gpt2lab-contiguous)
 #   decode   greedy decoding against transformers' static cache, compiled and eager, with profiles
 #   loop     the whole training loop (train(): logging every step) against the step alone, plain and --cuda-graph
-# PARTS picks some (default: all but chunked, decode and loop, about 9.5 minutes of limits on an H200: a command
+# PARTS picks some (default: all but variants, decode and loop, about 9.5 minutes of limits on an H200: a command
 # may run 10; the others fit a second call).
 #
 #     OUT=gpu_out bash benchmarks/gpu_run.sh
-#     OUT=gpu_out PARTS="chunked loop" bash benchmarks/gpu_run.sh
+#     OUT=gpu_out PARTS="variants loop" bash benchmarks/gpu_run.sh
 set -u
 OUT=${OUT:-gpu_out}
 PARTS=${PARTS:-check train16 train64 xl}
@@ -41,8 +42,8 @@ part train64 140 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --
     --batch-size 64 --only gpt2lab gpt2lab-graphed minimal
 part xl 100 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --preset gpt2-xl --seq-len 1024 --batch-size 8 \
     --only gpt2lab minimal --rounds 2 --steps 2
-part chunked 150 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
-    --batch-size 16 --only gpt2lab-chunked minimal gpt2lab-graphed-chunked --deadline 100
+part variants 170 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
+    --batch-size 16 --only minimal gpt2lab-chunked gpt2lab-graphed-chunked gpt2lab-contiguous --deadline 120
 part decode 170 python3 benchmarks/bench_generate.py --device cuda --dtype bf16 --compile --batch-sizes 1 8 \
     --new-tokens 128 --repeats 2 --profile
 part loop 200 python3 benchmarks/bench_train_loop.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
