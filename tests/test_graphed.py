@@ -39,11 +39,9 @@ def steps(t: Trainer, n: int, after_recording=None) -> list[float]:
     return out
 
 
-@pytest.mark.parametrize("chunked_loss", [False, True], ids=["whole-logits", "chunked-loss"])
-def test_replayed_steps_give_the_plain_steps_losses_and_weights(data_dir, tmp_path, monkeypatch, chunked_loss):  # noqa: F811
+def test_replayed_steps_give_the_plain_steps_losses_and_weights(data_dir, tmp_path, monkeypatch):  # noqa: F811
     use_fake_cuda_graphs(monkeypatch)
-    # two micro-batches a step; the lr still warming up when recording; --chunked-loss records too
-    cfg = dict(grad_accum=2, max_steps=100, chunked_loss=chunked_loss)
+    cfg = dict(grad_accum=2, max_steps=100)  # two micro-batches a step; the lr still warming up when recording
     plain = Trainer(config(data_dir, tmp_path / "plain", **cfg))
     graphed = graphed_trainer(config(data_dir, tmp_path / "graphed", **cfg))
     assert [p.data_ptr() for p in graphed.model.parameters()] != [p.data_ptr() for p in plain.model.parameters()]

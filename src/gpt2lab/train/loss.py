@@ -91,7 +91,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         head = weight[:vocab].to(compute_dtype)  # (V, C): padding rows take no part
         total = torch.zeros((), device=hidden.device, dtype=torch.float32)  # ()
         grad_hidden: list[torch.Tensor] = []  # (n_c, C) per chunk
-        grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)  # (V', C)
+        grad_head = torch.zeros(head.shape, device=weight.device, dtype=torch.float32)  # (V, C): summed over chunks
         for i in range(0, hidden.size(0), chunk):
             h = hidden[i : i + chunk].to(compute_dtype)  # (n_c, C)
             logits = (h @ head.t()).float()  # (n_c, V)
@@ -103,9 +103,10 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 g = g.scatter_add(1, safe[i : i + chunk, None], torch.full_like(picked[:, None], -1.0))  # - one_hot(targets)
                 g = (g * scale[i : i + chunk, None]).to(compute_dtype)  # (n_c, V)
                 grad_hidden.append(g @ head)  # (n_c, C)
-                grad_weight = torch.cat([grad_weight[:vocab] + (g.t() @ h).float(), grad_weight[vocab:]])  # (V', C)
+                grad_head = grad_head + (g.t() @ h).float()  # (V, C)
         if with_grad:
-            ctx.save_for_backward(torch.cat(grad_hidden).to(hidden.dtype), grad_weight.to(weight.dtype))
+            padding = grad_head.new_zeros(weight.size(0) - vocab, weight.size(1))  # (V' - V, C): rows that made no logit
+            ctx.save_for_backward(torch.cat(grad_hidden).to(hidden.dtype), torch.cat([grad_head, padding]).to(weight.dtype))
         return total
 
     @staticmethod
