@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from gpt2lab import GPT2, GPT2Config
 
@@ -46,6 +47,24 @@ def perturbed_hf_model(seed: int = 0, scale: float = 0.05, **config) -> torch.nn
 
     torch.manual_seed(seed)
     return perturb_(GPT2LMHeadModel(HFConfig(**config)), scale)
+
+
+class LogitRows(TorchDispatchMode):
+    """Inside ``with LogitRows(widths) as seen:``, ``seen.most`` is the most positions (rows) of logits
+    that any operation made: a new tensor (not a view) whose last dimension is one of ``widths`` (the
+    vocabulary, padded or not). So a test sees whether some code ever held the whole logits at once."""
+
+    def __init__(self, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.widths = widths
+        self.most = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for o in [] if func.is_view else out if isinstance(out, (tuple, list)) else [out]:  # not views (a head's transpose)
+            if isinstance(o, torch.Tensor) and o.dim() >= 2 and o.size(-1) in self.widths:
+                self.most = max(self.most, o.numel() // o.size(-1))
+        return out
 
 
 TINY = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, n_positions=128)

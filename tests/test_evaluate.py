@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
+import gpt2lab.evaluate
+from conftest import TINY, LogitRows
 from gpt2lab import GPT2
 from gpt2lab.data import save_tokens
 from gpt2lab.errors import ConfigError, DataError
@@ -48,11 +49,14 @@ def hf_guide_nll(hf, ids: torch.Tensor, max_length: int, stride: int) -> float:
 
 
 @pytest.mark.parametrize("n, block, stride", [(300, 128, 64), (300, 128, 128), (300, 100, 37), (90, 128, 64)])
-def test_equals_transformers_perplexity_guide(hf_tiny, n, block, stride):
+def test_equals_transformers_perplexity_guide(hf_tiny, n, block, stride, monkeypatch):
     hf, path = hf_tiny
     model = GPT2.from_pretrained(path)
     ids = torch.randint(0, TINY["vocab_size"], (1, n), generator=torch.Generator().manual_seed(n + stride))
-    ours = evaluate(model, ids[0].numpy(), block_size=block, stride=stride, batch_size=3)
+    monkeypatch.setattr(gpt2lab.evaluate, "HEAD_CHUNK", 50)  # the LM head 50 positions at a time
+    with LogitRows((TINY["vocab_size"],)) as seen:
+        ours = evaluate(model, ids[0].numpy(), block_size=block, stride=stride, batch_size=3)
+    assert 0 < seen.most <= 50  # never the whole (3 x block, V) logits
     ref = hf_guide_nll(hf, ids, block, stride)
     assert ours.loss == pytest.approx(ref, abs=1e-5)
     assert ours.perplexity == pytest.approx(math.exp(ref), rel=1e-5)

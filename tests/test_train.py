@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, LogitRows
 from gpt2lab import GPT2
 from gpt2lab.data import BatchSampler, save_tokens
 from gpt2lab.errors import CheckpointError, ConfigError, DataError, TrainingError
@@ -138,30 +138,17 @@ def test_on_eval_hook_sees_the_model_and_does_not_change_the_run(data_dir, tmp_p
 @pytest.mark.parametrize("pad_vocab", [1, 64])
 def test_evaluation_takes_the_logits_a_chunk_of_positions_at_a_time(data_dir, tmp_path, monkeypatch, pad_vocab):
     """The validation loss is the mean cross-entropy over the validation windows, computed by hand from
-    the whole logits here; the trainer never holds more than EVAL_CHUNK positions of them (on a GPU, at
+    the whole logits here; the trainer never holds more than HEAD_CHUNK positions of them (on a GPU, at
     16 x 1024 tokens, the whole logits and their fp32 copies were larger than the training step's peak)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    import gpt2lab.train.trainer as trainer_module
+    import gpt2lab.evaluate
     from gpt2lab.data import eval_starts, windows
 
-    monkeypatch.setattr(trainer_module, "EVAL_CHUNK", 8)  # 8 positions at a time; a batch holds 4 x 16
+    monkeypatch.setattr(gpt2lab.evaluate, "HEAD_CHUNK", 8)  # 8 positions at a time; a batch holds 4 x 16
     t = Trainer(config(data_dir, tmp_path / "run", pad_vocab=pad_vocab))
     x, y = windows(t.data.val, eval_starts(t.data.val, 16, 2 * 4), 16)  # the eval_batches x batch_size windows, (8, 16)
     with torch.no_grad():
         by_hand = torch.nn.functional.cross_entropy(t.model(x)[..., :V].reshape(-1, V), y.reshape(-1)).item()
-
-    class LogitRows(TorchDispatchMode):  # the most positions of logits (last dimension V or V') any operation made
-        most = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for o in [] if func.is_view else out if isinstance(out, (tuple, list)) else [out]:  # not views (the head's transpose)
-                if isinstance(o, torch.Tensor) and o.dim() >= 2 and o.size(-1) in (V, t.model.config.vocab_size):
-                    self.most = max(self.most, o.numel() // o.size(-1))
-            return out
-
-    with LogitRows() as seen:
+    with LogitRows((V, t.model.config.vocab_size)) as seen:
         got = t.evaluate()
     assert got == pytest.approx(by_hand, rel=1e-6)
     assert 0 < seen.most <= 8, seen.most  # the whole logits would be 4 x 16 = 64 positions

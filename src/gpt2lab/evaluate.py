@@ -20,7 +20,7 @@ scores them) and this perplexity on WikiText's standard test split.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,25 @@ from .tasks import TASKS, hellaswag, hellaswag_item, lambada, lambada_item, load
 
 # what ``evaluate_task`` scores: the benchmarks, and a classifier's accuracy on a labelled file
 EVAL_TASKS = (*TASKS, "classify")
+HEAD_CHUNK = 2048  # positions whose logits scoring holds at once (GPT-2's vocabulary: 411 MB in fp32)
+
+
+def token_losses(lm_head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor, vocab: int,
+                 chunk: int | None = None) -> torch.Tensor:
+    """Each position's cross-entropy against its target, never holding the whole logits.
+
+    hidden (N, C): the final LayerNorm's output (``model(x, head=False)``); targets (N,); returns (N,)
+    in fp32, 0 where the target is -100. ``lm_head`` (``model.lm_head``, called as the model's forward
+    calls it: under the caller's autocast, with packed products on a CPU) runs ``chunk`` positions
+    (``HEAD_CHUNK``) at a time, and only its first ``vocab`` columns enter the softmax (a training run
+    may pad the vocabulary). 16 windows of 1024 tokens would otherwise hold logits of 1.6 GB in bf16,
+    then 3.3 GB for their fp32 copy and as much for its log-softmax.
+    """
+    chunk = chunk or HEAD_CHUNK
+    return torch.cat([
+        F.cross_entropy(lm_head(hidden[i : i + chunk])[:, :vocab].float(), targets[i : i + chunk], reduction="none")  # (n_c,)
+        for i in range(0, hidden.size(0), chunk)
+    ])
 
 
 @dataclass
@@ -123,9 +142,9 @@ def evaluate(
             if int(x.max()) >= vocab:
                 raise DataError(f"token id {int(x.max())} is outside the model's vocabulary of {vocab}: tokenizer mismatch")
             with autocast(device, dtype):
-                logits = model(x)  # (b, L, V)
-            # position t's logits predict token t + 1
-            per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, L-1)
+                hidden = model(x, head=False)  # (b, L, C)
+                # position t's logits predict token t + 1
+                per_token = token_losses(model.lm_head, hidden[:, :-1].flatten(0, 1), x[:, 1:].flatten(), vocab).view(len(group), -1)  # (b, L-1)
             for row, (begin, _, first) in enumerate(group):
                 keep = per_token[row, first - begin - 1 :]  # targets first..end-1
                 if mask is not None:

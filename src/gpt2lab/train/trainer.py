@@ -33,10 +33,11 @@ from ..config import GPT2Config, parameter_counts
 from ..data import IGNORE_INDEX, BatchSampler, TokenData, eval_starts, open_data, windows
 from ..devices import attention_kernels, autocast, parse_dtype, pick_device
 from ..errors import CheckpointError, ConfigError, TrainingError
+from ..evaluate import token_losses
 from ..files import atomic_write, atomic_write_bytes
 from ..flops import flops_per_token, peak_flops
 from ..lora import apply_lora, base_fingerprint, describe, lora_state_dict, merged_copy, save_adapter
-from ..model import GPT2, next_token_loss
+from ..model import GPT2
 from .checkpoint import (
     ADAPTER_DIR,
     CHECKPOINT,
@@ -56,7 +57,7 @@ from .config import TrainConfig, TrainResult, resumed_config
 from .dashboards import Dashboards
 from .distributed import setup_distributed
 from .graphed import GraphedTrainStep
-from .loss import LanguageModelLoss, chunked_lm_loss
+from .loss import LanguageModelLoss
 from .memory import checkpoint_blocks
 from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
@@ -69,7 +70,6 @@ log = logging.getLogger(__name__)
 # with several processes, how often (in steps) at the most the ranks tell each other whether one was
 # asked to stop, when no logged, evaluated or saved step comes sooner (each time is a host sync)
 STOP_CHECK_EVERY = 50
-EVAL_CHUNK = 2048  # positions whose logits evaluation holds at once (GPT-2's vocabulary: 411 MB in fp32)
 
 
 class Trainer:
@@ -551,18 +551,16 @@ class Trainer:
             chunk = mine[i : i + cfg.batch_size]
             x, y = windows(self.data.val, chunk if len(chunk) else starts[:1], self.block_size, self.data.val_mask)
             x, y = x.to(self.device), y.to(self.device)
-            counted = (y != IGNORE_INDEX).sum()  # ()
             with autocast(self.device, self.dtype):
-                if cfg.fsdp:  # the sharded head is gathered inside the model's forward only: the whole logits
-                    logits = self.model(x)  # (b, T, V')
-                    loss = next_token_loss(logits, y, self.vocab) if len(chunk) else None
-                else:  # the head and the loss EVAL_CHUNK positions at a time: no (b, T, V') logits, in any dtype
-                    hidden = self.model(x, head=False)  # (b, T, C): the final LayerNorm's output
-                    loss = chunked_lm_loss(hidden, self.model.lm_head.weight, y, self.vocab, chunk=EVAL_CHUNK) if len(chunk) else None
-            if loss is None:
-                continue  # that forward only kept the other ranks company
-            total[0] += loss * counted  # the batch's mean back to its sum
-            total[1] += counted
+                # the head a chunk of positions at a time (token_losses), so the whole logits never exist;
+                # under FSDP the sharded head is gathered inside the model's forward only: there the logits
+                # come whole, and their fp32 copies still a chunk at a time
+                out = self.model(x, head=cfg.fsdp)  # (b, T, V') or (b, T, C)
+                if not len(chunk):
+                    continue  # that forward only kept the other ranks company
+                per_token = token_losses(nn.Identity() if cfg.fsdp else self.model.lm_head, out.flatten(0, 1), y.flatten(), self.vocab)  # (b T,)
+            total[0] += per_token.sum()  # 0 where ignored
+            total[1] += (y != IGNORE_INDEX).sum()
         self.model.train()
         if self.dist.enabled:
             import torch.distributed as dist
