@@ -251,8 +251,9 @@ def score_continuations(
                 positions += range(first, first + n_cont)
                 targets += sequence[-n_cont:]
             with autocast(device, dtype):
-                logits = model(x.to(device))  # (b, T, V)
-            picked = logits[torch.tensor(rows_index, device=device), torch.tensor(positions, device=device)].float()  # (n, V)
+                hidden = model(x.to(device), head=False)  # (b, T, C)
+                # the LM head only where a continuation token is predicted: the other positions' logits would go unread
+                picked = model.lm_head(hidden[torch.tensor(rows_index, device=device), torch.tensor(positions, device=device)]).float()  # (n, V)
             target = torch.tensor(targets, device=device)  # (n,)
             logprobs = F.log_softmax(picked, dim=-1).gather(1, target[:, None])[:, 0].double().cpu()  # (n,)
             is_argmax = (picked.argmax(dim=-1) == target).cpu()  # (n,)
