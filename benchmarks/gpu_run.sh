@@ -48,4 +48,5 @@ part decode 170 python3 benchmarks/bench_generate.py --device cuda --dtype bf16 
     --new-tokens 128 --repeats 2 --profile
 part loop 200 python3 benchmarks/bench_train_loop.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
     --batch-size 16 --cuda-graph
-echo "=== done $(date +%T)"
+echo "=== done $(date +%T); the lines that decide, from every part's log:"
+grep -H -i -E "ratio|FAIL|NOT recorded|left out|recorded as a CUDA graph" "$OUT"/*.log 2>/dev/null | sed "s|^$OUT/||"
