@@ -15,9 +15,11 @@ together, with one device sync at the end (no side syncs inside its step), and t
 
 Optional sides (``--only``): ``gpt2lab-chunked`` (``--chunked-loss``), ``gpt2lab-graphed`` (``--cuda-graph``:
 the step recorded as a CUDA graph after its warm-up; its peak memory counts the recording's whole pool) and
-``gpt2lab-graphed-chunked`` (both), and ``gpt2lab-contiguous``: the default step with every weight made
+``gpt2lab-graphed-chunked`` (both), ``gpt2lab-contiguous``: the default step with every weight made
 contiguous in nn.Linear's (out, in) order instead of GPT-2's Conv1D order (the model's ``conv1d`` layout), to
-see whether the products' operand order matters on this machine.
+see whether the products' operand order matters on this machine, and ``gpt2lab-autotune`` (with ``--compile``):
+the default step compiled with Inductor's ``max_autotune`` (its own Triton products where they beat the
+library's, with the elementwise work around them fused in; minutes of compilation), to see what that is worth.
 """
 
 from __future__ import annotations
@@ -80,9 +82,13 @@ def pool_bytes(pool: object) -> int:
 
 
 # side -> the TrainConfig options it turns on: gpt2lab with --cuda-graph (the whole step recorded and replayed),
-# with --chunked-loss, with both, and with none but its weights' memory order changed (contiguous_weights)
+# with --chunked-loss, with both, and with none but its weights' memory order changed (contiguous_weights) or its
+# compilation autotuned (AUTOTUNED)
 OPTION_SIDES: dict[str, tuple[str, ...]] = {"gpt2lab-graphed": ("cuda_graph",), "gpt2lab-chunked": ("chunked_loss",),
-                                            "gpt2lab-graphed-chunked": ("cuda_graph", "chunked_loss"), "gpt2lab-contiguous": ()}
+                                            "gpt2lab-graphed-chunked": ("cuda_graph", "chunked_loss"), "gpt2lab-contiguous": (),
+                                            "gpt2lab-autotune": ()}
+AUTOTUNED = "gpt2lab-autotune"  # its step compiled with mode="max-autotune-no-cudagraphs" (a backend of its own:
+# Dynamo compiles it afresh rather than reuse the other gpt2lab sides' code)
 
 
 def contiguous_weights(model: torch.nn.Module) -> None:
@@ -142,6 +148,9 @@ def main() -> None:
         for name, options in OPTION_SIDES.items():
             if name not in wanted:
                 continue
+            if name == AUTOTUNED and not args.compile:
+                print(f"  {name}: left out: it changes how --compile compiles, and this run does not compile", flush=True)
+                continue
             try:
                 variants[name] = variant = Trainer(TrainConfig(**{**cfg.__dict__, "out": Path(tmp) / f"run-{name}",
                                                                   **dict.fromkeys(options, True)}))
@@ -150,6 +159,8 @@ def main() -> None:
                 continue
             if name == "gpt2lab-contiguous":
                 contiguous_weights(variant.model)
+            if name == AUTOTUNED:
+                variant.forward_model = torch.compile(variant.forward_model._orig_mod, mode="max-autotune-no-cudagraphs")
             steps[name] = variant.train_step_no_sync
             own_state[name] = lambda t=variant: state_bytes(t.model, t.optimizer)
         graphed_sides = {name: t for name, t in variants.items() if t.graphed is not None}  # the recorded ones

@@ -9,10 +9,12 @@
 #   xl       gpt2-xl, eager, batch 8 (gpt2lab, the minimal loop)
 #   variants batch 16 again, against the minimal loop: --chunked-loss alone and with --cuda-graph, and the
 #            weights stored in nn.Linear's order rather than Conv1D's (gpt2lab-contiguous)
+#   autotune batch 16 against the minimal loop with gpt2lab's step compiled by Inductor's max-autotune (minutes
+#            of compilation: a call of its own)
 #   decode   greedy decoding against transformers' static cache, compiled and eager, with profiles
 #   loop     the whole training loop (train(): logging every step) against the step alone, plain and --cuda-graph
-# PARTS picks some (default: all but variants, decode and loop, about 9.5 minutes of limits on an H200: a command
-# may run 10; the others fit a second call).
+# PARTS picks some (default: check train16 train64 xl, about 9.5 minutes of limits on an H200: a command may run
+# 10; the others are for later calls, in this order of use: variants, autotune, loop, decode).
 #
 #     OUT=gpu_out bash benchmarks/gpu_run.sh
 #     OUT=gpu_out PARTS="variants loop" bash benchmarks/gpu_run.sh
@@ -44,6 +46,8 @@ part xl 100 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --prese
     --only gpt2lab minimal --rounds 2 --steps 2
 part variants 170 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
     --batch-size 16 --only minimal gpt2lab-chunked gpt2lab-graphed-chunked gpt2lab-contiguous --deadline 120
+part autotune 420 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
+    --batch-size 16 --only minimal gpt2lab-autotune
 part decode 170 python3 benchmarks/bench_generate.py --device cuda --dtype bf16 --compile --batch-sizes 1 8 \
     --new-tokens 128 --repeats 2 --profile
 part loop 200 python3 benchmarks/bench_train_loop.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
