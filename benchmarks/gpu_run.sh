@@ -33,7 +33,7 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS (if NA
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__)"
 git log -1 --format='commit %h %s' 2>/dev/null | cut -c1-100
-part check 150 python3 benchmarks/gpu_check.py
+part check 160 python3 benchmarks/gpu_check.py
 if grep -q "attention_kernels) *failed" "$OUT/check.log" 2>/dev/null; then  # cuDNN attention broke here: keep PyTorch's order
     export GPT2LAB_CUDNN_ATTENTION=0
     echo "cuDNN attention failed in the check: GPT2LAB_CUDNN_ATTENTION=0 for the rest"
