@@ -13,7 +13,7 @@
 #            of compilation: a call of its own)
 #   decode   greedy decoding against transformers' static cache, compiled and eager, with profiles
 #   loop     the whole training loop (train(): logging every step) against the step alone, plain and --cuda-graph
-# PARTS picks some (default: check train16 train64 xl, about 9.5 minutes of limits on an H200: a command may run
+# PARTS picks some (default: check train16 train64 xl, about 9.7 minutes of limits on an H200: a command may run
 # 10; the others are for later calls, in this order of use: variants, autotune, loop, decode).
 #
 #     OUT=gpu_out bash benchmarks/gpu_run.sh
