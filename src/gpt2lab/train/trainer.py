@@ -558,7 +558,7 @@ class Trainer:
                 out = self.model(x, head=cfg.fsdp)  # (b, T, V') or (b, T, C)
                 if not len(chunk):
                     continue  # that forward only kept the other ranks company
-                per_token = token_losses(nn.Identity() if cfg.fsdp else self.model.lm_head, out.flatten(0, 1), y.flatten(), self.vocab)  # (b T,)
+                per_token = token_losses(nn.Identity() if cfg.fsdp else self.model.lm_head, out.flatten(0, 1), y.flatten(), self.vocab)  # (b * T,)
             total[0] += per_token.sum()  # 0 where ignored
             total[1] += (y != IGNORE_INDEX).sum()
         self.model.train()
