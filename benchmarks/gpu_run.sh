@@ -9,12 +9,14 @@
 #   xl       gpt2-xl, eager, batch 8 (gpt2lab, the minimal loop)
 #   variants batch 16 again, against the minimal loop: --chunked-loss alone and with --cuda-graph, and the
 #            weights stored in nn.Linear's order rather than Conv1D's (gpt2lab-contiguous)
+#   eager16  batch 16 without compiling: gpt2lab plain and --cuda-graph (which removes the launches an eager
+#            step is bound by, with no compilation wait) against the minimal loop, eager too
 #   autotune batch 16 against the minimal loop with gpt2lab's step compiled by Inductor's max-autotune (minutes
 #            of compilation: a call of its own)
 #   decode   greedy decoding against transformers' static cache, compiled and eager, with profiles
 #   loop     the whole training loop (train(): logging every step) against the step alone, plain and --cuda-graph
 # PARTS picks some (default: check train16 train64 xl, about 9.7 minutes of limits on an H200: a command may run
-# 10; the others are for later calls, in this order of use: variants, autotune, loop, decode).
+# 10; the others are for later calls, in this order of use: variants, eager16, autotune, loop, decode).
 #
 #     OUT=gpu_out bash benchmarks/gpu_run.sh
 #     OUT=gpu_out PARTS="variants loop" bash benchmarks/gpu_run.sh
@@ -46,6 +48,8 @@ part xl 100 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --prese
     --only gpt2lab minimal --rounds 2 --steps 2
 part variants 170 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
     --batch-size 16 --only minimal gpt2lab-chunked gpt2lab-graphed-chunked gpt2lab-contiguous --deadline 120
+part eager16 90 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --preset gpt2 --seq-len 1024 \
+    --batch-size 16 --only gpt2lab gpt2lab-graphed minimal
 part autotune 420 python3 benchmarks/bench_train.py --device cuda --dtype bf16 --compile --preset gpt2 --seq-len 1024 \
     --batch-size 16 --only minimal gpt2lab-autotune
 part decode 170 python3 benchmarks/bench_generate.py --device cuda --dtype bf16 --compile --batch-sizes 1 8 \
