@@ -81,6 +81,7 @@ def main() -> int:
                 rows.append(("from_pretrained(bf16, cuda) vs bf16 model, rel err", rel(loaded(idx.cuda()), flash), 1e-6))
             seconds = timings[-1]
     rows += guarded(chunked_loss_rows)
+    rows += guarded(in_place_loss_rows)
     rows += guarded(lambda: decode_rows(gpu))
     rows += guarded(graphed_training_rows)
     for name, value, limit in rows:
@@ -175,6 +176,36 @@ def graphed_training_rows() -> list[tuple[str, float, float]]:
             rows.append(("  weights after 8 steps, relative error", rel(runs[True][1], runs[False][1]), tolerance))
             rows.append((f"  the step was not recorded{': ' + why_not[:80] if why_not else ''}", float(not recorded), 0))
     return rows
+
+
+def in_place_loss_rows() -> list[tuple[str, float, float]]:
+    """The eager training loss on bf16 logits (``train.loss.lm_loss``: in place, the softmax in fp32 a
+    block of rows at a time) against the plain path (``next_token_loss``: F.cross_entropy on an fp32
+    copy), at 16 x 1024 tokens of GPT-2's padded vocabulary: the loss, the gradient, and the memory
+    each adds at its peak from the logits to their gradient, as a fraction of the plain path's."""
+    from gpt2lab.model import next_token_loss
+    from gpt2lab.train.loss import lm_loss
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    N, V, padded = 16 * 1024, 50257, 50304
+    source = torch.randn(N, padded, device="cuda", generator=g) * 3
+    targets = torch.randint(0, V, (1, N), device="cuda", generator=g)
+    targets[0, :100] = -100
+    results = []
+    for fn in (next_token_loss, lm_loss):
+        logits = source.to(torch.bfloat16).requires_grad_()[None]  # (1, N, V'): not a leaf, as a step's logits are not
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        loss = fn(logits, targets, V)
+        (grad,) = torch.autograd.grad(loss, logits)
+        torch.cuda.synchronize()
+        results.append((loss.item(), grad.float(), torch.cuda.max_memory_allocated() - before))
+        del logits, loss, grad
+    (want, want_grad, want_peak), (got, got_grad, got_peak) = results
+    return [("eager bf16 loss in place vs F.cross_entropy, |dloss|", abs(got - want), 1e-5),
+            ("  d logits, relative error", rel(got_grad, want_grad), 1e-2),
+            ("  peak memory added, in place / plain", got_peak / want_peak, 0.5)]
 
 
 def chunked_loss_rows() -> list[tuple[str, float, float]]:

@@ -3,6 +3,8 @@ and gradients, ignores IGNORE_INDEX targets and padding rows, and never holds th
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,3 +208,37 @@ def test_chunked_loss_on_says_what_it_cannot_combine_with(data_dir, tmp_path):  
 
     with pytest.raises(ConfigError, match="--chunked-loss does not combine with this run: fp16"):
         Trainer(config(data_dir, tmp_path / "r", chunked_loss=True, dtype="fp16"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_in_place_loss_on_padded_half_precision_logits_holds_no_fp32_copy(dtype, monkeypatch):
+    """Autocast's logits on a GPU (bf16, fp16; padded to V' columns): the loss and its gradient equal the plain
+    path's (F.cross_entropy on the real columns in fp32, the gradient rounded back to the logits'
+    dtype), padding columns get zero gradient, the gradient lies in the logits' own memory, and no
+    fp32 tensor of more than a block's rows of logits is ever made."""
+    import gpt2lab.train.loss as loss_module
+    from conftest import LogitRows
+    from gpt2lab.model import next_token_loss
+
+    def in_place(logits: torch.Tensor, targets: torch.Tensor, vocab: int) -> torch.Tensor:  # as lm_loss routes logits on a GPU
+        return loss_module._CrossEntropyInPlace.apply(logits.view(-1, logits.size(-1)), targets.reshape(-1), vocab)
+
+    monkeypatch.setattr(loss_module, "ELEMENTS_AT_ONCE", 16 * PADDED)  # blocks of 16 rows; 74 rows in all
+    _, _, targets = inputs(ignored=5)
+    source = torch.randn(2, 37, PADDED, generator=torch.Generator().manual_seed(1)) * 3
+
+    def loss_and_grad(fn, seen=None):
+        logits = source.clone().requires_grad_().to(dtype)  # (B, T, V'): not a leaf, used by the loss alone
+        with seen or contextlib.nullcontext():
+            loss = fn(logits)
+            (grad,) = torch.autograd.grad(loss, logits)
+        return loss, grad, logits
+
+    want, want_grad, _ = loss_and_grad(lambda logits: next_token_loss(logits, targets, V))
+    seen = LogitRows((V, PADDED))
+    got, got_grad, logits = loss_and_grad(lambda logits: in_place(logits, targets, V), seen)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    # the same numbers, but for the rounding of a few elements (softmax - 1 at the target, in another order)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=2 * torch.finfo(dtype).eps * want_grad.abs().max().item())
+    assert got_grad.data_ptr() == logits.data_ptr() and not bool(got_grad[..., V:].any())
+    assert 0 < seen.most <= 16, seen.most  # F.cross_entropy(logits.float()) makes (74, V) fp32 tensors
