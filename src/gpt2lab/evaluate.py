@@ -185,7 +185,7 @@ def evaluate_path(
     CPU); a ``GPT2`` passed in stays where it is unless a device is given. ``dtype``: the autocast
     precision (fp32, bf16, fp16 or auto; default fp32).
     """
-    from .data import META, open_data
+    from .batches import META, open_data
 
     model, model_dir = _resolve_model(model, device)
     amp = parse_dtype(dtype, model.device)

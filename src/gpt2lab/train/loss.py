@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..data import IGNORE_INDEX
+from ..batches import IGNORE_INDEX
 from ..model import GPT2, next_token_loss
 
 ELEMENTS_AT_ONCE = 1 << 27  # logits a half-precision block turns into fp32 at once: 512 MB (2,670 rows of GPT-2's)

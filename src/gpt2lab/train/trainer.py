@@ -28,9 +28,9 @@ import torch
 import torch.nn as nn
 
 from .. import kernels
+from ..batches import IGNORE_INDEX, BatchSampler, TokenData, eval_starts, open_data, windows
 from ..compatibility import check_data_fits_model, check_same_tokenizer, check_window_fits_model
 from ..config import GPT2Config, parameter_counts
-from ..data import IGNORE_INDEX, BatchSampler, TokenData, eval_starts, open_data, windows
 from ..devices import attention_kernels, autocast, parse_dtype, pick_device
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluate import token_losses
