@@ -79,6 +79,26 @@ def cli(*args, timeout=120):
     return subprocess.run([sys.executable, "-m", "gpt2lab", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
 
 
+# what the launcher says when the port it picked for the rendezvous was taken before it could listen there
+PORT_TAKEN = re.compile(r"Address already in use|EADDRINUSE|errno: 98")
+
+
+def torchrun(*args) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node 2 -m gpt2lab ARGS``, its output checked (exit 0).
+
+    ``--standalone`` picks a free port, but between picking it and listening on it another process
+    may take it (a known race of the launcher): that failure of the machine, and only that one, is
+    tried once more."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gpt2lab", *map(str, args)]
+    for attempt in range(2):
+        run = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+        if run.returncode == 0 or attempt == 1 or not PORT_TAKEN.search(run.stderr):
+            break
+    assert run.returncode == 0, f"stdout:\n{run.stdout[-2000:]}\nstderr:\n{run.stderr[:2000]}\n...\n{run.stderr[-2000:]}"
+    return run
+
+
 # -- learning and outputs ------------------------------------------------------------------------
 
 
@@ -482,11 +502,7 @@ def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
               "--eval-every", 2, "--eval-batches", 2, "--checkpoint-every", 4, "--seed", 0, "--dropout", 0, "--quiet"]
     one = cli("train", "--out", tmp_path / "one", "--batch-size", 4, *common)
     assert one.returncode == 0, one.stderr
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gpt2lab"]  # standalone: a free port
-    two = subprocess.run([*torchrun, "train", "--out", str(tmp_path / "two"), "--batch-size", "2", *map(str, common)],
-                         capture_output=True, text=True, timeout=240, env=env)
-    assert two.returncode == 0, f"stdout:\n{two.stdout[-2000:]}\nstderr:\n{two.stderr[:2000]}\n...\n{two.stderr[-2000:]}"
+    torchrun("train", "--out", tmp_path / "two", "--batch-size", 2, *common)
     a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r["step"] for r in b] == [1, 2, 3, 4]  # rank 0 alone writes metrics
     assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], abs=1e-5)
@@ -510,14 +526,8 @@ def test_two_process_fsdp_matches_one_process_and_resumes(data_dir, tmp_path):
               "--lr-decay-steps", 4, "--eval-every", 2, "--eval-batches", 2, "--checkpoint-every", 2, "--seed", 0, "--dropout", 0, "--quiet"]
     one = cli("train", "--out", tmp_path / "one", "--batch-size", 4, *common)
     assert one.returncode == 0, one.stderr
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gpt2lab"]
-
     def fsdp(*extra):
-        args = [*torchrun, "train", "--out", str(tmp_path / "two"), "--batch-size", "2", "--fsdp", "--pad-vocab", "64", *map(str, [*common, *extra])]
-        run = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
-        assert run.returncode == 0, f"stdout:\n{run.stdout[-2000:]}\nstderr:\n{run.stderr[:2000]}\n...\n{run.stderr[-2000:]}"
-        return run
+        return torchrun("train", "--out", tmp_path / "two", "--batch-size", 2, "--fsdp", "--pad-vocab", 64, *common, *extra)
 
     # a vocabulary padded to 64 rows inside (as on GPUs); stopped after step 2, then resumed recomputing its blocks
     fsdp("--max-steps", 2)
