@@ -79,22 +79,13 @@ def cli(*args, timeout=120):
     return subprocess.run([sys.executable, "-m", "gpt2lab", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-# what the launcher says when the port it picked for the rendezvous was taken before it could listen there
-PORT_TAKEN = re.compile(r"Address already in use|EADDRINUSE|errno: 98")
-
-
 def torchrun(*args) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node 2 -m gpt2lab ARGS``, its output checked (exit 0).
-
-    ``--standalone`` picks a free port, but between picking it and listening on it another process
-    may take it (a known race of the launcher): that failure of the machine, and only that one, is
-    tried once more."""
+    """``torchrun --standalone --nproc-per-node 2 -m gpt2lab ARGS`` (standalone: a free port), checked to exit 0.
+    Every rank must exit 0 too: a rank that aborts in the interpreter's teardown after the run (as gloo's
+    threads did in about 1 of 20 runs before ``python -m gpt2lab`` skipped that teardown) fails the test."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gpt2lab", *map(str, args)]
-    for attempt in range(2):
-        run = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
-        if run.returncode == 0 or attempt == 1 or not PORT_TAKEN.search(run.stderr):
-            break
+    run = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert run.returncode == 0, f"stdout:\n{run.stdout[-2000:]}\nstderr:\n{run.stderr[:2000]}\n...\n{run.stderr[-2000:]}"
     return run
 
@@ -510,6 +501,20 @@ def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
     wa, wb = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "two")["model"]
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     assert len(load_checkpoint(tmp_path / "two")["rng"]) == 2  # every rank's RNG state, gathered once
+
+
+def test_a_torchrun_worker_exits_with_its_code_and_all_of_its_output():
+    """Under torchrun (WORLD_SIZE > 1) ``python -m gpt2lab`` ends without the interpreter's teardown; what it
+    printed to a pipe (block-buffered) still arrives whole, and its exit code is main's, error or not."""
+    def run(*args, world_size):
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WORLD_SIZE": str(world_size)}
+        return subprocess.run([sys.executable, "-m", "gpt2lab", *args], capture_output=True, text=True, timeout=120, env=env)
+
+    for args, code in ((("explain", "--model", "gpt2"), 0), (("eval", "--model", "/nonexistent", "--task", "wikitext"), 2)):
+        alone, worker = run(*args, world_size=1), run(*args, world_size=2)
+        assert (worker.returncode, worker.stdout, worker.stderr) == (alone.returncode, alone.stdout, alone.stderr) and alone.returncode == code
+    assert len(alone.stdout) == 0 and "no such checkpoint directory" in alone.stderr
+    assert "parameters" in run("explain", "--model", "gpt2", world_size=2).stdout
 
 
 def test_fsdp_needs_several_processes_and_a_plain_lm_run(data_dir, tmp_path):
