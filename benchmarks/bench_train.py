@@ -81,21 +81,26 @@ def pool_bytes(pool: object) -> int:
     return sum(seg["total_size"] for seg in torch.cuda.memory_snapshot() if tuple(seg.get("segment_pool_id", ())) == tuple(pool))
 
 
+def contiguous_weights(trainer: Trainer) -> None:
+    """Store every parameter contiguously, in place (before its first step: no optimizer state yet, no
+    compiled graph): the Conv1D-ordered (out, in) weights, strides (1, out), become nn.Linear's (in, 1)."""
+    for p in trainer.model.parameters():
+        p.data = p.data.contiguous()
+
+
+def autotuned(trainer: Trainer) -> None:
+    """Compile the step with mode="max-autotune-no-cudagraphs": a backend of its own, so Dynamo compiles it
+    afresh rather than reuse the other gpt2lab sides' code."""
+    trainer.forward_model = torch.compile(trainer.forward_model._orig_mod, mode="max-autotune-no-cudagraphs")
+
+
 # side -> the TrainConfig options it turns on: gpt2lab with --cuda-graph (the whole step recorded and replayed),
-# with --chunked-loss, with both, and with none but its weights' memory order changed (contiguous_weights) or its
-# compilation autotuned (AUTOTUNED)
+# with --chunked-loss, with both, and with none but one change to its trainer once made (SIDE_CHANGES)
 OPTION_SIDES: dict[str, tuple[str, ...]] = {"gpt2lab-graphed": ("cuda_graph",), "gpt2lab-chunked": ("chunked_loss",),
                                             "gpt2lab-graphed-chunked": ("cuda_graph", "chunked_loss"), "gpt2lab-contiguous": (),
                                             "gpt2lab-autotune": ()}
-AUTOTUNED = "gpt2lab-autotune"  # its step compiled with mode="max-autotune-no-cudagraphs" (a backend of its own:
-# Dynamo compiles it afresh rather than reuse the other gpt2lab sides' code)
-
-
-def contiguous_weights(model: torch.nn.Module) -> None:
-    """Store every parameter contiguously, in place (before its first step: no optimizer state yet, no
-    compiled graph): the Conv1D-ordered (out, in) weights, strides (1, out), become nn.Linear's (in, 1)."""
-    for p in model.parameters():
-        p.data = p.data.contiguous()
+SIDE_CHANGES: dict[str, Callable[[Trainer], None]] = {"gpt2lab-contiguous": contiguous_weights, "gpt2lab-autotune": autotuned}
+COMPILED_ONLY = frozenset({"gpt2lab-autotune"})  # sides that change how --compile compiles
 SIDES = ("gpt2lab", "minimal", "transformers", *OPTION_SIDES)
 
 
@@ -148,7 +153,7 @@ def main() -> None:
         for name, options in OPTION_SIDES.items():
             if name not in wanted:
                 continue
-            if name == AUTOTUNED and not args.compile:
+            if name in COMPILED_ONLY and not args.compile:
                 print(f"  {name}: left out: it changes how --compile compiles, and this run does not compile", flush=True)
                 continue
             try:
@@ -157,10 +162,8 @@ def main() -> None:
             except ConfigError as err:
                 print(f"  {name}: left out: {err}", flush=True)
                 continue
-            if name == "gpt2lab-contiguous":
-                contiguous_weights(variant.model)
-            if name == AUTOTUNED:
-                variant.forward_model = torch.compile(variant.forward_model._orig_mod, mode="max-autotune-no-cudagraphs")
+            if name in SIDE_CHANGES:
+                SIDE_CHANGES[name](variant)
             steps[name] = variant.train_step_no_sync
             own_state[name] = lambda t=variant: state_bytes(t.model, t.optimizer)
         graphed_sides = {name: t for name, t in variants.items() if t.graphed is not None}  # the recorded ones
