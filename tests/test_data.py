@@ -176,7 +176,7 @@ def test_prepare_with_gpt2_vocabulary_and_cli(tmp_path, gpt2_vocab_path):
            "--out", str(tmp_path / "out"), "--tokenizer", str(gpt2_vocab_path), "--val-fraction", "0", "--quiet"]
     out = subprocess.run(cli, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "from 2 documents in 2 source(s)" in out.stdout
+    assert "from 2 documents in 2 sources" in out.stdout
     assert read_ids(tmp_path / "out") == [15496, 995, 50256, 632, 2499, 13]
     again = subprocess.run(cli, capture_output=True, text=True)
     assert "nothing to do" in again.stdout

@@ -1,4 +1,4 @@
-"""The README's Python tour runs as written.
+"""The README's Python tour runs as written, and its command lines parse.
 
 Every ```python block of README.md is executed, in order, in one fresh process. A small model with GPT-2's
 real vocabulary, saved into a private Hugging Face cache as ``openai-community/gpt2`` with the hub switched off,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from gpt2lab import GPT2, GPT2Config
+from gpt2lab.cli import build_parser
 from gpt2lab.tokenizer import Tokenizer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -66,3 +68,32 @@ def test_readme_python_tour_runs(tmp_path, stand_in_hub, gpt2_vocab_path):
     n = len(Tokenizer.from_file(gpt2_vocab_path).encode("When Mary and John went to the store, John gave a drink to"))
     assert f"torch.Size([2, 2, {n}, {n}])" in out.stdout  # att.probs on the 2-layer, 2-head stand-in
     assert "attention: layer 0, mean over 2 heads" in out.stdout
+
+
+def readme_commands(text: str) -> list[list[str]]:
+    """The arguments after ``gpt2lab`` of every command the README's shell blocks run (``gpt2lab ...``,
+    ``python -m gpt2lab ...``, ``torchrun ... -m gpt2lab ...``), continuation lines joined, comments dropped;
+    usage-style ``[--option VALUE]`` groups are left out, and so are commands whose rest a ``...`` stands for."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(re.sub(r"\[[^\]]*\]", " ", line), comments=True)
+            starts = [i + 1 for i, w in enumerate(words) if w == "gpt2lab" and (i == 0 or words[i - 1] == "-m")]
+            if starts and "..." not in words:
+                commands.append(words[starts[0]:])
+    return commands
+
+
+def test_every_command_line_in_the_readme_parses():
+    """Each command the README shows is one the parser takes: no flag renamed or removed under it. (Parsing only:
+    running them needs GPT-2's weights and data; the tests of each command run them.)"""
+    commands = readme_commands(README.read_text())
+    assert len(commands) >= 25 and {c[0] for c in commands} >= {"demo", "generate", "train", "eval", "tokenizer", "patch"}
+    parser = build_parser()
+    refused = []
+    for argv in commands:
+        try:
+            assert parser.parse_args(argv).command == argv[0]
+        except SystemExit:
+            refused.append(f"gpt2lab {shlex.join(argv)}")
+    assert not refused, "the README shows commands the parser refuses (argparse's messages in the captured stderr):\n" + "\n".join(refused)

@@ -476,6 +476,8 @@ def test_cli_encode_decode(gpt2_vocab_path, capsys):
     assert "Hello|␣world|!" in out and "b' world'" in out and "ids: 15496 995 0" in out
     assert main(["tokenizer", "encode", "--ids", "--special", f"a{EOT}", *vocab]) == 0
     assert capsys.readouterr().out.split() == ["64", "50256"]
+    assert main(["tokenizer", "encode", "--ids", "--text", "Hello world!", *vocab]) == 0  # --text, as lens, trace and attention take it
+    assert capsys.readouterr().out.split() == ["15496", "995", "0"]
     assert main(["tokenizer", "decode", "--text", "15496,", "995", *vocab]) == 0
     assert capsys.readouterr().out == "Hello world\n"
     assert main(["tokenizer", "decode", "[15496, 10545]", *vocab, "--backend", "python"]) == 0
@@ -488,6 +490,7 @@ def test_cli_encode_decode(gpt2_vocab_path, capsys):
     [
         (["tokenizer", "decode", "50257"], "not in this vocabulary"),
         (["tokenizer", "decode", "1", "two"], "must be integers"),
+        (["tokenizer", "encode", "a", "--text", "b"], "give the text once"),
         (["tokenizer", "encode", "x", "--tokenizer", "/nonexistent/vocab"], "no tokenizer vocabulary"),
         (["tokenizer", "train", "/nonexistent.txt", "--vocab-size", "300", "--out", "x"], "no such file"),
     ],

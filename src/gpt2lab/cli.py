@@ -380,6 +380,7 @@ def _tokenizer_args(p: argparse.ArgumentParser) -> None:
 
     encode = sub.add_parser("encode", help="text -> ids, showing token boundaries, ids and each token's bytes")
     encode.add_argument("text", nargs="?", help="the text (default: read standard input)")
+    encode.add_argument("--text", dest="text_option", metavar="TEXT", help="the text, as the other commands take it")
     encode.add_argument("--special", action="store_true", help="encode <|endoftext|> as the special token (otherwise as text)")
     encode.add_argument("--ids", action="store_true", help="print only the ids, space separated")
     vocab_options(encode)
@@ -440,7 +441,10 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def _tokenizer_encode(args: argparse.Namespace) -> None:
-    text = args.text if args.text is not None else sys.stdin.read()
+    if args.text is not None and args.text_option is not None:
+        raise UsageError("give the text once: as an argument or with --text, not both")
+    text = next((t for t in (args.text_option, args.text) if t is not None), None)
+    text = sys.stdin.read() if text is None else text
     tok = _load_tokenizer(args)
     ids = tok.encode(text, allowed_special="all") if args.special else tok.encode(text, disallowed_special=())
     if args.ids:

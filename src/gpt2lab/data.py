@@ -416,7 +416,7 @@ class PreparedData:
             )
         line = (
             f"{self.directory}: {m['train_tokens']:,} train + {m['val_tokens']:,} val tokens ({m['dtype']}) "
-            f"from {m['documents']:,} documents in {m['files']:,} source(s)"
+            f"from {m['documents']:,} document{'s' * (m['documents'] != 1)} in {m['files']:,} source{'s' * (m['files'] != 1)}"
         )
         notes = []
         if m["empty_files"]:
