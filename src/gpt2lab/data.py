@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from . import hub
+
 # the reading side (``batches``), re-exported so that ``from gpt2lab.data import BatchSampler`` keeps working
 from .batches import IGNORE_INDEX, MASKS, META, TRAIN, VAL, BatchSampler, TokenData, eval_starts, open_data, windows
 from .errors import DataError
@@ -289,13 +291,11 @@ def _records(source: Source, text_field: str) -> Iterator[str]:
 
 def _hf_dataset(name: str, split: str):
     try:
-        import datasets
-    except ImportError:
-        raise DataError("hf: inputs need the datasets library: pip install 'gpt2lab[data]' (or pip install datasets)") from None
-    try:
         # memory-mapped Arrow on disk (cached after the first download), so rows stream from disk
-        return datasets.load_dataset(name, split=split)
+        return hub.load_dataset(name, split)
     except Exception as err:  # datasets raises many types; all mean "could not get it"
+        if isinstance(err, ImportError) and err.name == "datasets":
+            raise DataError("hf: inputs need the datasets library: pip install 'gpt2lab[data]' (or pip install datasets)") from None
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise DataError(f"could not load dataset {name!r} split {split!r}: {reason}") from None
 

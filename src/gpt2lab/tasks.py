@@ -39,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from . import hub, kernels
 from .devices import autocast
 from .errors import DataError
 from .model import GPT2
@@ -142,12 +142,10 @@ def hub_records(task: str, limit: int | None = None) -> list[dict[str, Any]]:
     name, config, split = HUB[task]
     advice = f"pass --data FILE ({FILE_FORMAT[task]})"
     try:
-        import datasets
-    except ImportError:
-        raise DataError(f"loading {name} from the hub needs the datasets package (pip install datasets); or {advice}") from None
-    try:
-        ds = datasets.load_dataset(name, config, split=split)
+        ds = hub.load_dataset(name, split, config)
     except Exception as err:  # no network, no cache, a hub outage: every one means "use a file"
+        if isinstance(err, ImportError) and err.name == "datasets":
+            raise DataError(f"loading {name} from the hub needs the datasets package (pip install datasets); or {advice}") from None
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DataError(f"could not load {name} ({split}) from the Hugging Face hub ({reason}); {advice}") from None
     if limit is not None:
