@@ -250,6 +250,29 @@ def test_missing_directory_and_files(tmp_path):
         GPT2.from_pretrained(tmp_path)
 
 
+def test_a_training_runs_directory_stands_for_the_model_it_saved(tmp_path):
+    """``--model run/`` (what ``train --out`` was given) loads run/model, its weights and its own tokenizer;
+    the other commands and ``--init`` go through the same two functions."""
+    from gpt2lab.cli import main
+    from gpt2lab.tokenizer import Tokenizer
+
+    run = tmp_path / "run"
+    tokenizer = Tokenizer.train("the cat sat on the mat, the dog sat on the log. " * 40, 300, progress=False)
+    torch.manual_seed(0)
+    saved = GPT2(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=tokenizer.n_vocab, block_size=32)).eval()
+    saved.save_pretrained(run / "model")
+    tokenizer.save(run / "model")
+    (run / "checkpoint.pt").write_bytes(b"")  # what else a run holds; not read here
+    loaded = GPT2.from_pretrained(run)
+    for (name, a), b in zip(saved.state_dict().items(), loaded.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+    assert Tokenizer.from_pretrained(run).mergeable_ranks == tokenizer.mergeable_ranks  # not GPT-2's
+    assert main(["generate", "--model", str(run), "--prompt", "the cat", "--max-new-tokens", "2", "--seed", "0"]) == 0
+    (run / "model" / "config.json").unlink()  # no model saved yet: the run directory is no checkpoint
+    with pytest.raises(CheckpointError, match=f"{run} has no config.json"):
+        GPT2.from_pretrained(run)
+
+
 def test_truncated_safetensors(hf_tiny, tmp_path):
     d = copy_checkpoint(hf_tiny[1], tmp_path / "ck")
     data = (d / "model.safetensors").read_bytes()

@@ -1,4 +1,4 @@
-"""Writing files so that a crash never leaves a half-written one behind."""
+"""Writing files so that a crash never leaves a half-written one behind; what a path names."""
 
 from __future__ import annotations
 
@@ -59,3 +59,16 @@ def looks_like_path(name: str | os.PathLike) -> bool:
     text = str(name)
     return (text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
             or Path(text).suffix in (".safetensors", ".bin", ".json", ".tiktoken", ".txt"))
+
+
+RUN_MODEL_DIR = "model"  # where a training run (``train --out DIR``) saves its model: DIR/model
+
+
+def run_model_dir(path: str | os.PathLike) -> Path:
+    """A training run's directory stands for the model it saved: ``run/`` (no config.json of its own, a
+    ``run/model/config.json``) is ``run/model``, so ``--model run/`` and ``--init run/`` work as users pass
+    them; any other path is itself."""
+    path = Path(path).expanduser()
+    if path.is_dir() and not (path / "config.json").exists() and (path / RUN_MODEL_DIR / "config.json").is_file():
+        return path / RUN_MODEL_DIR
+    return path

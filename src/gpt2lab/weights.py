@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from .config import PRESETS, GPT2Config
 from .devices import parse_dtype
 from .errors import CheckpointError
-from .files import atomic_write, looks_like_path
+from .files import atomic_write, looks_like_path, run_model_dir
 from .model import GPT2
 
 # ---------------------------------------------------------------------------------------------
@@ -144,13 +144,14 @@ HUB_ALLOW = [
 
 
 def resolve_checkpoint_dir(name_or_path: str | os.PathLike) -> Path:
-    """A local directory holding config.json and weights: the path itself, or a hub snapshot.
+    """A local directory holding config.json and weights: the path itself (a training run's directory:
+    the model it saved, ``run/model``), or a hub snapshot.
 
     A name that is not an existing path is a Hugging Face hub id (``gpt2``, ``openai-community/gpt2-xl``,
     ``user/my-gpt2``), downloaded with ``huggingface_hub`` into its usual cache; ``HF_HUB_OFFLINE=1``
     uses only that cache.
     """
-    path = Path(name_or_path).expanduser()
+    path = run_model_dir(name_or_path)  # a training run's directory: the model it saved
     if path.is_file() and path.name in ("config.json", *WEIGHT_FILES):
         path = path.parent
     if path.is_dir():

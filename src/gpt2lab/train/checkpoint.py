@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..files import atomic_write
+from ..files import RUN_MODEL_DIR, atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-MODEL_DIR = "model"
+MODEL_DIR = RUN_MODEL_DIR  # run/model: the model in Hugging Face's format (files.run_model_dir reads it back)
 ADAPTER_DIR = "adapter"
 PLOT = "loss.png"
 CHECKPOINT_FORMAT = 1
