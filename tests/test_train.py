@@ -615,3 +615,17 @@ def test_cli_errors_are_one_line(data_dir, tmp_path):
     r = cli("train", "--data", data_dir, "--out", tmp_path / "run", "--resume", "--lr", "0.5")
     assert r.returncode == 2 and "--lr 0.5 differs from the run's 0.003" in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1
+
+
+def test_the_progress_bar_says_a_compiled_run_is_compiling_until_its_first_step(data_dir, tmp_path, monkeypatch, capsys):
+    """A compiled run's first step can take minutes, the bar at 0: the bar says why, and only until that step is
+    done. (torch.compile is left out here, as the trainer calls it: what is tested is the bar.)"""
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: module)
+    train(config(data_dir, tmp_path / "run", compile=True, progress=True, max_steps=4, log_every=1))
+    frames = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    bar = [f for f in frames if f.startswith("train:")]
+    compiling = [i for i, f in enumerate(bar) if "compiling the step (torch.compile)" in f]
+    assert compiling and all("0/4" in bar[i] for i in compiling)  # shown before the first step only
+    assert "loss=" in bar[-1] and "compiling" not in bar[-1]
+    train(config(data_dir, tmp_path / "plain", progress=True, max_steps=2))
+    assert "compiling" not in capsys.readouterr().err

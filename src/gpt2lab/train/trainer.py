@@ -736,6 +736,10 @@ class Trainer:
             )
             if self.lora_base is not None:
                 bar.write(describe(self.model))
+        # torch.compile works inside the first step (a minute or more for a large model, on a CPU too): say so
+        compiling = bar is not None and cfg.compile
+        if compiling and bar is not None:
+            bar.set_postfix_str("compiling the step (torch.compile): the first step takes a while")
         loss = val_loss = None
         interrupted = False
         try:
@@ -747,6 +751,9 @@ class Trainer:
                 while self.step < cfg.max_steps:
                     t0 = time.perf_counter()
                     self.train_step_no_sync()
+                    if compiling and bar is not None:  # (the host compiles before it queues the step, so that is done now)
+                        bar.set_postfix_str("")
+                        compiling = False
                     if on_its_way is not None:
                         step, lr, snapshot, steps = on_its_way
                         on_its_way = None
