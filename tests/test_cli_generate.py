@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -75,6 +76,19 @@ def test_generate_greedy_prints_prompt_and_continuation_and_a_rate(capsys, setup
     expected = generate_text(model, tok, "Hello, my name is", 10, temperature=0.0)
     assert out == "Hello, my name is" + expected + "\n"
     assert "tokens/s" in err and err.count("\n") == 1
+
+
+def test_compiled_generate_reports_its_rate_after_the_compiled_step(capsys, monkeypatch, setup):
+    """With --compile the first decoding step compiles (seconds): the rate line gives that part apart, then the
+    rate of the compiled steps; the text is the uncompiled one's. (aot_eager stands in for inductor here.)"""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, **{**kw, "backend": "aot_eager"}))
+    path, vocab, model, tok = setup
+    code, out, err = run(capsys, "generate", "--model", path, "--tokenizer", vocab, "--prompt", "Hello, my name is",
+                         "--temperature", "0", "--max-new-tokens", "8", "--device", "cpu", "--compile")
+    assert code == 0 and out == "Hello, my name is" + generate_text(model, tok, "Hello, my name is", 8, temperature=0.0) + "\n"
+    [line] = err.strip().splitlines()
+    assert re.fullmatch(r"\[8 tokens in [\d.]+ s: 2 in the first [\d.]+ s, compiling, then [\d.]+ tokens/s\]", line), line
 
 
 def test_generate_reads_the_prompt_from_stdin_and_samples_reproducibly(capsys, monkeypatch, setup):
