@@ -30,8 +30,8 @@ def hub_host() -> str | None:
 
 
 def hub_resolves() -> bool:
-    """Whether the hub's host name (``HF_ENDPOINT``'s, huggingface.co by default) resolves here. Behind
-    a proxy the proxy resolves names, so the answer is then yes without asking."""
+    """Whether ``hub_host()`` resolves here. Behind a proxy the proxy resolves names, so the answer is
+    then yes without asking."""
     if any(os.environ.get(v) for v in PROXY_VARIABLES):
         return True
     host = hub_host()
@@ -78,4 +78,4 @@ def load_dataset(name: str, split: str, config: str | None = None) -> Any:
             raise ConnectionError(f"the name {hub_host()} does not resolve here and datasets' cache holds no copy of {name}") from err
 
 
-__all__ = ["hub_resolves", "offline_mode", "load_dataset"]
+__all__ = ["hub_host", "hub_resolves", "offline_mode", "load_dataset"]
