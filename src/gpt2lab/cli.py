@@ -686,6 +686,9 @@ _TRAIN_OPTIONS: list[tuple[str, str, Callable[[str], object], str]] = [
     ("--eval-task", "eval_task", str, "score a benchmark at every evaluation: hellaswag, lambada or wikitext (logged as hellaswag_acc_norm, ...)"),
     ("--eval-task-data", "eval_task_data", str, "the benchmark's file (default: its standard split from the Hugging Face hub)"),
     ("--eval-task-limit", "eval_task_limit", int, "score only the benchmark's first N items (wikitext: tokens)"),
+    ("--sample", "sample", str, "at every evaluation, continue this prompt (sampled, the same seed each time) and show it; "
+     "kept in metrics.jsonl as sample (\"\": from <|endoftext|>)"),
+    ("--sample-tokens", "sample_tokens", int, "tokens each --sample continuation runs to (default 48)"),
     ("--tensorboard", "tensorboard", str, "also log every metric to this TensorBoard directory (pip install tensorboard)"),
     ("--wandb", "wandb", str, "also log every metric to this Weights & Biases project (pip install wandb; WANDB_MODE=offline needs no network)"),
     ("--device", "device", str, DEVICE_HELP),

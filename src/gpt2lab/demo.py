@@ -29,6 +29,7 @@ import torch
 from .config import GPT2Config
 from .errors import GPT2LabError
 from .files import atomic_write_bytes
+from .generate import PREVIEW_SAMPLING
 from .model import GPT2
 
 PROMPT = "def "
@@ -138,7 +139,7 @@ def short_explanation(config: GPT2Config, seq_len: int | None = None) -> str:
 def _sample(model: GPT2, tokenizer, prompt: str, n: int, seed: int) -> str:
     ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_token]
     idx = torch.tensor([ids], device=model.device)
-    out = cast(torch.Tensor, model.generate(idx, n, temperature=0.8, top_k=40, seed=seed))  # not streamed: (1, T + n)
+    out = cast(torch.Tensor, model.generate(idx, n, seed=seed, **PREVIEW_SAMPLING))  # not streamed: (1, T + n)
     return tokenizer.decode(out[0].tolist())
 
 

@@ -69,8 +69,12 @@ from .sampling import (
 from .static_decoder import StaticDecoder, release_decoder, static_cache_length, static_decoder
 from .streaming import RowText, TextStream, token_bytes_fn
 
+# how gpt2lab samples a quick look at a model as it learns (train --sample, the demo's samples): varied enough
+# to show what it has picked up, tame enough not to wander off into rare tokens
+PREVIEW_SAMPLING: dict[str, Any] = {"temperature": 0.8, "top_k": 40}
+
 __all__ = [
-    "generate", "generate_text", "encode_prompts", "GenerationSettings", "TextStream", "RowText", "StaticDecoder",
+    "generate", "generate_text", "encode_prompts", "GenerationSettings", "TextStream", "RowText", "StaticDecoder", "PREVIEW_SAMPLING",
     "process_logits", "choose_tokens", "apply_repetition_penalty", "apply_temperature", "apply_top_k", "apply_top_p",
     "apply_min_p", "token_bytes_fn",
 ]

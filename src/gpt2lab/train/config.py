@@ -60,6 +60,11 @@ class TrainConfig:
             ``wikitext``; ``gpt2lab.evaluate.evaluate_task``), logged as ``{task}_{metric}``
             (``hellaswag_acc_norm``...); eval_task_data: its file (default: the hub's split);
             eval_task_limit: its first N items (WikiText: tokens).
+        sample: a prompt the model continues at every evaluation (``""``: from ``<|endoftext|>``),
+            ``sample_tokens`` tokens of it, sampled (``generate.PREVIEW_SAMPLING``) from the run's seed each
+            time, so that one evaluation's text differs from the last only by what the model learned
+            between them. Shown under the progress bar, and kept in that step's metrics.jsonl record
+            as ``sample`` (TensorBoard gets it as text).
         tensorboard: a TensorBoard log directory; wandb: a Weights & Biases project. Each gets
             every metrics.jsonl record (``train.dashboards``).
     Hardware:
@@ -123,6 +128,8 @@ class TrainConfig:
     eval_task: str | None = None
     eval_task_data: str | None = None
     eval_task_limit: int | None = None
+    sample: str | None = None
+    sample_tokens: int = 48
     tensorboard: str | None = None
     wandb: str | None = None
     device: str = "auto"
@@ -140,7 +147,7 @@ class TrainConfig:
         """A copy with every "default" filled in and every value checked."""
         c = TrainConfig(**asdict(self))
         c.data, c.out = str(c.data), str(c.out)
-        for name in ("batch_size", "grad_accum", "max_steps", "eval_batches", "log_every"):
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_batches", "log_every", "sample_tokens"):
             if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(c, name)!r}")
         for name in ("eval_every", "checkpoint_every"):
@@ -189,9 +196,11 @@ class TrainConfig:
         for name in ("eval_task_data", "tensorboard"):  # paths kept as text: the checkpoint records the config
             if getattr(c, name) is not None:
                 setattr(c, name, str(getattr(c, name)))
-        if c.fsdp and (c.task != "lm" or c.lora_rank is not None or c.eval_task is not None):
-            raise ConfigError("--fsdp trains language models (--task lm) without --lora-rank and --eval-task; "
-                              "score RUN_DIR/model with gpt2lab eval afterwards")
+        if c.sample is not None and c.task != "lm":
+            raise ConfigError("--sample continues a prompt with a language model; a classify run measures val_acc instead")
+        if c.fsdp and (c.task != "lm" or c.lora_rank is not None or c.eval_task is not None or c.sample is not None):
+            raise ConfigError("--fsdp trains language models (--task lm) without --lora-rank, --eval-task and --sample; "
+                              "score or sample RUN_DIR/model with gpt2lab eval or generate afterwards")
         if c.dtype not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"dtype must be auto, fp32, bf16 or fp16, got {c.dtype!r}")
         return c
@@ -202,7 +211,7 @@ TRAIN_TASKS = ("lm", "classify")
 # Options that may change when a run is resumed: how long it goes on, how it is watched, where it
 # runs. Everything else defines the trajectory and is taken from the checkpoint.
 RUN_CONTROL = frozenset({"data", "out", "max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every",
-                         "eval_task", "eval_task_data", "eval_task_limit", "tensorboard", "wandb",
+                         "eval_task", "eval_task_data", "eval_task_limit", "sample", "sample_tokens", "tensorboard", "wandb",
                          "device", "compile", "activation_checkpointing", "chunked_loss", "cuda_graph", "fsdp", "resume",
                          "progress"})
 

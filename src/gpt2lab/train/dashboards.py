@@ -3,7 +3,8 @@
 
 Both are optional packages, imported only when asked for; a missing one is a one-line error before
 training starts. Each record's numbers are logged under their metrics.jsonl names (``loss``,
-``val_loss``, ``lr``, ``tok_per_s``, ``mfu``, ``hellaswag_acc_norm``...) at the record's ``step``.
+``val_loss``, ``lr``, ``tok_per_s``, ``mfu``, ``hellaswag_acc_norm``...) at the record's ``step``; TensorBoard
+also gets its texts (``sample``, ``train --sample``'s continuation).
 W&B's offline mode (``WANDB_MODE=offline``) needs no network: it writes RUN_DIR/wandb/ for a later
 ``wandb sync``. A resumed run continues the same W&B run (its id is kept in RUN_DIR/wandb_id).
 """
@@ -50,12 +51,15 @@ class Dashboards:
                                         name=run_dir.resolve().name, config=asdict(config))
 
     def log(self, record: dict[str, Any]) -> None:
-        """Log a metrics.jsonl record's numbers at its step."""
+        """Log a metrics.jsonl record's numbers at its step (and, to TensorBoard, its texts: ``sample``)."""
         step = int(record["step"])
         scalars = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self.writer is not None:
             for name, value in scalars.items():
                 self.writer.add_scalar(name, value, step)
+            for name, text in record.items():
+                if isinstance(text, str):
+                    self.writer.add_text(name, text, step)
         if self.wandb_run is not None:
             self.wandb_run.log(scalars, step=step)
 

@@ -216,6 +216,11 @@ class Trainer:
             self._rewrite_metrics()
             if config.eval_task:
                 self.task_tokenizer = self._task_tokenizer()
+            if config.sample is not None:
+                self.sample_tokenizer = self._data_tokenizer()
+                if self.sample_tokenizer.n_vocab > self.vocab:  # token files written without prepare (save_tokens)
+                    raise ConfigError(f"--sample needs the data's tokenizer, and {config.data} has none for its {self.vocab}-token "
+                                      "vocabulary (gpt2lab prepare saves one as DATA_DIR/tokenizer); leave --sample out")
             self.dashboards = Dashboards(config, self.run_dir)
 
     # -- what a task changes (``train.classify.ClassifyTrainer`` overrides these) ---------------------
@@ -573,7 +578,6 @@ class Trainer:
     def _task_tokenizer(self) -> Any:
         """The data's tokenizer (a benchmark is text). The task's data is read once here too, so a
         missing file or an unreachable hub stops the run before it trains, not at its first evaluation."""
-        from ..data import load_tokenizer
         from ..evaluate import wikitext_text
         from ..tasks import load_records
 
@@ -583,7 +587,13 @@ class Trainer:
             wikitext_text(cfg.eval_task_data)
         else:
             load_records(cfg.eval_task, cfg.eval_task_data, 1)
-        saved = self.data.directory / "tokenizer"  # prepare saves it; without it the data is GPT-2's
+        return self._data_tokenizer()
+
+    def _data_tokenizer(self) -> Any:
+        """The tokenizer the data was prepared with: the one prepare saved beside it, else GPT-2's."""
+        from ..data import load_tokenizer
+
+        saved = self.data.directory / "tokenizer"
         return load_tokenizer(saved if saved.is_dir() else None)
 
     def eval_scores(self) -> dict[str, float]:
@@ -604,6 +614,23 @@ class Trainer:
             kernels.unpack(model)  # the next step makes the packed copy stale: free its memory now
             self.model.train()
         return {f"{cfg.eval_task}_{k}": round(v, 6) for k, v in scores.items() if k != "n"}
+
+    def sample_text(self) -> str:
+        """``config.sample``'s continuation by the model as it is now (``TrainConfig.sample``). It draws
+        from a generator of its own, seeded alike every time, so the run's random numbers are untouched
+        and two evaluations' texts differ only by what the model learned between them."""
+        from ..generate import PREVIEW_SAMPLING, generate_text
+
+        cfg = self.config
+        assert cfg.sample is not None
+        model = self.export_model().eval()
+        try:
+            # plain decoding: a GPU's default would record a CUDA graph for this one short call
+            return generate_text(model, self.sample_tokenizer, cfg.sample, cfg.sample_tokens, seed=cfg.seed, static_cache=False,
+                                 **PREVIEW_SAMPLING)
+        finally:
+            kernels.unpack(model)  # the next step makes a packed copy stale: free its memory now
+            self.model.train()
 
     def export_model(self) -> GPT2:
         """The model as users see it: real vocabulary (views of the trained weights, no copy). An FSDP
@@ -801,6 +828,12 @@ class Trainer:
                         if bar is not None:
                             bar.write(f"step {self.step}: train loss {loss:.4f}" + (f", val loss {val_loss:.4f}" if val_loss is not None else "")
                                       + "".join(f", {name} {value:.4f}" for name, value in scores.items()))
+                        if main and cfg.sample is not None:
+                            sample = self.sample_text()
+                            if record is not None:
+                                record["sample"] = sample
+                            if bar is not None:
+                                bar.write(f"  sample: {cfg.sample}{sample}")
                         if main and self.on_eval is not None:
                             self._call_on_eval()
                     if record is not None:
