@@ -536,8 +536,9 @@ def test_two_process_fsdp_matches_one_process_and_resumes(data_dir, tmp_path):
 
     # a vocabulary padded to 64 rows inside (as on GPUs); stopped after step 2, then resumed recomputing its blocks
     fsdp("--max-steps", 2)
-    resumed = fsdp("--resume", "--activation-checkpointing")
+    resumed = fsdp("--resume", "--activation-checkpointing", "--keep-best")
     assert re.search(r"peak memory [\d.]+ GiB, [\d.]+ GiB \(per rank\)", resumed.stdout), resumed.stdout
+    assert "the best val loss" in resumed.stdout  # step 4's, the resumed run's first evaluation: gathered from the shards
     a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], abs=1e-5)
@@ -552,6 +553,7 @@ def test_two_process_fsdp_matches_one_process_and_resumes(data_dir, tmp_path):
         assert all(torch.allclose(slot[k], sharded["optimizer"]["state"][i][k], atol=1e-5) for k in slot)
     model = GPT2.from_pretrained(tmp_path / "two" / "model")
     assert torch.allclose(model.lm_head.weight, plain["model"]["lm_head.weight"], atol=1e-5)
+    torch.testing.assert_close(GPT2.from_pretrained(tmp_path / "two" / "best").state_dict(), model.state_dict(), rtol=0, atol=0)
 
 
 # -- errors ---------------------------------------------------------------------------------------------------
@@ -629,3 +631,46 @@ def test_the_progress_bar_says_a_compiled_run_is_compiling_until_its_first_step(
     assert "loss=" in bar[-1] and "compiling" not in bar[-1]
     train(config(data_dir, tmp_path / "plain", progress=True, max_steps=2))
     assert "compiling" not in capsys.readouterr().err
+
+
+def test_keep_best_keeps_the_model_of_the_lowest_validation_loss(data_dir, tmp_path, monkeypatch):
+    """--keep-best: RUN/best/ holds the model as it was at the evaluation with the lowest val_loss; the checkpoint
+    remembers that loss, so a resumed run replaces best/ only when it does better. (The validation losses are
+    scripted, so that the best is neither the first nor the last.)"""
+    scripted = iter([3.0, 2.0, 2.5, 2.6, 1.5])
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: next(scripted, 9.0))
+    weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def keep(step: int, model: GPT2) -> None:
+        weights[step] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    run = tmp_path / "run"
+    result = train(config(data_dir, run, max_steps=6, eval_every=2, keep_best=True), on_eval=keep)
+    assert (result.best_step, result.best_val_loss) == (4, 2.0) and result.val_loss == 2.5
+    best = GPT2.from_pretrained(run / "best").state_dict()
+    assert best.keys() == weights[4].keys()
+    for name, tensor in best.items():
+        torch.testing.assert_close(tensor, weights[4][name], rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(weights[4][k], weights[6][k]) for k in best)  # the last model is another
+    result = train(config(data_dir, run, max_steps=8, eval_every=2, keep_best=True, resume=True), on_eval=keep)
+    assert (result.best_step, result.best_val_loss) == (4, 2.0)  # 2.6 at step 8 is no better
+    torch.testing.assert_close(GPT2.from_pretrained(run / "best").state_dict(), best, rtol=0, atol=0)
+    result = train(config(data_dir, run, max_steps=10, eval_every=2, keep_best=True, resume=True), on_eval=keep)
+    assert (result.best_step, result.best_val_loss) == (10, 1.5)
+    torch.testing.assert_close(GPT2.from_pretrained(run / "best").state_dict(), weights[10], rtol=0, atol=0)
+    plain = train(config(data_dir, tmp_path / "plain", max_steps=2, eval_every=2))  # without it: no best/
+    assert plain.best_step is None and not (tmp_path / "plain" / "best").exists()
+
+
+def test_keep_best_from_the_command_line(data_dir, tmp_path, capsys):
+    from gpt2lab.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data_dir), "--out", str(run), "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16",
+            "--batch-size", "4", "--max-steps", "4", "--eval-every", "2", "--eval-batches", "2", "--keep-best", "--quiet"]
+    assert main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    best = re.search(r"; the best val loss, ([\d.]+) at step (\d+), in (\S+)$", last)
+    assert best and Path(best[3]) == run / "best" and (run / "best" / "model.safetensors").is_file(), last
+    records = {r["step"]: r["val_loss"] for r in metrics(run) if "val_loss" in r}
+    assert float(best[1]) == pytest.approx(min(records.values()), abs=1e-4) and records[int(best[2])] == min(records.values())

@@ -720,6 +720,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="on a CUDA GPU: record the whole step as a CUDA graph after 3 plain steps and replay it (one launch per step)")
     p.add_argument("--fsdp", action="store_true", default=None,
                    help="under torchrun: shard weights, gradients and optimizer state over the processes (FSDP2) instead of DDP's copies")
+    p.add_argument("--keep-best", action="store_true", default=None,
+                   help="also keep the model of the lowest validation loss so far in RUN_DIR/best/ (for when a fine-tune overfits)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -729,7 +731,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     given = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
-    for flag in ("compile", "activation_checkpointing", "chunked_loss", "cuda_graph", "fsdp"):
+    for flag in ("compile", "activation_checkpointing", "chunked_loss", "cuda_graph", "fsdp", "keep_best"):
         if getattr(args, flag):
             given[flag] = True
     init = given.get("init", "scratch")
@@ -755,7 +757,9 @@ def _train(args: argparse.Namespace) -> int:
         parts.append("peak memory " + ", ".join(f"{b / 2**30:.2f} GiB" for b in result.peak_memory)
                      + (" (per rank)" if len(result.peak_memory) > 1 else ""))
     adapter = f", adapter in {result.run_dir / 'adapter'}" if (result.run_dir / "adapter").is_dir() else ""
-    print(f"{', '.join(parts)}; model saved in {result.run_dir / 'model'}{adapter}")
+    best = (f"; the best val loss, {result.best_val_loss:.4f} at step {result.best_step}, in {result.run_dir / 'best'}"
+            if result.best_step is not None else "")
+    print(f"{', '.join(parts)}; model saved in {result.run_dir / 'model'}{adapter}{best}")
     return 0
 
 

@@ -30,6 +30,7 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 MODEL_DIR = RUN_MODEL_DIR  # run/model: the model in Hugging Face's format (files.run_model_dir reads it back)
 ADAPTER_DIR = "adapter"
+BEST_DIR = "best"  # run/best: the model of the lowest validation loss so far (train --keep-best)
 PLOT = "loss.png"
 CHECKPOINT_FORMAT = 1
 
@@ -135,5 +136,5 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["CHECKPOINT", "METRICS", "MODEL_DIR", "ADAPTER_DIR", "PLOT", "CHECKPOINT_FORMAT", "load_checkpoint", "write_checkpoint",
+__all__ = ["CHECKPOINT", "METRICS", "MODEL_DIR", "ADAPTER_DIR", "BEST_DIR", "PLOT", "CHECKPOINT_FORMAT", "load_checkpoint", "write_checkpoint",
            "tensor_bytes", "write_failure", "rng_state", "set_rng_state", "seed_everything"]

@@ -15,6 +15,7 @@ LoRA, dashboards); only what a task changes is overridden here:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -28,7 +29,6 @@ from ..config import GPT2Config
 from ..flops import flops_per_token
 from ..model import GPT2
 from ..tokenizer import Tokenizer
-from .checkpoint import MODEL_DIR
 from .config import TrainConfig
 from .trainer import Trainer
 
@@ -104,9 +104,9 @@ class ClassifyTrainer(Trainer):
     def eval_scores(self) -> dict[str, float]:
         return {"val_acc": round(self.val_acc, 6)} if self.val_acc is not None else {}
 
-    def _copy_tokenizer(self) -> None:
-        """model/ gets the tokenizer the texts were read with, so ``eval --task classify`` reads them the same way."""
-        self.tokenizer.save(self.run_dir / MODEL_DIR)
+    def _save_tokenizer(self, directory: Path) -> None:
+        """The tokenizer the texts were read with, so ``eval --task classify`` reads them the same way."""
+        self.tokenizer.save(directory)
 
 
 __all__ = ["ClassifyTrainer"]

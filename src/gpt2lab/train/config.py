@@ -60,6 +60,10 @@ class TrainConfig:
             ``wikitext``; ``gpt2lab.evaluate.evaluate_task``), logged as ``{task}_{metric}``
             (``hellaswag_acc_norm``...); eval_task_data: its file (default: the hub's split);
             eval_task_limit: its first N items (WikiText: tokens).
+        keep_best: also keep the model of the best evaluation so far (the lowest ``val_loss``) in
+            RUN/best/ (Hugging Face format, with the tokenizer; LoRA merged): the one to use when a
+            fine-tune starts to overfit. The checkpoint remembers its step and loss, so a resumed run
+            compares with it; ``TrainResult.best_step`` / ``best_val_loss`` say which it was.
         sample: a prompt the model continues at every evaluation (``""``: from ``<|endoftext|>``),
             ``sample_tokens`` tokens of it, sampled (``generate.PREVIEW_SAMPLING``) from the run's seed each
             time, so that one evaluation's text differs from the last only by what the model learned
@@ -128,6 +132,7 @@ class TrainConfig:
     eval_task: str | None = None
     eval_task_data: str | None = None
     eval_task_limit: int | None = None
+    keep_best: bool = False
     sample: str | None = None
     sample_tokens: int = 48
     tensorboard: str | None = None
@@ -211,7 +216,7 @@ TRAIN_TASKS = ("lm", "classify")
 # Options that may change when a run is resumed: how long it goes on, how it is watched, where it
 # runs. Everything else defines the trajectory and is taken from the checkpoint.
 RUN_CONTROL = frozenset({"data", "out", "max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every",
-                         "eval_task", "eval_task_data", "eval_task_limit", "sample", "sample_tokens", "tensorboard", "wandb",
+                         "eval_task", "eval_task_data", "eval_task_limit", "keep_best", "sample", "sample_tokens", "tensorboard", "wandb",
                          "device", "compile", "activation_checkpointing", "chunked_loss", "cuda_graph", "fsdp", "resume",
                          "progress"})
 
@@ -248,6 +253,8 @@ class TrainResult:
     interrupted: bool = False  # stopped by Ctrl-C / SIGTERM (a checkpoint was saved)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     peak_memory: list[int] = field(default_factory=list)  # bytes, per rank: GPU memory allocated, else the resident set
+    best_step: int | None = None  # keep_best: the step of the lowest validation loss, whose model is in RUN/best/
+    best_val_loss: float | None = None
 
 
 __all__ = ["TRAIN_TASKS", "TrainConfig", "TrainResult", "RUN_CONTROL", "resumed_config"]

@@ -40,6 +40,7 @@ from ..lora import apply_lora, base_fingerprint, describe, lora_state_dict, merg
 from ..model import GPT2
 from .checkpoint import (
     ADAPTER_DIR,
+    BEST_DIR,
     CHECKPOINT,
     CHECKPOINT_FORMAT,
     METRICS,
@@ -176,6 +177,7 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.last_saved = 0
+        self.best: tuple[int, float] | None = None  # (step, val_loss) of the best evaluation so far (keep_best)
         self._stop = StopFlag()
         self._stop_all = False
         # the first step whose loss was not finite (-1: none yet) and that loss; read by read_loss
@@ -209,7 +211,7 @@ class Trainer:
             for name in (CHECKPOINT, METRICS, PLOT):
                 for stale in self.run_dir.glob(f".{name}.*.tmp"):
                     stale.unlink(missing_ok=True)
-            for directory in (MODEL_DIR, ADAPTER_DIR):
+            for directory in (MODEL_DIR, ADAPTER_DIR, BEST_DIR):
                 for stale in (self.run_dir / directory).glob(".*.tmp"):
                     stale.unlink(missing_ok=True)
             self.metrics = self._read_metrics(up_to=self.step) if ckpt is not None else []
@@ -321,6 +323,8 @@ class Trainer:
         self.sampler.load_state_dict(ckpt["sampler"])
         self.step = self.last_saved = int(ckpt["step"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
+        best = ckpt.get("best")  # (checkpoints from before keep_best have none)
+        self.best = (int(best[0]), float(best[1])) if best else None
         states = ckpt["rng"]
         if self.dist.world_size == len(states):
             set_rng_state(states[self.dist.rank], self.device)
@@ -670,6 +674,7 @@ class Trainer:
             "data": self._data_record(),
             "elapsed": self.elapsed,
             "lora_base": self.lora_base,
+            "best": self.best,
         }
         path = self.run_dir / CHECKPOINT
         try:
@@ -680,14 +685,43 @@ class Trainer:
         self.last_saved = self.step
         try:
             model = self._plain_model(ckpt["model"]) if self.config.fsdp else self.export_model()
-            merged_copy(model).save_pretrained(str(self.run_dir / MODEL_DIR))  # a LoRA run's adapters folded in
+            self._write_model_dir(model, self.run_dir / MODEL_DIR)
             if self.lora_base is not None:  # and apart, in PEFT's format (a classifier's: with its new head)
                 save_adapter(model, self.run_dir / ADAPTER_DIR, base_model_name_or_path=self.config.init)
-            self._copy_tokenizer()
             self._plot()
         except (OSError, RuntimeError) as err:
             self._write_failed(err, f"writing {self.run_dir / MODEL_DIR}",
                                f"the checkpoint of step {self.step} is saved whole and model/ keeps its earlier weights")
+
+    def _write_model_dir(self, model: GPT2, directory: Path) -> None:
+        """``model`` as a Hugging Face checkpoint in ``directory`` (each file atomically; a LoRA run's adapters
+        folded in), with the data's tokenizer files, so that generating from it uses the right vocabulary."""
+        merged_copy(model).save_pretrained(str(directory))
+        self._save_tokenizer(directory)
+
+    def _save_tokenizer(self, directory: Path) -> None:
+        """The data's tokenizer files into a model directory."""
+        src = self.data.directory / "tokenizer"
+        if src.is_dir():
+            for f in src.iterdir():
+                if f.is_file():
+                    atomic_write_bytes(directory / f.name, f.read_bytes())
+
+    def keep_if_best(self, val_loss: float) -> bool:
+        """With ``keep_best``: if ``val_loss`` is the lowest so far, write the model as it is now to RUN/best/
+        and remember the step (the checkpoint keeps it, so a resumed run compares with it). Every rank
+        calls this (an FSDP model is gathered); True when this evaluation was the best."""
+        if self.best is not None and val_loss >= self.best[1]:
+            return False
+        self.best = (self.step, val_loss)
+        gathered = full_model_state(self.model) if self.config.fsdp else None  # on rank 0 only ({} elsewhere)
+        if self.dist.is_main:
+            model = self._plain_model(gathered) if gathered is not None else self.export_model()
+            try:
+                self._write_model_dir(model, self.run_dir / BEST_DIR)
+            except (OSError, RuntimeError) as err:
+                self._write_failed(err, f"writing {self.run_dir / BEST_DIR}", f"the checkpoint of step {self.last_saved} is intact")
+        return True
 
     def _write_failed(self, err: OSError | RuntimeError, doing: str, kept: str, needed: int | None = None) -> NoReturn:
         """A failed write (a full disk, most often) as one line that says what happened, what is
@@ -697,15 +731,6 @@ class Trainer:
             raise err
         advice = "free some space (or choose another --out)" if "disk space" in reason else "fix that"
         raise TrainingError(f"{reason} while {doing}; {kept}. To go on, {advice}, then --resume") from None
-
-    def _copy_tokenizer(self) -> None:
-        """model/ gets the data's tokenizer files, so generating from it uses the right vocabulary."""
-        src = self.data.directory / "tokenizer"
-        if src.is_dir():
-            for f in src.iterdir():
-                if f.is_file():
-                    data = f.read_bytes()
-                    atomic_write_bytes(self.run_dir / MODEL_DIR / f.name, data)
 
     # -- metrics ---------------------------------------------------------------------------------
 
@@ -822,12 +847,14 @@ class Trainer:
                         val_loss = self.evaluate()
                         if record is not None and val_loss is not None:
                             record["val_loss"] = round(val_loss, 6)
+                        best = cfg.keep_best and val_loss is not None and self.keep_if_best(val_loss)
                         scores = self.eval_scores() if main else {}
                         if record is not None:
                             record.update(scores)
                         if bar is not None:
                             bar.write(f"step {self.step}: train loss {loss:.4f}" + (f", val loss {val_loss:.4f}" if val_loss is not None else "")
-                                      + "".join(f", {name} {value:.4f}" for name, value in scores.items()))
+                                      + "".join(f", {name} {value:.4f}" for name, value in scores.items())
+                                      + (f" (the best so far: model in {self.run_dir / BEST_DIR})" if best else ""))
                         if main and cfg.sample is not None:
                             sample = self.sample_text()
                             if record is not None:
@@ -857,7 +884,8 @@ class Trainer:
                 bar.close()
         peaks = self.peak_memory_per_rank()  # of the training (an FSDP run's export below gathers a whole model)
         model = self.export_model().eval()
-        return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(getattr(self, "metrics", [])), peaks)
+        return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(getattr(self, "metrics", [])), peaks,
+                           best_step=self.best[0] if self.best else None, best_val_loss=self.best[1] if self.best else None)
 
     def _step_record(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float) -> dict[str, Any]:
         """A logged step's metrics.jsonl line (before any evaluation adds to it)."""
