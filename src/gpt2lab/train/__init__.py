@@ -45,7 +45,8 @@ from .distributed import Distributed, setup_distributed
 from .loss import lm_loss
 from .optim import lr_at, make_optimizer, param_groups
 from .plots import plot_metrics
-from .trainer import Trainer, set_dropout, train, trainer_class
+from .run import train, trainer_class
+from .trainer import Trainer, set_dropout
 from .vocab import pad_vocabulary, real_vocab_model
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "lr_at", "param_groups", "make_optimizer", "plot_metrics",

@@ -1,4 +1,4 @@
-"""The training loop: ``Trainer`` (one run, its pieces as methods) and ``train`` (build, run, close).
+"""The training loop: ``Trainer``, one run with its pieces as methods (``train.run.train`` builds, runs and closes one).
 
 One optimizer step, the habits of a serious run included:
 
@@ -14,7 +14,6 @@ One optimizer step, the habits of a serious run included:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import time
@@ -34,7 +33,7 @@ from ..config import GPT2Config, parameter_counts
 from ..devices import attention_kernels, autocast, parse_dtype, pick_device
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluate import token_losses
-from ..files import atomic_write, atomic_write_bytes
+from ..files import atomic_write_bytes
 from ..flops import flops_per_token, peak_flops
 from ..lora import apply_lora, base_fingerprint, describe, lora_state_dict, merged_copy, save_adapter
 from ..model import GPT2
@@ -60,6 +59,7 @@ from .distributed import setup_distributed
 from .graphed import GraphedTrainStep
 from .loss import LanguageModelLoss
 from .memory import checkpoint_blocks
+from .metrics import MetricsLog, show_step
 from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
 from .sharded import everyone_model_state, full_model_state, full_optimizer_state, load_full_state, peak_memory, shard_model
@@ -89,7 +89,7 @@ class Trainer:
     ) -> None:
         self.on_eval = on_eval
         self.on_log = on_log
-        self.dashboards: Dashboards | None = None  # TensorBoard / W&B, on the main process
+        self.metrics_log: MetricsLog | None = None  # metrics.jsonl, TensorBoard, W&B: on the main process
         config.resolved()  # every value checked before anything starts
         self.run_dir = Path(config.out)
         self.device = pick_device(config.device)
@@ -114,6 +114,8 @@ class Trainer:
             raise TrainingError(f"{self.run_dir} already holds a run ({CHECKPOINT}); pass --resume to continue it, or choose another --out")
         config = config.resolved()
         if config.task != self.task:
+            from .run import trainer_class  # (run.py imports this module)
+
             raise ConfigError(f"a {config.task} run needs {trainer_class(config).__name__}, not {type(self).__name__}; train(config) picks it")
         self.config = config
         self._open_data(config)
@@ -204,7 +206,6 @@ class Trainer:
         self.tokens_per_step = config.batch_size * self.block_size * config.grad_accum * self.dist.world_size
         self.flops_per_step = flops_per_token(self.model_config, self.block_size) * self.tokens_per_step
         self.peak = peak_flops(self.device, self.dtype) if self.dist.is_main else None
-        self.metrics_path = self.run_dir / METRICS
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             # temporary files of atomic writes that a kill -9 interrupted (the real files are intact)
@@ -214,8 +215,11 @@ class Trainer:
             for directory in (MODEL_DIR, ADAPTER_DIR, BEST_DIR):
                 for stale in (self.run_dir / directory).glob(".*.tmp"):
                     stale.unlink(missing_ok=True)
-            self.metrics = self._read_metrics(up_to=self.step) if ckpt is not None else []
-            self._rewrite_metrics()
+            self.metrics_log = MetricsLog(self.run_dir / METRICS, self.on_log)
+            try:
+                self.metrics_log.start(resumed_at=self.step if ckpt is not None else None)
+            except OSError as err:
+                self._write_failed(err, f"writing {self.run_dir / METRICS}", "nothing was changed")
             if config.eval_task:
                 self.task_tokenizer = self._task_tokenizer()
             if config.sample is not None:
@@ -223,7 +227,7 @@ class Trainer:
                 if self.sample_tokenizer.n_vocab > self.vocab:  # token files written without prepare (save_tokens)
                     raise ConfigError(f"--sample needs the data's tokenizer, and {config.data} has none for its {self.vocab}-token "
                                       "vocabulary (gpt2lab prepare saves one as DATA_DIR/tokenizer); leave --sample out")
-            self.dashboards = Dashboards(config, self.run_dir)
+            self.metrics_log.dashboards = Dashboards(config, self.run_dir)
 
     # -- what a task changes (``train.classify.ClassifyTrainer`` overrides these) ---------------------
 
@@ -734,36 +738,17 @@ class Trainer:
 
     # -- metrics ---------------------------------------------------------------------------------
 
-    def _read_metrics(self, up_to: int) -> list[dict[str, Any]]:
-        records = []
-        if self.metrics_path.is_file():
-            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a crash
-                if isinstance(record, dict) and record.get("step", 0) <= up_to:
-                    records.append(record)
-        return records
-
-    def _rewrite_metrics(self) -> None:
-        text = "".join(json.dumps(r) + "\n" for r in self.metrics)
-        try:
-            atomic_write(self.metrics_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        except OSError as err:
-            self._write_failed(err, f"writing {self.metrics_path}", "nothing was changed")
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl so far (the main process's; [] on the others)."""
+        return self.metrics_log.records if self.metrics_log is not None else []
 
     def _log(self, record: dict[str, Any]) -> None:
-        self.metrics.append(record)
+        assert self.metrics_log is not None  # the main process logs
         try:
-            with open(self.metrics_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            self.metrics_log.append(record)
         except OSError as err:  # a line cut short is skipped when the run is resumed
-            self._write_failed(err, f"writing {self.metrics_path}", f"the checkpoint of step {self.last_saved} is intact")
-        if self.dashboards is not None:
-            self.dashboards.log(record)
-        if self.on_log is not None:
-            self.on_log(record)
+            self._write_failed(err, f"writing {self.metrics_log.path}", f"the checkpoint of step {self.last_saved} is intact")
 
     def _plot(self) -> None:
         if self.metrics:
@@ -884,7 +869,7 @@ class Trainer:
                 bar.close()
         peaks = self.peak_memory_per_rank()  # of the training (an FSDP run's export below gathers a whole model)
         model = self.export_model().eval()
-        return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(getattr(self, "metrics", [])), peaks,
+        return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(self.metrics), peaks,
                            best_step=self.best[0] if self.best else None, best_val_loss=self.best[1] if self.best else None)
 
     def _step_record(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float) -> dict[str, Any]:
@@ -935,9 +920,8 @@ class Trainer:
         others (rank 0 is still writing files while the rest are done): a rank that tears down its
         gloo connections while a peer still uses them can abort the whole job at exit (reproduced:
         3 aborts in 20 runs without the barrier, none with it). Dashboards are closed (flushed) first."""
-        if self.dashboards is not None:
-            self.dashboards.close()
-            self.dashboards = None
+        if self.metrics_log is not None:
+            self.metrics_log.close()
         graphed = getattr(self, "graphed", None)  # (not made when set-up failed before it)
         if graphed is not None:  # a recorded step holds its own memory (activations, gradients)
             graphed.release()
@@ -950,12 +934,6 @@ class Trainer:
             dist.barrier()
         dist.destroy_process_group()
         self.dist.owns_group = False
-
-
-def show_step(bar: Any, loss: float, tok_per_s: float, record: dict[str, Any] | None) -> None:
-    """A read step's loss, speed and (from its metrics line, when it has one) MFU beside the progress bar."""
-    shown = {"mfu": f"{record['mfu']:.1%}"} if record and "mfu" in record else {}
-    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}", **shown)
 
 
 def refuse(flag: str, why_not: str | None) -> None:
@@ -974,44 +952,4 @@ def set_dropout(model: GPT2, p: float) -> None:
     model.config = model.config.replace(embd_pdrop=p, attn_pdrop=p, resid_pdrop=p)
 
 
-def trainer_class(config: TrainConfig) -> type[Trainer]:
-    """The ``Trainer`` for ``config``'s task; a resumed run's task is its checkpoint's (read without
-    its tensors: ``mmap`` leaves them on disk)."""
-    from .classify import ClassifyTrainer
-
-    task = config.task
-    path = Path(config.out) / CHECKPOINT
-    if config.resume and path.is_file():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("train_config", {})
-            task = saved.get("task", "lm")
-        except Exception:  # noqa: BLE001 (a damaged file: Trainer's load_checkpoint says so in one line)
-            pass
-    return ClassifyTrainer if task == "classify" else Trainer
-
-
-def train(
-    config: TrainConfig,
-    *,
-    on_eval: Callable[[int, GPT2], None] | None = None,
-    on_log: Callable[[dict[str, Any]], None] | None = None,
-) -> TrainResult:
-    """Run (or resume) training as ``config`` says; see ``TrainConfig`` and the module docstring.
-
-    Args:
-        on_eval: called as ``on_eval(step, model)`` on rank 0 after every evaluation, with the
-            model in eval mode (real vocabulary): sample some text, save a copy, plot something.
-            Random numbers it draws do not disturb the run.
-        on_log: called with each metrics record (a dict) as it is written.
-    """
-    trainer = trainer_class(config)(config, on_eval=on_eval, on_log=on_log)
-    try:
-        result = trainer.run()
-    except BaseException:
-        trainer.close()
-        raise
-    trainer.close(finished=True)
-    return result
-
-
-__all__ = ["Trainer", "train", "trainer_class", "set_dropout"]
+__all__ = ["Trainer", "set_dropout"]
