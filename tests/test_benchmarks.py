@@ -10,6 +10,8 @@ sides it compares start from the same loss.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import importlib.util
 import re
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 from cuda_graph_stand_in import FakeCUDAGraph, use_fake_cuda_graphs
 from gpt2lab.train import Trainer
@@ -120,3 +123,33 @@ def test_bench_generate_compiled_with_profile(monkeypatch, capsys):
     decode = r"decode only: gpt2lab +[\d.]+ tok/s \| transformers +[\d.]+ tok/s \| gpt2lab/transformers [\d.]+x"
     assert len(re.findall(decode, out)) == 4  # eager and compiled, at each batch size
     assert "profile: gpt2lab compiled, batch 2" in out
+
+
+@pytest.mark.parametrize("path", sorted(BENCHMARKS.glob("*.py")), ids=lambda p: p.name)
+def test_every_benchmark_imports_names_that_exist(path):
+    """Each ``from gpt2lab... import name`` in a benchmark script, also those inside functions (gpu_check.py
+    imports most of what it checks there, and runs only on a GPU), names something that exists; and every
+    ``TrainConfig(...)`` keyword a script passes is a field of it."""
+    from dataclasses import fields
+
+    from gpt2lab.train import TrainConfig
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "gpt2lab":
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name):  # a submodule (from gpt2lab import interp) is imported by name
+                    assert importlib.util.find_spec(f"{node.module}.{alias.name}"), f"{path.name}:{node.lineno}: {node.module} has no {alias.name}"
+                imported += 1
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "TrainConfig":
+            unknown = {k.arg for k in node.keywords if k.arg is not None} - {f.name for f in fields(TrainConfig)}
+            assert not unknown, f"{path.name}:{node.lineno}: TrainConfig has no {sorted(unknown)}"
+    assert imported or path.name in ("run_all.py", "minimal_gpt2.py")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU it runs its checks (benchmarks/gpu_run.sh)")
+def test_gpu_check_says_in_one_line_that_it_needs_a_gpu(capsys):
+    assert script("gpu_check").main() == 1
+    assert capsys.readouterr().out == "no CUDA device\n"
