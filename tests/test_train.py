@@ -674,3 +674,8 @@ def test_keep_best_from_the_command_line(data_dir, tmp_path, capsys):
     assert best and Path(best[3]) == run / "best" and (run / "best" / "model.safetensors").is_file(), last
     records = {r["step"]: r["val_loss"] for r in metrics(run) if "val_loss" in r}
     assert float(best[1]) == pytest.approx(min(records.values()), abs=1e-4) and records[int(best[2])] == min(records.values())
+    # resumed without --keep-best: best/ stays as it was, and the last line does not speak of it
+    before = (run / "best" / "model.safetensors").read_bytes()
+    assert main([*args[:args.index("--max-steps")], "--max-steps", "6", "--resume", "--quiet"]) == 0
+    assert "the best val loss" not in capsys.readouterr().out.strip().splitlines()[-1]
+    assert (run / "best" / "model.safetensors").read_bytes() == before
