@@ -443,8 +443,9 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
 def _tokenizer_encode(args: argparse.Namespace) -> None:
     if args.text is not None and args.text_option is not None:
         raise UsageError("give the text once: as an argument or with --text, not both")
-    text = next((t for t in (args.text_option, args.text) if t is not None), None)
-    text = sys.stdin.read() if text is None else text
+    text = args.text_option if args.text_option is not None else args.text
+    if text is None:
+        text = sys.stdin.read()
     tok = _load_tokenizer(args)
     ids = tok.encode(text, allowed_special="all") if args.special else tok.encode(text, disallowed_special=())
     if args.ids:

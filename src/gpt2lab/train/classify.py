@@ -22,7 +22,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import kernels
 from ..classify import ExampleSampler, GPT2Classifier, LabelledData, load_labelled, score_examples
 from ..compatibility import check_tokenizer_fits_model
 from ..config import GPT2Config
@@ -92,12 +91,9 @@ class ClassifyTrainer(Trainer):
     def evaluate(self) -> float | None:
         """Loss and accuracy over the whole held-out split (every rank computes the same numbers)."""
         data = self.labelled
-        model = cast(GPT2Classifier, self.export_model())
-        try:
-            scores = score_examples(model, data.val_ids, data.val_labels, batch_size=self.config.batch_size, dtype=self.dtype)
-        finally:
-            kernels.unpack(model)  # the next step makes the packed copy stale: free its memory now
-            self.model.train()
+        with self.model_to_read() as model:
+            scores = score_examples(cast(GPT2Classifier, model), data.val_ids, data.val_labels, batch_size=self.config.batch_size,
+                                    dtype=self.dtype)
         self.val_acc = scores["acc"]
         return scores["loss"]
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn, cast
@@ -614,13 +614,9 @@ class Trainer:
 
         cfg = self.config
         assert cfg.eval_task is not None
-        model = self.export_model()
-        try:
+        with self.model_to_read() as model:
             scores = evaluate_task(model, self.task_tokenizer, cfg.eval_task, cfg.eval_task_data, cfg.eval_task_limit,
                                    batch_size=cfg.batch_size, dtype=self.dtype)
-        finally:
-            kernels.unpack(model)  # the next step makes the packed copy stale: free its memory now
-            self.model.train()
         return {f"{cfg.eval_task}_{k}": round(v, 6) for k, v in scores.items() if k != "n"}
 
     def sample_text(self) -> str:
@@ -631,13 +627,21 @@ class Trainer:
 
         cfg = self.config
         assert cfg.sample is not None
-        model = self.export_model().eval()
-        try:
+        with self.model_to_read() as model:
             # plain decoding: a GPU's default would record a CUDA graph for this one short call
             return generate_text(model, self.sample_tokenizer, cfg.sample, cfg.sample_tokens, seed=cfg.seed, static_cache=False,
                                  **PREVIEW_SAMPLING)
+
+    @contextlib.contextmanager
+    def model_to_read(self) -> Iterator[GPT2]:
+        """The model as users see it (``export_model``), in eval mode, to score or sample inside the
+        ``with`` block. Afterwards the packed copies a CPU made of its weights are dropped (the next
+        step makes them stale: their memory is freed now) and the training model is training again."""
+        model = self.export_model().eval()
+        try:
+            yield model
         finally:
-            kernels.unpack(model)  # the next step makes a packed copy stale: free its memory now
+            kernels.unpack(model)
             self.model.train()
 
     def export_model(self) -> GPT2:
@@ -774,9 +778,9 @@ class Trainer:
             if self.lora_base is not None:
                 bar.write(describe(self.model))
         # torch.compile works inside the first step (a minute or more for a large model, on a CPU too): say so
-        compiling = bar is not None and cfg.compile
-        if compiling and bar is not None:
-            bar.set_postfix_str("compiling the step (torch.compile): the first step takes a while")
+        compiling = bar if cfg.compile else None  # the bar that says so, until the first step is done
+        if compiling is not None:
+            compiling.set_postfix_str("compiling the step (torch.compile): the first step takes a while")
         loss = val_loss = None
         interrupted = False
         try:
@@ -788,9 +792,9 @@ class Trainer:
                 while self.step < cfg.max_steps:
                     t0 = time.perf_counter()
                     self.train_step_no_sync()
-                    if compiling and bar is not None:  # (the host compiles before it queues the step, so that is done now)
-                        bar.set_postfix_str("")
-                        compiling = False
+                    if compiling is not None:  # (the host compiles before it queues the step, so that is done now)
+                        compiling.set_postfix_str("")
+                        compiling = None
                     if on_its_way is not None:
                         step, lr, snapshot, steps = on_its_way
                         on_its_way = None
