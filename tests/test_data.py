@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import gpt2lab.data as data_mod
+from gpt2lab import hub
 from gpt2lab.data import DataError, open_data, prepare, val_ranges
 from gpt2lab.tokenizer import Tokenizer
 
@@ -123,7 +124,7 @@ def test_large_vocabulary_uses_uint32(tmp_path):
     assert read_ids(tmp_path / "out") == [104, 105, 70000, 121, 111]
 
 
-def test_parquet_and_hugging_face_datasets(tmp_path, tok_path):
+def test_parquet_and_hugging_face_datasets(tmp_path, tok_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -131,7 +132,10 @@ def test_parquet_and_hugging_face_datasets(tmp_path, tok_path):
     (tmp_path / "ds").mkdir()  # a local dataset folder, read through datasets.load_dataset
     (tmp_path / "ds" / "train.jsonl").write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(3)))
     inputs = [f"hf:{tmp_path / 'ds'}", tmp_path / "x.parquet"]
+    loads = []  # each load asks the hub about the dataset: the fingerprint and the reading share one
+    monkeypatch.setattr(hub, "load_dataset", lambda *a, real=hub.load_dataset: loads.append(a) or real(*a))
     result = prepare(inputs, tmp_path / "out", tokenizer=tok_path, val_fraction=0.0, progress=False)
+    assert loads == [(str(tmp_path / "ds"), "train")]
     assert Tokenizer.from_file(tok_path).decode(read_ids(tmp_path / "out")) == "<|endoftext|>".join(["row 0", "row 1", "row 2", "pq one", "pq two"])
     assert result.meta["sources"][0] == f"hf:{tmp_path / 'ds'}:train"
     assert prepare(inputs, tmp_path / "out", tokenizer=tok_path, val_fraction=0.0, progress=False).skipped

@@ -162,7 +162,6 @@ def test_parquet_and_hub_records_give_the_same_data(tokenizer, gpt2_vocab_path, 
         return rows
 
     monkeypatch.setattr(data_mod, "_hf_dataset", stand_in_hub)
-    monkeypatch.setattr(data_mod, "_hf_fingerprint", lambda name, split: "stand-in")
     made = {}
     for name, source in (("jsonl", write_jsonl(tmp_path / "alpaca.jsonl", alpaca)), ("parquet", tmp_path / "alpaca.parquet"),
                          ("hf", "hf:tatsu-lab/alpaca")):

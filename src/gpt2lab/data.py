@@ -23,7 +23,7 @@ import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +97,18 @@ class Source:
     size: int = 0  # bytes on disk (0 for hf)
     mtime_ns: int = 0
     explicit: bool = True  # named by the user (a mistake in it is an error) rather than found in a folder
+    # an hf source's dataset once loaded: the fingerprint and the reading share one load (each asks the hub)
+    dataset: Any = field(default=None, repr=False, compare=False)
 
     def key(self) -> list:
         return [self.kind, self.name, self.size, self.mtime_ns]
+
+    def hf_dataset(self) -> Any:
+        """The dataset an ``hf:`` source names, loaded on the first call."""
+        if self.dataset is None:
+            _, name, split = self.name.split(":", 2)
+            self.dataset = _hf_dataset(name, split)
+        return self.dataset
 
 
 def _kind(path: Path) -> str:
@@ -276,8 +285,7 @@ def _record_objects(source: Source, columns: Sequence[str] | None = None) -> Ite
                 yield record, f"{source.name} row {n}"
                 n += 1
     elif source.kind == "hf":
-        _, name, split = source.name.split(":", 2)
-        for n, record in enumerate(_hf_dataset(name, split)):
+        for n, record in enumerate(source.hf_dataset()):
             yield record, f"{source.name} row {n}"
     else:  # pragma: no cover - kinds are fixed above
         raise AssertionError(source.kind)
@@ -298,10 +306,6 @@ def _hf_dataset(name: str, split: str):
             raise DataError("hf: inputs need the datasets library: pip install 'gpt2lab[data]' (or pip install datasets)") from None
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise DataError(f"could not load dataset {name!r} split {split!r}: {reason}") from None
-
-
-def _hf_fingerprint(name: str, split: str) -> str:
-    return str(getattr(_hf_dataset(name, split), "_fingerprint", ""))
 
 
 def iter_pieces(sources: Sequence[Source], text_field: str, stats: _Stats, progress=None) -> Iterator[tuple[str, bool]]:
@@ -454,7 +458,7 @@ def _fingerprint(sources: list[Source], tok_fp: str, val_fraction: float, text_f
     for s in sources:
         key = s.key()
         if s.kind == "hf":
-            key.append(_hf_fingerprint(*s.name.split(":", 2)[1:]))
+            key.append(str(getattr(s.hf_dataset(), "_fingerprint", "")))
         keys.append(key)
     what = [FORMAT_VERSION, tok_fp, val_fraction, text_field, keys] + ([layout] if layout != "text" else [])
     blob = json.dumps(what)
