@@ -906,16 +906,12 @@ class Trainer:
         sample text, say) is put back afterwards, so a hook never changes the run."""
         hook = self.on_eval
         assert hook is not None  # run() calls this only when there is a hook
-        model = self.export_model()
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            state = (random.getstate(), np.random.get_state())
-            model.eval()
+        state = (random.getstate(), np.random.get_state())
+        with torch.random.fork_rng(devices=devices), self.model_to_read() as model:
             try:
                 hook(self.step, model)
             finally:
-                model.train()
-                self.model.train()
                 random.setstate(state[0])
                 np.random.set_state(state[1])
 
