@@ -26,6 +26,8 @@ from gpt2lab.errors import CheckpointError, ConfigError, DataError, TrainingErro
 from gpt2lab.train import (
     CHECKPOINT,
     GPU_PEAK_FLOPS,
+    RUN_CONTROL,
+    RUN_WATCH,
     TrainConfig,
     Trainer,
     flops_per_token,
@@ -34,6 +36,7 @@ from gpt2lab.train import (
     measure_cpu_peak_flops,
     pad_vocabulary,
     param_groups,
+    resumed_config,
     train,
 )
 
@@ -590,6 +593,22 @@ def test_errors_as_exceptions(data_dir, hf_tiny, tmp_path):
         train(config(data_dir, tmp_path / "bad", resume=True))
 
 
+def test_a_resumed_run_keeps_its_length_and_watching_unless_told_and_runs_where_it_is_told():
+    """``--resume`` alone continues the run to its own max_steps (it went to the default 1000 once, so a
+    5,000-step run resumed at step 1,500 stopped there), evaluating and keeping as it did; where it runs
+    is the resuming call's to say."""
+    from dataclasses import asdict
+
+    saved = asdict(TrainConfig(data="d", out="r", max_steps=5000, eval_every=50, keep_best=True, sample="Once", lr=3e-3,
+                               device="cuda", compile=True).resolved())
+    resumed = resumed_config(saved, TrainConfig(data="d", out="r", resume=True))
+    assert (resumed.max_steps, resumed.eval_every, resumed.keep_best, resumed.sample, resumed.lr) == (5000, 50, True, "Once", 3e-3)
+    assert (resumed.device, resumed.compile, resumed.resume) == ("auto", False, True)  # this machine's
+    told = resumed_config(saved, TrainConfig(data="d", out="r", resume=True, max_steps=8000, eval_every=20, tensorboard="tb"))
+    assert (told.max_steps, told.eval_every, told.tensorboard, told.keep_best) == (8000, 20, "tb", True)
+    assert RUN_WATCH < RUN_CONTROL
+
+
 def test_tokenizer_mismatch_with_the_model_directory(tmp_path, hf_tiny):
     from gpt2lab.data import prepare
     from gpt2lab.tokenizer import Tokenizer
@@ -674,8 +693,10 @@ def test_keep_best_from_the_command_line(data_dir, tmp_path, capsys):
     assert best and Path(best[3]) == run / "best" and (run / "best" / "model.safetensors").is_file(), last
     records = {r["step"]: r["val_loss"] for r in metrics(run) if "val_loss" in r}
     assert float(best[1]) == pytest.approx(min(records.values()), abs=1e-4) and records[int(best[2])] == min(records.values())
-    # resumed without --keep-best: best/ stays as it was, and the last line does not speak of it
-    before = (run / "best" / "model.safetensors").read_bytes()
-    assert main([*args[:args.index("--max-steps")], "--max-steps", "6", "--resume", "--quiet"]) == 0
-    assert "the best val loss" not in capsys.readouterr().out.strip().splitlines()[-1]
-    assert (run / "best" / "model.safetensors").read_bytes() == before
+    # resumed with --resume and a longer --max-steps alone: the run goes on keeping its best, evaluating every 2 steps
+    assert main(["train", "--data", str(data_dir), "--out", str(run), "--max-steps", "6", "--resume", "--quiet"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    records = {r["step"]: r["val_loss"] for r in metrics(run) if "val_loss" in r}
+    assert sorted(records) == [2, 4, 6]
+    best_step = min(records, key=lambda step: records[step])
+    assert last.endswith(f"; the best val loss, {records[best_step]:.4f} at step {best_step}, in {run / 'best'}"), last

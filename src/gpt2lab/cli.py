@@ -759,7 +759,7 @@ def _train(args: argparse.Namespace) -> int:
                      + (" (per rank)" if len(result.peak_memory) > 1 else ""))
     adapter = f", adapter in {result.run_dir / 'adapter'}" if (result.run_dir / "adapter").is_dir() else ""
     best = (f"; the best val loss, {result.best_val_loss:.4f} at step {result.best_step}, in {result.run_dir / 'best'}"
-            if config.keep_best and result.best_step is not None else "")  # (a run resumed without it keeps best/ as it was)
+            if result.best_step is not None else "")
     print(f"{', '.join(parts)}; model saved in {result.run_dir / 'model'}{adapter}{best}")
     return 0
 

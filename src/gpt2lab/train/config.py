@@ -213,23 +213,30 @@ class TrainConfig:
 
 TRAIN_TASKS = ("lm", "classify")
 
-# Options that may change when a run is resumed: how long it goes on, how it is watched, where it
-# runs. Everything else defines the trajectory and is taken from the checkpoint.
-RUN_CONTROL = frozenset({"data", "out", "max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every",
-                         "eval_task", "eval_task_data", "eval_task_limit", "keep_best", "sample", "sample_tokens", "tensorboard", "wandb",
-                         "device", "compile", "activation_checkpointing", "chunked_loss", "cuda_graph", "fsdp", "resume",
-                         "progress"})
+# Options that may change when a run is resumed: how long it goes on and how it is watched (RUN_WATCH:
+# left at their defaults, the run's own values go on), and where and how it runs on this machine (the
+# call's values, given or not). Everything else defines the trajectory and is taken from the checkpoint.
+RUN_WATCH = frozenset({"max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every", "eval_task",
+                       "eval_task_data", "eval_task_limit", "keep_best", "sample", "sample_tokens", "tensorboard", "wandb"})
+RUN_CONTROL = RUN_WATCH | {"data", "out", "device", "compile", "activation_checkpointing", "chunked_loss", "cuda_graph",
+                           "fsdp", "resume", "progress"}
 
 
 def resumed_config(saved: dict[str, Any], config: TrainConfig) -> TrainConfig:
-    """The configuration a resumed run continues with: ``config``'s ``RUN_CONTROL`` options, the
-    checkpoint's (``saved``) for everything else, so the run goes on exactly as it began.
+    """The configuration a resumed run continues with: the checkpoint's (``saved``) trajectory, so
+    the run goes on exactly as it began, and ``config``'s ``RUN_CONTROL`` options.
+
+    How long the run goes on and how it is watched (``RUN_WATCH``: ``max_steps``, ``eval_every``,
+    ``keep_best``, ``sample``...) keep the run's own values unless ``config`` gives others: a run
+    started with ``--max-steps 5000`` and resumed with ``--resume`` alone goes on to step 5000.
+    Where it runs (``device``, ``compile``, ``fsdp``...) is this call's to say.
 
     A trajectory option that ``config`` sets to something other than its default *and* other
     than the run's own value is a mistake (``--lr 0.5`` on a run that trains at 3e-3): a
     ``ConfigError`` says so rather than silently dropping it. (Giving an option its default value
-    cannot be told from leaving it out: the checkpoint's value wins.)
+    cannot be told from leaving it out: the checkpoint's value wins, for ``RUN_WATCH`` too.)
     """
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
     for f in fields(TrainConfig):
         if f.name in RUN_CONTROL or f.name not in saved:
             continue
@@ -237,8 +244,14 @@ def resumed_config(saved: dict[str, Any], config: TrainConfig) -> TrainConfig:
         if f.default is not MISSING and value != f.default and value != saved[f.name]:
             flag = "--" + f.name.replace("_", "-")
             raise ConfigError(f"{flag} {value!r} differs from the run's {saved[f.name]!r}; a resumed run keeps its settings (leave {flag} out)")
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: (getattr(config, k) if k in RUN_CONTROL else v) for k, v in saved.items() if k in known})
+
+    def continued(name: str, saved_value: Any) -> Any:
+        if name in RUN_WATCH:
+            given = getattr(config, name)
+            return saved_value if given == defaults[name] else given
+        return getattr(config, name) if name in RUN_CONTROL else saved_value
+
+    return TrainConfig(**{k: continued(k, v) for k, v in saved.items() if k in defaults})
 
 
 @dataclass
@@ -257,4 +270,4 @@ class TrainResult:
     best_val_loss: float | None = None
 
 
-__all__ = ["TRAIN_TASKS", "TrainConfig", "TrainResult", "RUN_CONTROL", "resumed_config"]
+__all__ = ["TRAIN_TASKS", "TrainConfig", "TrainResult", "RUN_CONTROL", "RUN_WATCH", "resumed_config"]

@@ -873,8 +873,9 @@ class Trainer:
                 bar.close()
         peaks = self.peak_memory_per_rank()  # of the training (an FSDP run's export below gathers a whole model)
         model = self.export_model().eval()
+        kept = self.best if cfg.keep_best else None
         return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(self.metrics), peaks,
-                           best_step=self.best[0] if self.best else None, best_val_loss=self.best[1] if self.best else None)
+                           best_step=kept[0] if kept else None, best_val_loss=kept[1] if kept else None)
 
     def _step_record(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float) -> dict[str, Any]:
         """A logged step's metrics.jsonl line (before any evaluation adds to it)."""
