@@ -210,6 +210,14 @@ def test_resume_is_exact(base_dir, tmp_path):
         assert torch.equal(v, resumed.model.state_dict()[k]), k
 
 
+def test_epochs_count_the_training_examples(base_dir, tmp_path):
+    data = write_csv(tmp_path / "reviews.csv", examples(60, seed=2))  # 6 held out (val_fraction 0.1), 54 to train on
+    result = train(TrainConfig(data=data, out=tmp_path / "run", task="classify", init=str(base_dir), batch_size=8, epochs=1,
+                               eval_every=0, checkpoint_every=0, device="cpu", progress=False))
+    assert result.step == 7  # ceil(54 / 8)
+    assert result.metrics[-1]["epoch"] == round(7 * 8 / 54, 4)
+
+
 def test_held_out_split_is_seeded():
     assert held_out(100, 0.1, 3).tolist() == held_out(100, 0.1, 3).tolist()
     assert held_out(100, 0.1, 3).tolist() != held_out(100, 0.1, 4).tolist()

@@ -65,6 +65,8 @@ def data_dir(tmp_path_factory):
 def config(data, out, **kw) -> TrainConfig:
     base = dict(data=data, out=out, n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4, max_steps=6,
                 eval_every=3, eval_batches=2, checkpoint_every=3, lr=3e-3, warmup_steps=2, progress=False, seed=0)
+    if "epochs" in kw:  # the run's length given the other way
+        del base["max_steps"]
     base.update(kw)
     return TrainConfig(**base)
 
@@ -607,6 +609,39 @@ def test_a_resumed_run_keeps_its_length_and_watching_unless_told_and_runs_where_
     told = resumed_config(saved, TrainConfig(data="d", out="r", resume=True, max_steps=8000, eval_every=20, tensorboard="tb"))
     assert (told.max_steps, told.eval_every, told.tensorboard, told.keep_best) == (8000, 20, "tb", True)
     assert RUN_WATCH < RUN_CONTROL
+    # the length is one setting given two ways: an epochs run counts its steps again from its data unless told
+    saved = {**saved, "epochs": 2.0, "max_steps": 90}
+    assert resumed_config(saved, TrainConfig(data="d", out="r", resume=True)).resolved().epochs == 2.0  # not "both given"
+    by_steps = resumed_config(saved, TrainConfig(data="d", out="r", resume=True, max_steps=500))
+    assert (by_steps.epochs, by_steps.max_steps) == (None, 500)
+
+
+def test_epochs_set_the_run_length_and_every_metrics_line_counts_them(data_dir, tmp_path, capsys):
+    """``epochs`` turns into steps once the data is open: 6,000 training tokens hold (6,000 - 1) // 16 - 1 = 373
+    windows of 16 (one spare for the shifted grid), 4 per step; a resumed run keeps its epochs unless told."""
+    from gpt2lab.cli import main
+
+    windows = (6000 - 1) // 16 - 1
+    quick = dict(eval_every=0, checkpoint_every=0)
+    result = train(config(data_dir, tmp_path / "quarter", epochs=0.25, **quick))
+    assert result.step == math.ceil(0.25 * windows / 4) == 24
+    assert [r["epoch"] for r in metrics(tmp_path / "quarter")] == [round(step * 4 / windows, 4) for step in range(1, 25)]
+    assert train(config(data_dir, tmp_path / "accum", epochs=0.25, grad_accum=2, **quick)).step == 12  # 8 windows a step
+    # resumed: longer when told, and by its own epochs when not (no step more)
+    assert train(config(data_dir, tmp_path / "quarter", epochs=0.5, resume=True, **quick)).step == math.ceil(0.5 * windows / 4)
+    assert train(config(data_dir, tmp_path / "quarter", resume=True, **quick)).step == 47
+    assert train(config(data_dir, tmp_path / "quarter", max_steps=50, resume=True, **quick)).step == 50
+    with pytest.raises(ConfigError, match="give --max-steps or --epochs, not both"):
+        train(config(data_dir, tmp_path / "both", epochs=1.0, max_steps=10))
+    with pytest.raises(ConfigError, match="epochs must be a positive number, got 0"):
+        train(config(data_dir, tmp_path / "none", epochs=0))
+    # the command line: --epochs, and the line that says how much of the data a run's steps take
+    args = ["train", "--data", str(data_dir), "--out", str(tmp_path / "cli"), "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+            "--block-size", "16", "--batch-size", "4", "--epochs", "0.1", "--eval-every", "0"]
+    assert main(args) == 0
+    assert f"10 steps = 0.11 epochs of the training data ({windows} windows of 16 tokens)" in capsys.readouterr().out
+    assert main([*args[:-4], "--max-steps", "100", "--out", str(tmp_path / "cli2")]) == 0
+    assert f"100 steps = 1.07 epochs of the training data ({windows} windows of 16 tokens)" in capsys.readouterr().out
 
 
 def test_tokenizer_mismatch_with_the_model_directory(tmp_path, hf_tiny):

@@ -166,8 +166,9 @@ class BatchSampler:
         return windows(self.data, starts, self.block_size, self.mask)
 
     @property
-    def epoch(self) -> float:
-        return self.position / self.n_windows
+    def epoch_size(self) -> int:
+        """Windows in one pass over the data (an epoch)."""
+        return self.n_windows
 
     def state_dict(self) -> dict[str, int]:
         return {"position": self.position, "seed": self.seed, "n_windows": self.n_windows, "block_size": self.block_size}

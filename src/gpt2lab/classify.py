@@ -308,6 +308,11 @@ class ExampleSampler:
         self.position += self.batch_size * self.world_size
         return padded([self.ids[i] for i in picks], self.pad_token_id), torch.tensor([self.labels[i] for i in picks])
 
+    @property
+    def epoch_size(self) -> int:
+        """Examples in one pass over the data (an epoch)."""
+        return len(self.ids)
+
     def state_dict(self) -> dict[str, Any]:
         return {"position": self.position, "seed": self.seed, "n_examples": len(self.ids), "fingerprint": self.fingerprint}
 

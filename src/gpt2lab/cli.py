@@ -673,6 +673,7 @@ _TRAIN_OPTIONS: list[tuple[str, str, Callable[[str], object], str]] = [
     ("--batch-size", "batch_size", int, "windows per micro-batch per process (default 16)"),
     ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step (default 1)"),
     ("--max-steps", "max_steps", int, "optimizer steps (default 1000)"),
+    ("--epochs", "epochs", float, "passes over the training data instead of --max-steps (fractions allowed; 3 is a common fine-tune)"),
     ("--lr", "lr", float, "peak learning rate (default 6e-4)"),
     ("--min-lr", "min_lr", float, "final learning rate (default lr/10)"),
     ("--warmup-steps", "warmup_steps", int, "linear warmup steps (default min(100, max_steps/10))"),

@@ -3,8 +3,9 @@ rule for resuming one: which settings may change and which the checkpoint decide
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from ..errors import ConfigError
 from ..lora import DEFAULT_TARGETS, check_lora_settings
 from ..model import GPT2
 from ..tasks import TASKS
+
+MAX_STEPS = 1000  # a run's length when neither max_steps nor epochs is given
 
 
 @dataclass
@@ -46,6 +49,9 @@ class TrainConfig:
             ``batch_size * block_size * grad_accum * world_size``.
         grad_accum: micro-batches per optimizer step.
         max_steps: optimizer steps to train for (counting from the start of the run).
+        epochs: train for this many passes over the training data instead (fractions allowed): the
+            trainer sets ``max_steps`` to ``ceil(epochs * windows / windows per step)`` once the data
+            is open (``Trainer.steps_for_epochs``); a classify run counts its examples. Give one of the two.
         lr, min_lr: peak and final learning rate (``min_lr`` defaults to lr / 10).
         warmup_steps: linear warmup (default min(100, max_steps // 10)).
         lr_decay_steps: the step where cosine decay reaches min_lr (default max_steps).
@@ -115,7 +121,8 @@ class TrainConfig:
     lora_dropout: float = 0.0
     batch_size: int = 16
     grad_accum: int = 1
-    max_steps: int = 1000
+    max_steps: int = MAX_STEPS
+    epochs: float | None = None
     lr: float = 6e-4
     min_lr: float | None = None
     warmup_steps: int | None = None
@@ -163,10 +170,14 @@ class TrainConfig:
         c.min_lr = c.lr / 10 if c.min_lr is None else c.min_lr
         if not 0 <= c.min_lr <= c.lr:
             raise ConfigError(f"min_lr must be in [0, lr], got {c.min_lr}")
-        c.warmup_steps = min(100, c.max_steps // 10) if c.warmup_steps is None else c.warmup_steps
-        c.lr_decay_steps = c.max_steps if c.lr_decay_steps is None else c.lr_decay_steps
-        if c.warmup_steps < 0 or c.lr_decay_steps < 1:
-            raise ConfigError("warmup_steps must be >= 0 and lr_decay_steps >= 1")
+        if c.epochs is not None:
+            if c.max_steps != MAX_STEPS:
+                raise ConfigError("give --max-steps or --epochs, not both")
+            if not (isinstance(c.epochs, (int, float)) and math.isfinite(c.epochs) and c.epochs > 0):
+                raise ConfigError(f"epochs must be a positive number, got {c.epochs!r}")
+            c.epochs = float(c.epochs)
+        else:  # (an epochs run's schedule waits for its step count: with_steps)
+            c._fill_schedule()
         if not 0.0 <= c.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {c.dropout}")
         if c.task not in TRAIN_TASKS:
@@ -210,13 +221,27 @@ class TrainConfig:
             raise ConfigError(f"dtype must be auto, fp32, bf16 or fp16, got {c.dtype!r}")
         return c
 
+    def with_steps(self, max_steps: int) -> TrainConfig:
+        """This resolved config running ``max_steps`` steps (an ``epochs`` run's, once its data is
+        known), with the schedule that follows from them where none was given."""
+        c = replace(self, max_steps=max_steps)
+        c._fill_schedule()
+        return c
+
+    def _fill_schedule(self) -> None:
+        """The learning-rate schedule's defaults, which follow from ``max_steps``."""
+        self.warmup_steps = min(100, self.max_steps // 10) if self.warmup_steps is None else self.warmup_steps
+        self.lr_decay_steps = self.max_steps if self.lr_decay_steps is None else self.lr_decay_steps
+        if self.warmup_steps < 0 or self.lr_decay_steps < 1:
+            raise ConfigError("warmup_steps must be >= 0 and lr_decay_steps >= 1")
+
 
 TRAIN_TASKS = ("lm", "classify")
 
 # Options that may change when a run is resumed: how long it goes on and how it is watched (RUN_WATCH:
 # left at their defaults, the run's own values go on), and where and how it runs on this machine (the
 # call's values, given or not). Everything else defines the trajectory and is taken from the checkpoint.
-RUN_WATCH = frozenset({"max_steps", "eval_every", "eval_batches", "checkpoint_every", "log_every", "eval_task",
+RUN_WATCH = frozenset({"max_steps", "epochs", "eval_every", "eval_batches", "checkpoint_every", "log_every", "eval_task",
                        "eval_task_data", "eval_task_limit", "keep_best", "sample", "sample_tokens", "tensorboard", "wandb"})
 RUN_CONTROL = RUN_WATCH | {"data", "out", "device", "compile", "activation_checkpointing", "chunked_loss", "cuda_graph",
                            "fsdp", "resume", "progress"}
@@ -245,7 +270,16 @@ def resumed_config(saved: dict[str, Any], config: TrainConfig) -> TrainConfig:
             flag = "--" + f.name.replace("_", "-")
             raise ConfigError(f"{flag} {value!r} differs from the run's {saved[f.name]!r}; a resumed run keeps its settings (leave {flag} out)")
 
+    # the run's length is one setting given two ways: a call that gives either replaces both
+    length_given = config.max_steps != MAX_STEPS or config.epochs is not None
+
     def continued(name: str, saved_value: Any) -> Any:
+        if name in ("max_steps", "epochs"):
+            if length_given:
+                return getattr(config, name)
+            if name == "max_steps" and saved.get("epochs") is not None:
+                return MAX_STEPS  # (unused: an epochs run counts its steps again from its data)
+            return saved_value
         if name in RUN_WATCH:
             given = getattr(config, name)
             return saved_value if given == defaults[name] else given

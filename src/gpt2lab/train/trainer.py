@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -176,6 +177,8 @@ class Trainer:
         self.defer_logged_reads = self.device.type == "cuda"
 
         self.sampler = self._make_sampler(config)
+        if config.epochs is not None:  # the step count follows from the data now open
+            config = self.config = config.with_steps(self.steps_for_epochs(config.epochs))
         self.step = 0
         self.elapsed = 0.0
         self.last_saved = 0
@@ -244,6 +247,19 @@ class Trainer:
         # instruction data brings its loss mask: the loss then counts the responses only
         return BatchSampler(self.data.train, self.block_size, config.batch_size, seed=config.seed,
                             rank=self.dist.rank, world_size=self.dist.world_size, mask=self.data.train_mask)
+
+    @property
+    def items_per_step(self) -> int:
+        """Windows (a classify run: examples) one optimizer step takes from the data, all ranks together."""
+        return self.config.batch_size * self.config.grad_accum * self.dist.world_size
+
+    def steps_for_epochs(self, epochs: float) -> int:
+        """Optimizer steps that take ``epochs`` passes over the training data (rounded up)."""
+        return max(1, math.ceil(round(epochs * self.sampler.epoch_size / self.items_per_step, 6)))
+
+    def epoch_at(self, step: int) -> float:
+        """Passes over the training data after ``step`` steps (1.5: half-way through the second)."""
+        return step * self.items_per_step / self.sampler.epoch_size
 
     def _model_from_config(self, model_config: GPT2Config) -> GPT2:
         """An untrained network of this run's kind, to receive a checkpoint's weights."""
@@ -775,6 +791,7 @@ class Trainer:
                 f"({self.dist.world_size} process{'es' if self.dist.world_size > 1 else ''}, {str(self.dtype).removeprefix('torch.')}), "
                 f"{self.tokens_per_step:,} tokens per step" + (f", vocabulary padded to {padded}" if self.vocab != padded else "")
             )
+            bar.write(self._length_line())
             if self.lora_base is not None:
                 bar.write(describe(self.model))
         # torch.compile works inside the first step (a minute or more for a large model, on a CPU too): say so
@@ -877,9 +894,15 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(self.metrics), peaks,
                            best_step=kept[0] if kept else None, best_val_loss=kept[1] if kept else None)
 
+    def _length_line(self) -> str:
+        """How far the run goes, in steps and in passes over the data (a long run over little data overfits)."""
+        epochs, size = self.epoch_at(self.config.max_steps), self.sampler.epoch_size
+        what = f"{size:,} examples" if self.task == "classify" else f"{size:,} windows of {self.block_size} tokens"
+        return f"{self.config.max_steps:,} steps = {epochs:,.{2 if epochs < 10 else 1}f} epochs of the training data ({what})"
+
     def _step_record(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float) -> dict[str, Any]:
         """A logged step's metrics.jsonl line (before any evaluation adds to it)."""
-        record = {"step": step, "loss": round(loss, 6), "lr": lr, "tok_per_s": round(tok_per_s, 1)}
+        record = {"step": step, "epoch": round(self.epoch_at(step), 4), "loss": round(loss, 6), "lr": lr, "tok_per_s": round(tok_per_s, 1)}
         if self.peak:
             record["mfu"] = round(self.flops_per_step / step_time / (self.peak * self.dist.world_size), 5)
         return record
