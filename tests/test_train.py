@@ -644,6 +644,34 @@ def test_epochs_set_the_run_length_and_every_metrics_line_counts_them(data_dir, 
     assert f"100 steps = 1.07 epochs of the training data ({windows} windows of 16 tokens)" in capsys.readouterr().out
 
 
+def test_early_stop_ends_the_run_when_the_val_loss_stops_going_down(data_dir, tmp_path, monkeypatch, capsys):
+    """The validation losses are scripted here (what the patience counts is the point, not how a model overfits)."""
+    from gpt2lab.cli import main
+
+    scripted = iter([3.0, 2.5, 2.6, 2.55, 2.4, 2.3])
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: next(scripted))
+    run = tmp_path / "run"
+    result = train(config(data_dir, run, max_steps=20, eval_every=2, early_stop=2, keep_best=True, checkpoint_every=0))
+    assert result.stopped_early and result.step == 8  # 2.6 and 2.55 after the lowest, 2.5 at step 4
+    assert (result.best_step, result.best_val_loss) == (4, 2.5) and (run / "best" / "model.safetensors").is_file()
+    ckpt = load_checkpoint(run)
+    assert (ckpt["step"], ckpt["best"], ckpt["evals_since_best"]) == (8, (4, 2.5), 2)
+    assert [r["step"] for r in metrics(run)][-1] == 8
+    # resumed, the count goes on from the checkpoint: 2.4 at step 10 is lower, so the run does too
+    result = train(config(data_dir, run, max_steps=12, resume=True))
+    assert not result.stopped_early and result.step == 12 and (result.best_step, result.best_val_loss) == (12, 2.3)
+    # without a lower loss the patience runs out at once on the command line too, which says so
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: 1.0)
+    args = ["train", "--data", str(data_dir), "--out", str(tmp_path / "cli"), "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+            "--block-size", "16", "--batch-size", "4", "--max-steps", "20", "--eval-every", "2", "--early-stop", "1", "--quiet"]
+    assert main(args) == 0
+    assert "step 4, train loss" in (out := capsys.readouterr().out) and "stopped early (the val loss stopped going down)" in out
+    with pytest.raises(ConfigError, match="early_stop must be a positive integer"):
+        train(config(data_dir, tmp_path / "zero", early_stop=0))
+    with pytest.raises(ConfigError, match="--early-stop counts evaluations without a lower val loss: give --eval-every N too"):
+        train(config(data_dir, tmp_path / "never", early_stop=2, eval_every=0))
+
+
 def test_tokenizer_mismatch_with_the_model_directory(tmp_path, hf_tiny):
     from gpt2lab.data import prepare
     from gpt2lab.tokenizer import Tokenizer

@@ -685,6 +685,7 @@ _TRAIN_OPTIONS: list[tuple[str, str, Callable[[str], object], str]] = [
     ("--eval-batches", "eval_batches", int, "validation batches per evaluation (default 20)"),
     ("--checkpoint-every", "checkpoint_every", int, "save checkpoint and model/ every N steps (default 100)"),
     ("--log-every", "log_every", int, "metrics.jsonl line every N steps (default 1)"),
+    ("--early-stop", "early_stop", int, "stop when the val loss has not gone below its lowest for N evaluations in a row"),
     ("--eval-task", "eval_task", str, "score a benchmark at every evaluation: hellaswag, lambada or wikitext (logged as hellaswag_acc_norm, ...)"),
     ("--eval-task-data", "eval_task_data", str, "the benchmark's file (default: its standard split from the Hugging Face hub)"),
     ("--eval-task-limit", "eval_task_limit", int, "score only the benchmark's first N items (wikitext: tokens)"),
@@ -755,6 +756,8 @@ def _train(args: argparse.Namespace) -> int:
     val_acc = next((r["val_acc"] for r in reversed(result.metrics) if "val_acc" in r), None)
     if val_acc is not None:
         parts.append(f"val acc {val_acc:.4f}")
+    if result.stopped_early:
+        parts.append("stopped early (the val loss stopped going down)")
     if config.fsdp or config.activation_checkpointing:  # what those options are for
         parts.append("peak memory " + ", ".join(f"{b / 2**30:.2f} GiB" for b in result.peak_memory)
                      + (" (per rank)" if len(result.peak_memory) > 1 else ""))

@@ -70,6 +70,9 @@ class TrainConfig:
             RUN/best/ (Hugging Face format, with the tokenizer; LoRA merged): the one to use when a
             fine-tune starts to overfit. The checkpoint remembers its step and loss, so a resumed run
             compares with it; ``TrainResult.best_step`` / ``best_val_loss`` say which it was.
+        early_stop: stop when the validation loss has not gone below its lowest for this many
+            evaluations in a row (the patience; needs ``eval_every``). With ``keep_best``, RUN/best/
+            then holds the model of that lowest loss. ``TrainResult.stopped_early`` says it happened.
         sample: a prompt the model continues at every evaluation (``""``: from ``<|endoftext|>``),
             ``sample_tokens`` tokens of it, sampled (``generate.PREVIEW_SAMPLING``) from the run's seed each
             time, so that one evaluation's text differs from the last only by what the model learned
@@ -140,6 +143,7 @@ class TrainConfig:
     eval_task_data: str | None = None
     eval_task_limit: int | None = None
     keep_best: bool = False
+    early_stop: int | None = None
     sample: str | None = None
     sample_tokens: int = 48
     tensorboard: str | None = None
@@ -207,6 +211,11 @@ class TrainConfig:
                 raise ConfigError(f"--eval-task must be one of {', '.join(TASKS)}, got {c.eval_task!r}")
         elif c.eval_task_data is not None or c.eval_task_limit is not None:
             raise ConfigError("--eval-task-data and --eval-task-limit need --eval-task")
+        if c.early_stop is not None:
+            if not isinstance(c.early_stop, int) or c.early_stop < 1:
+                raise ConfigError(f"early_stop must be a positive integer (evaluations), got {c.early_stop!r}")
+            if not c.eval_every:
+                raise ConfigError("--early-stop counts evaluations without a lower val loss: give --eval-every N too")
         if c.eval_task_limit is not None and c.eval_task_limit < 1:
             raise ConfigError(f"eval_task_limit must be a positive integer, got {c.eval_task_limit}")
         for name in ("eval_task_data", "tensorboard"):  # paths kept as text: the checkpoint records the config
@@ -242,7 +251,7 @@ TRAIN_TASKS = ("lm", "classify")
 # left at their defaults, the run's own values go on), and where and how it runs on this machine (the
 # call's values, given or not). Everything else defines the trajectory and is taken from the checkpoint.
 RUN_WATCH = frozenset({"max_steps", "epochs", "eval_every", "eval_batches", "checkpoint_every", "log_every", "eval_task",
-                       "eval_task_data", "eval_task_limit", "keep_best", "sample", "sample_tokens", "tensorboard", "wandb"})
+                       "eval_task_data", "eval_task_limit", "keep_best", "early_stop", "sample", "sample_tokens", "tensorboard", "wandb"})
 RUN_CONTROL = RUN_WATCH | {"data", "out", "device", "compile", "activation_checkpointing", "chunked_loss", "cuda_graph",
                            "fsdp", "resume", "progress"}
 
@@ -302,6 +311,7 @@ class TrainResult:
     peak_memory: list[int] = field(default_factory=list)  # bytes, per rank: GPU memory allocated, else the resident set
     best_step: int | None = None  # keep_best: the step of the lowest validation loss, whose model is in RUN/best/
     best_val_loss: float | None = None
+    stopped_early: bool = False  # early_stop: the validation loss stopped going down, and so did the run
 
 
 __all__ = ["TRAIN_TASKS", "TrainConfig", "TrainResult", "RUN_CONTROL", "RUN_WATCH", "resumed_config"]

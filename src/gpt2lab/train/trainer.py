@@ -182,7 +182,9 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.last_saved = 0
-        self.best: tuple[int, float] | None = None  # (step, val_loss) of the best evaluation so far (keep_best)
+        self.best: tuple[int, float] | None = None  # (step, val_loss) of the lowest validation loss so far
+        self.evals_since_best = 0  # evaluations since that one (early_stop)
+        self.stopped_early = False
         self._stop = StopFlag()
         self._stop_all = False
         # the first step whose loss was not finite (-1: none yet) and that loss; read by read_loss
@@ -345,6 +347,9 @@ class Trainer:
         self.elapsed = float(ckpt.get("elapsed", 0.0))
         best = ckpt.get("best")  # (checkpoints from before keep_best have none)
         self.best = (int(best[0]), float(best[1])) if best else None
+        self.evals_since_best = int(ckpt.get("evals_since_best", 0))
+        if self.config.keep_best and not (self.run_dir / BEST_DIR).is_dir():  # turned on now: best/ starts with this run
+            self.best, self.evals_since_best = None, 0
         states = ckpt["rng"]
         if self.dist.world_size == len(states):
             set_rng_state(states[self.dist.rank], self.device)
@@ -699,6 +704,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "lora_base": self.lora_base,
             "best": self.best,
+            "evals_since_best": self.evals_since_best,
         }
         path = self.run_dir / CHECKPOINT
         try:
@@ -731,13 +737,17 @@ class Trainer:
                 if f.is_file():
                     atomic_write_bytes(directory / f.name, f.read_bytes())
 
-    def keep_if_best(self, val_loss: float) -> bool:
-        """With ``keep_best``: if ``val_loss`` is the lowest so far, write the model as it is now to RUN/best/
-        and remember the step (the checkpoint keeps it, so a resumed run compares with it). Every rank
-        calls this (an FSDP model is gathered); True when this evaluation was the best."""
+    def note_val_loss(self, val_loss: float) -> bool:
+        """Remember the lowest validation loss so far and the evaluations since it (the checkpoint keeps
+        both, so a resumed run compares with them); with ``keep_best``, write the model as it is now to
+        RUN/best/ when this loss is the lowest. Every rank calls this (an FSDP model is gathered); True
+        when this evaluation was the lowest."""
         if self.best is not None and val_loss >= self.best[1]:
+            self.evals_since_best += 1
             return False
-        self.best = (self.step, val_loss)
+        self.best, self.evals_since_best = (self.step, val_loss), 0
+        if not self.config.keep_best:
+            return True
         gathered = full_model_state(self.model) if self.config.fsdp else None  # on rank 0 only ({} elsewhere)
         if self.dist.is_main:
             model = self._plain_model(gathered) if gathered is not None else self.export_model()
@@ -849,11 +859,13 @@ class Trainer:
                     record = None
                     if main and (self.step % cfg.log_every == 0 or last or evaluating):  # an evaluation is always logged
                         record = self._step_record(self.step, self.lr, loss, tok_per_s, step_time)
+                    stopping_early = False
                     if evaluating:
                         val_loss = self.evaluate()
                         if record is not None and val_loss is not None:
                             record["val_loss"] = round(val_loss, 6)
-                        best = cfg.keep_best and val_loss is not None and self.keep_if_best(val_loss)
+                        best = val_loss is not None and self.note_val_loss(val_loss) and cfg.keep_best
+                        stopping_early = bool(cfg.early_stop and self.evals_since_best >= cfg.early_stop and not last)
                         scores = self.eval_scores() if main else {}
                         if record is not None:
                             record.update(scores)
@@ -876,6 +888,13 @@ class Trainer:
                         show_step(bar, loss, tok_per_s, record)
                     if saving:
                         self.save_checkpoint()
+                    if stopping_early:  # (saved below)
+                        self.stopped_early = True
+                        if bar is not None:
+                            assert self.best is not None
+                            bar.write(f"stopped early at step {self.step}: no val loss below {self.best[1]:.4f} (step {self.best[0]}) "
+                                      f"in {cfg.early_stop} evaluations")
+                        break
                     if self._stop_all:
                         interrupted = True
                         if self.last_saved != self.step:
@@ -892,7 +911,8 @@ class Trainer:
         model = self.export_model().eval()
         kept = self.best if cfg.keep_best else None
         return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(self.metrics), peaks,
-                           best_step=kept[0] if kept else None, best_val_loss=kept[1] if kept else None)
+                           best_step=kept[0] if kept else None, best_val_loss=kept[1] if kept else None,
+                           stopped_early=self.stopped_early)
 
     def _length_line(self) -> str:
         """How far the run goes, in steps and in passes over the data (a long run over little data overfits)."""
