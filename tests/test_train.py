@@ -666,6 +666,12 @@ def test_early_stop_ends_the_run_when_the_val_loss_stops_going_down(data_dir, tm
             "--block-size", "16", "--batch-size", "4", "--max-steps", "20", "--eval-every", "2", "--early-stop", "1", "--quiet"]
     assert main(args) == 0
     assert "step 4, train loss" in (out := capsys.readouterr().out) and "stopped early (the val loss stopped going down)" in out
+    # --keep-best turned on at a resume starts its own record: best/ gets the resumed run's first evaluation
+    scripted = iter([2.0, 2.5, 2.7])
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: next(scripted))
+    train(config(data_dir, tmp_path / "late", max_steps=2, eval_every=2))
+    late = train(config(data_dir, tmp_path / "late", max_steps=6, eval_every=2, keep_best=True, resume=True))
+    assert (late.best_step, late.best_val_loss) == (4, 2.5) and (tmp_path / "late" / "best" / "model.safetensors").is_file()
     with pytest.raises(ConfigError, match="early_stop must be a positive integer"):
         train(config(data_dir, tmp_path / "zero", early_stop=0))
     with pytest.raises(ConfigError, match="--early-stop counts evaluations without a lower val loss: give --eval-every N too"):

@@ -348,8 +348,8 @@ class Trainer:
         best = ckpt.get("best")  # (checkpoints from before keep_best have none)
         self.best = (int(best[0]), float(best[1])) if best else None
         self.evals_since_best = int(ckpt.get("evals_since_best", 0))
-        if self.config.keep_best and not (self.run_dir / BEST_DIR).is_dir():  # turned on now: best/ starts with this run
-            self.best, self.evals_since_best = None, 0
+        if self.config.keep_best and not ckpt["train_config"].get("keep_best"):  # turned on now: best/ starts with this run
+            self.best, self.evals_since_best = None, 0  # (read from the checkpoint: every rank decides alike)
         states = ckpt["rng"]
         if self.dist.world_size == len(states):
             set_rng_state(states[self.dist.rank], self.device)
