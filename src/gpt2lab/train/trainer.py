@@ -801,9 +801,9 @@ class Trainer:
                 f"({self.dist.world_size} process{'es' if self.dist.world_size > 1 else ''}, {str(self.dtype).removeprefix('torch.')}), "
                 f"{self.tokens_per_step:,} tokens per step" + (f", vocabulary padded to {padded}" if self.vocab != padded else "")
             )
-            bar.write(self._length_line())
             if self.lora_base is not None:
                 bar.write(describe(self.model))
+            bar.write(self._length_line())
         # torch.compile works inside the first step (a minute or more for a large model, on a CPU too): say so
         compiling = bar if cfg.compile else None  # the bar that says so, until the first step is done
         if compiling is not None:
