@@ -494,13 +494,15 @@ def test_fine_tune_from_a_saved_pretrained_dir(hf_tiny, tmp_path):
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
-    common = ["--data", data_dir, "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--block-size", 16, "--max-steps", 4,
+    # 0.04 epochs of 373 windows, 4 a step (4 x 1 rank or 2 x 2): 4 steps either way
+    common = ["--data", data_dir, "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--block-size", 16, "--epochs", 0.04,
               "--eval-every", 2, "--eval-batches", 2, "--checkpoint-every", 4, "--seed", 0, "--dropout", 0, "--quiet"]
     one = cli("train", "--out", tmp_path / "one", "--batch-size", 4, *common)
     assert one.returncode == 0, one.stderr
     torchrun("train", "--out", tmp_path / "two", "--batch-size", 2, *common)
     a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r["step"] for r in b] == [1, 2, 3, 4]  # rank 0 alone writes metrics
+    assert [r["epoch"] for r in b] == [r["epoch"] for r in a]
     assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], abs=1e-5)
     assert [r.get("val_loss") for r in b] == pytest.approx([r.get("val_loss") for r in a], abs=1e-5)
     wa, wb = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "two")["model"]
