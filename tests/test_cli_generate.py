@@ -142,6 +142,29 @@ def test_ctrl_c_keeps_what_was_produced_and_stops_cleanly(capsys, monkeypatch, s
     assert "interrupted" in line and "tokens/s" in line
 
 
+CUDA_OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.65 GiB of which 1.06 GiB is free. "
+            "Including non-PyTorch memory, this process has 22.58 GiB memory in use. Of the allocated memory 21.9 GiB is allocated "
+            "by PyTorch. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True")
+
+
+def test_a_gpu_out_of_memory_is_one_line_that_says_what_to_change(capsys, monkeypatch, setup):
+    """torch's message is a paragraph; the command's is one line (raised here as a GPU would raise it)."""
+    path, vocab, *_ = setup
+    import gpt2lab.generate as gen
+
+    def no_memory(self):
+        raise torch.OutOfMemoryError(CUDA_OOM)
+
+    monkeypatch.setattr(gen.TextStream, "__next__", no_memory)
+    code, _, err = run(capsys, "generate", "--model", path, "--tokenizer", vocab, "--prompt", "Hi", "--device", "cpu")
+    assert code == 2
+    assert one_line_error(err) == ("gpt2lab generate: error: the GPU ran out of memory (it asked for 2.00 GiB more of 23.65 GiB in all); "
+                                   "use --dtype bf16 (half the memory), a smaller model, or --device cpu")
+    monkeypatch.setattr(gen.TextStream, "__next__", lambda self: (_ for _ in ()).throw(RuntimeError("something else")))
+    with pytest.raises(RuntimeError, match="something else"):  # any other error is not dressed up as one
+        main(["generate", "--model", path, "--tokenizer", vocab, "--prompt", "Hi", "--device", "cpu"])
+
+
 def test_compare_cli_prints_the_side_by_side_report(capsys, setup):
     path, vocab, *_ = setup
     code, out, err = run(capsys, "compare", "--model", path, "--tokenizer", vocab, "--prompt", "The capital of France is",

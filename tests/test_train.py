@@ -680,6 +680,33 @@ def test_early_stop_ends_the_run_when_the_val_loss_stops_going_down(data_dir, tm
         train(config(data_dir, tmp_path / "never", early_stop=2, eval_every=0))
 
 
+def test_a_gpu_out_of_memory_in_training_is_one_line_that_says_how_to_go_on(data_dir, tmp_path, monkeypatch, capsys):
+    """Raised at step 4 as a GPU would raise it: the checkpoint of step 2 is there, so the line says to resume with
+    the options that need less memory; before any checkpoint it says to start again with them."""
+    from gpt2lab.cli import main
+
+    real = Trainer.train_step_no_sync
+
+    def step(self):
+        if self.step == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.53 GiB. GPU 0 has a total capacity of 79.19 GiB")
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_step_no_sync", step)
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data_dir), "--out", str(run), "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16",
+            "--batch-size", "4", "--max-steps", "6", "--checkpoint-every", "2", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"gpt2lab train: error: the GPU ran out of memory (it asked for 1.53 GiB more of 79.19 GiB in all); its last checkpoint, "
+                   f"{run / CHECKPOINT}, is intact: go on with --resume and --activation-checkpointing or --chunked-loss (less memory, "
+                   "the same run), or start again with a smaller --batch-size and a larger --grad-accum (the same tokens per step)"), err
+    assert load_checkpoint(run)["step"] == 2
+    assert main([*args[:args.index("--checkpoint-every")], "--checkpoint-every", "5", "--out", str(tmp_path / "fresh"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith("in all); start again with --activation-checkpointing or --chunked-loss, or with "
+                                                    "a smaller --batch-size and a larger --grad-accum (the same tokens per step)")
+
+
 def test_tokenizer_mismatch_with_the_model_directory(tmp_path, hf_tiny):
     from gpt2lab.data import prepare
     from gpt2lab.tokenizer import Tokenizer

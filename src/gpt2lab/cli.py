@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .devices import DEFAULT_DEVICE, DEVICE_HELP, DTYPE_CHOICES
 from .errors import GPT2LabError
@@ -837,6 +838,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def out_of_memory(err: BaseException, args: argparse.Namespace) -> str | None:
+    """A GPU's out-of-memory error (``torch.OutOfMemoryError``, a dozen lines) as one line that says
+    what to change, or None for any other error."""
+    if type(err).__name__ != "OutOfMemoryError":
+        return None
+    import re
+
+    text = str(err)
+    wanted, total = re.search(r"Tried to allocate ([\d.]+ [KMGT]?i?B)", text), re.search(r"total capacity of ([\d.]+ [KMGT]?i?B)", text)
+    detail = (f" (it asked for {wanted[1]} more" + (f" of {total[1]} in all" if total else "") + ")") if wanted else ""
+    if args.command == "train":
+        from .train.checkpoint import CHECKPOINT
+
+        kept = Path(args.out) / CHECKPOINT
+        smaller = "a smaller --batch-size and a larger --grad-accum (the same tokens per step)"
+        advice = f"start again with --activation-checkpointing or --chunked-loss, or with {smaller}"
+        if kept.is_file():
+            advice = (f"its last checkpoint, {kept}, is intact: go on with --resume and --activation-checkpointing or --chunked-loss "
+                      f"(less memory, the same run), or start again with {smaller}")
+    elif hasattr(args, "batch_size"):
+        advice = "use a smaller --batch-size, or --dtype bf16"
+    else:
+        advice = "use --dtype bf16 (half the memory), a smaller model, or --device cpu"
+    return f"the GPU ran out of memory{detail}; {advice}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -845,6 +872,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GPT2LabError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
         message = str(err) if isinstance(err, GPT2LabError) else f"{err.strerror}: {err.filename}"
         print(f"gpt2lab {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # torch.OutOfMemoryError among them (torch is not imported here)
+        advice = out_of_memory(err, args)
+        if advice is None:
+            raise
+        print(f"gpt2lab {args.command}: error: {advice}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader went away (`gpt2lab ... | head`): not an error; keep Python quiet at exit too
