@@ -820,6 +820,29 @@ def _eval(args: argparse.Namespace) -> None:
         print(json.dumps(metrics))
 
 
+def _runs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories written by gpt2lab train --out")
+    p.add_argument("--plot", metavar="PNG", help="also draw every run's train and val loss on one chart into this file")
+    p.add_argument("--x", choices=("step", "epoch"), default="step", help="the chart's x axis (default step)")
+
+
+@command("runs", "training runs side by side: how far each got, its losses and speed (table), their curves (--plot)", _runs_args)
+def _runs(args: argparse.Namespace) -> None:
+    from .train.plots import plot_runs
+    from .train.runs import compare_runs, runs_table
+
+    summaries = compare_runs(args.runs)
+    print(runs_table(summaries), end="")
+    if args.plot:
+        if args.x == "epoch":
+            for s in summaries:
+                if any("loss" in r and "epoch" not in r for r in s.records):
+                    raise UsageError(f"{s.name}'s metrics have no epoch (an older gpt2lab trained it); use --x step")
+        print(f"wrote {plot_runs([(s.name, s.records) for s in summaries], args.plot, x=args.x)}")
+    elif len(summaries) > 1:
+        print("(--plot FILE.png draws their curves on one chart)")
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -828,8 +851,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # the order a newcomer meets them in
-    journey = ["demo", "generate", "chat", "compare", "tokenizer", "prepare", "train", "eval", "explain", "attention", "lens", "patch", "attribute",
-               "trace", "experiment"]
+    journey = ["demo", "generate", "chat", "compare", "tokenizer", "prepare", "train", "runs", "eval", "explain", "attention", "lens", "patch",
+               "attribute", "trace", "experiment"]
     for name in sorted(COMMANDS, key=lambda n: journey.index(n) if n in journey else len(journey)):
         help_text, add_arguments, run = COMMANDS[name]
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -19,6 +19,19 @@ from ..files import atomic_write
 from .dashboards import Dashboards
 
 
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file, in order (a line a crash cut short is left out)."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 class MetricsLog:
     """metrics.jsonl of one run (on the main process), the records written so far in ``records``."""
 
@@ -36,16 +49,7 @@ class MetricsLog:
         atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def _read(self, up_to: int) -> list[dict[str, Any]]:
-        records = []
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a crash
-                if isinstance(record, dict) and record.get("step", 0) <= up_to:
-                    records.append(record)
-        return records
+        return [r for r in read_metrics(self.path) if r.get("step", 0) <= up_to] if self.path.is_file() else []
 
     def append(self, record: dict[str, Any]) -> None:
         """Write ``record`` as the file's next line (an OSError if it cannot be), then hand it to the
@@ -71,4 +75,4 @@ def show_step(bar: Any, loss: float, tok_per_s: float, record: dict[str, Any] | 
     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}", **shown)
 
 
-__all__ = ["MetricsLog", "show_step"]
+__all__ = ["MetricsLog", "read_metrics", "show_step"]

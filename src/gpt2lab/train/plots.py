@@ -32,10 +32,9 @@ def plot_metrics(records: list[dict[str, Any]], path: str | os.PathLike) -> Path
     fig = Figure(figsize=(7, 7 if scores else 4), dpi=100, layout="tight")
     ax, task_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2)) if scores else (fig.subplots(), None)
     ax.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=1, label="train (per step)")
-    if len(losses) >= 10:
-        k = max(2, len(losses) // 20)
-        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1 :], smooth, color="tab:blue", linewidth=2, label=f"train (mean of {k})")
+    means, k = smoothed(losses)
+    if k > 1:
+        ax.plot(steps[k - 1 :], means, color="tab:blue", linewidth=2, label=f"train (mean of {k})")
     if val:
         val_steps, val_losses = zip(*val)
         ax.plot(val_steps, val_losses, "o-", color="tab:orange", linewidth=2, markersize=4, label="validation")
@@ -45,6 +44,42 @@ def plot_metrics(records: list[dict[str, Any]], path: str | os.PathLike) -> Path
     ax.legend()
     if task_ax is not None:
         _plot_scores(task_ax, records, scores)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def smoothed(values: list[float]) -> tuple[list[float], int]:
+    """The running mean of ``values`` over a twentieth of them (at least 2): the trend of noisy step
+    losses. Returns the means (``len(values) - k + 1`` of them) and k; the values unchanged, k = 1,
+    when there are fewer than 10."""
+    if len(values) < 10:
+        return list(values), 1
+    k = max(2, len(values) // 20)
+    return list(np.convolve(values, np.ones(k) / k, mode="valid")), k
+
+
+def plot_runs(runs: list[tuple[str, list[dict[str, Any]]]], path: str | os.PathLike, x: str = "step") -> Path:
+    """Several runs' curves on one chart: each run's smoothed train loss (a line) and its validation
+    loss (dots on a dashed line) in one colour; ``x`` is ``"step"`` or ``"epoch"`` (every record must
+    have it)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), dpi=100, layout="tight")
+    ax = fig.subplots()
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+               "tab:olive", "tab:cyan"]
+    for i, (name, records) in enumerate(runs):
+        colour = colours[i % len(colours)]
+        logged = [r for r in records if "loss" in r]
+        means, k = smoothed([r["loss"] for r in logged])
+        ax.plot([r[x] for r in logged[k - 1 :]], means, color=colour, linewidth=1.5, label=f"{name} train")
+        val = [(r[x], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+        if val:
+            xs, ys = zip(*val)
+            ax.plot(xs, ys, "o--", color=colour, linewidth=1, markersize=4, label=f"{name} val")
+    ax.set_xlabel(x)
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
@@ -66,4 +101,4 @@ def _plot_scores(ax: Any, records: list[dict[str, Any]], names: list[str]) -> No
     ax.legend(lines, [line.get_label() for line in lines])
 
 
-__all__ = ["plot_metrics", "task_metric_names"]
+__all__ = ["plot_metrics", "plot_runs", "smoothed", "task_metric_names"]

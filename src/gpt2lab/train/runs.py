@@ -1,0 +1,91 @@
+"""Several training runs side by side (``gpt2lab runs``): what each reached, as a table, and their loss
+curves on one chart, read from each run's metrics.jsonl.
+
+For the question a sweep asks (``--lr 3e-4`` or ``1e-3``? 4 layers or 8?) the runs' last train losses
+alone mislead: one step's loss is noisy, and a run that overfits has the lowest train loss and not the
+lowest validation loss. So the table gives the mean of the last logged losses, the last and the lowest
+validation loss (with its step), how far each run got (steps, epochs) and its speed.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .checkpoint import METRICS
+from .metrics import read_metrics
+
+LAST = 20  # logged steps the table's train loss averages
+
+
+@dataclass
+class RunSummary:
+    """What one run reached, from its metrics.jsonl."""
+
+    name: str  # as the run was named (its directory)
+    records: list[dict[str, Any]]
+    step: int  # the last logged step
+    epoch: float | None  # passes over the training data by then (runs from before epochs were logged: None)
+    train_loss: float  # mean of the last LAST logged train losses
+    val_loss: float | None  # the last evaluation's
+    best: tuple[int, float] | None  # (step, val_loss) of the lowest validation loss
+    tok_per_s: float | None  # median over the logged steps
+
+    def row(self) -> list[str]:
+        best = f"{self.best[1]:.4f} (step {self.best[0]:,})" if self.best else "-"
+        return [self.name, f"{self.step:,}", f"{self.epoch:.2f}" if self.epoch is not None else "-", f"{self.train_loss:.4f}",
+                f"{self.val_loss:.4f}" if self.val_loss is not None else "-", best,
+                f"{self.tok_per_s:,.0f}" if self.tok_per_s is not None else "-"]
+
+
+HEADER = ["run", "step", "epoch", f"train loss (last {LAST})", "val loss", "lowest val loss", "tok/s"]
+
+
+def summarize_run(run_dir: str | os.PathLike, name: str | None = None) -> RunSummary:
+    """One run's summary; ``InputError`` when the directory holds no run's metrics."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        raise InputError(f"{run_dir} holds no training run (no {METRICS}); give directories that gpt2lab train --out wrote")
+    records = read_metrics(path)
+    logged = [r for r in records if "loss" in r]
+    if not logged:
+        raise InputError(f"{path} has no logged step yet")
+    evaluated = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+    speeds = [r["tok_per_s"] for r in logged if "tok_per_s" in r]
+    return RunSummary(
+        name=name if name is not None else str(run_dir),
+        records=records,
+        step=logged[-1]["step"],
+        epoch=logged[-1].get("epoch"),
+        train_loss=statistics.fmean(r["loss"] for r in logged[-LAST:]),
+        val_loss=evaluated[-1][1] if evaluated else None,
+        best=min(evaluated, key=lambda e: e[1]) if evaluated else None,
+        tok_per_s=statistics.median(speeds) if speeds else None,
+    )
+
+
+def compare_runs(run_dirs: list[str | os.PathLike]) -> list[RunSummary]:
+    """Every run's summary, in the order given."""
+    if not run_dirs:
+        raise InputError("name at least one run directory")
+    return [summarize_run(d) for d in run_dirs]
+
+
+def runs_table(summaries: list[RunSummary]) -> str:
+    """The summaries as an aligned text table, the run of the lowest validation loss marked with *."""
+    rows = [s.row() for s in summaries]
+    ranked = [s for s in summaries if s.best is not None]
+    if len(ranked) > 1:
+        lowest = min(ranked, key=lambda s: s.best[1] if s.best else float("inf"))
+        rows[summaries.index(lowest)][5] += " *"
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+             for row in [HEADER, *rows]]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["RunSummary", "summarize_run", "compare_runs", "runs_table", "LAST"]
