@@ -667,7 +667,7 @@ def test_early_stop_ends_the_run_when_the_val_loss_stops_going_down(data_dir, tm
     args = ["train", "--data", str(data_dir), "--out", str(tmp_path / "cli"), "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
             "--block-size", "16", "--batch-size", "4", "--max-steps", "20", "--eval-every", "2", "--early-stop", "1", "--quiet"]
     assert main(args) == 0
-    assert "step 4, train loss" in (out := capsys.readouterr().out) and "stopped early (the val loss stopped going down)" in out
+    assert "step 4 (0.04 epochs), train loss" in (out := capsys.readouterr().out) and "stopped early (the val loss stopped going down)" in out
     # --keep-best turned on at a resume starts its own record: best/ gets the resumed run's first evaluation
     scripted = iter([2.0, 2.5, 2.7])
     monkeypatch.setattr(Trainer, "evaluate", lambda self: next(scripted))

@@ -749,7 +749,8 @@ def _train(args: argparse.Namespace) -> int:
     if result.interrupted:
         print(f"interrupted at step {result.step}; checkpoint saved in {result.run_dir}; continue with --resume", file=sys.stderr)
         return 130
-    parts = [f"step {result.step}"]
+    epoch = next((r["epoch"] for r in reversed(result.metrics) if "epoch" in r), None)
+    parts = [f"step {result.step}" + (f" ({epoch:.2f} epochs)" if epoch is not None else "")]
     if result.loss is not None:
         parts.append(f"train loss {result.loss:.4f}")
     if result.val_loss is not None:
