@@ -79,5 +79,7 @@ def test_runs_reads_what_train_wrote(tmp_path):
     assert [s.step for s in summaries] == [r.step for r in results]
     assert [s.val_loss for s in summaries] == [pytest.approx(r.val_loss, abs=1e-6) for r in results]
     assert summaries[1].epoch == pytest.approx(0.1, abs=0.02)
+    # a sweep's folder stands for the runs in it
+    assert [s.name for s in compare_runs([tmp_path])] == [str(tmp_path / "long"), str(tmp_path / "short")]
     with pytest.raises(InputError, match="name at least one run directory"):
         compare_runs([])

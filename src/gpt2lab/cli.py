@@ -822,7 +822,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _runs_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories written by gpt2lab train --out")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories written by gpt2lab train --out, or folders of them (a sweep's)")
     p.add_argument("--plot", metavar="PNG", help="also draw every run's train and val loss on one chart into this file")
     p.add_argument("--x", choices=("step", "epoch"), default="step", help="the chart's x axis (default step)")
 

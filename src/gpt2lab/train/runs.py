@@ -69,10 +69,15 @@ def summarize_run(run_dir: str | os.PathLike, name: str | None = None) -> RunSum
 
 
 def compare_runs(run_dirs: list[str | os.PathLike]) -> list[RunSummary]:
-    """Every run's summary, in the order given."""
+    """Every run's summary, in the order given. A directory that holds runs rather than being one (a
+    sweep's ``runs/``, with ``runs/lr3e-4/``, ``runs/lr1e-3/``...) stands for the runs in it, sorted."""
     if not run_dirs:
         raise InputError("name at least one run directory")
-    return [summarize_run(d) for d in run_dirs]
+    expanded: list[str | os.PathLike] = []
+    for d in run_dirs:
+        inner = sorted(p.parent for p in Path(d).glob(f"*/{METRICS}")) if not (Path(d) / METRICS).is_file() else []
+        expanded += inner or [d]
+    return [summarize_run(d) for d in expanded]
 
 
 def runs_table(summaries: list[RunSummary]) -> str:
