@@ -49,7 +49,8 @@ def test_replayed_steps_give_the_plain_steps_losses_and_weights(data_dir, tmp_pa
     assert got == pytest.approx(expected, rel=1e-6, abs=0)
     assert len(set(got)) == len(got)  # every step trained: no replay repeated a stale batch or lr
     for (name, a), b in zip(plain.model.state_dict().items(), graphed.model.state_dict().values(), strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+        # float rounding only (the recording reads lr from a tensor): 1.1e-6 at most seen; a stale batch or lr is ~1e-3
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=name)
     assert len(FakeCUDAGraph.made) == 1  # recorded once, after the warm-up
     assert graphed.graphed is None and all(p.grad is None for p in graphed.trained_parameters)  # close() let it go
     assert FakeCUDAGraph.made[0].replays == 9 - WARMUP_STEPS
