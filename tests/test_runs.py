@@ -15,16 +15,16 @@ from gpt2lab.train import TrainConfig, train
 from gpt2lab.train.runs import LAST, compare_runs, runs_table
 
 
-def write_run(path, losses, val_every=10, val_losses=None, epochs_per_step=0.01, cut_short=False):
+def write_run(path, losses, val_every=10, val_losses=None, epochs_per_step=0.01, cut_short=False, tokens_per_step=2048):
     """A run directory whose metrics.jsonl logs ``losses`` (step 1, 2, ...), evaluated every ``val_every`` steps."""
     path.mkdir(parents=True)
     val_losses = iter(val_losses or [])
     lines = []
     for step, loss in enumerate(losses, start=1):
-        record = {"step": step, "epoch": round(step * epochs_per_step, 4) if epochs_per_step else None, "loss": loss, "lr": 1e-3,
+        record = {"step": step, "epoch": round(step * epochs_per_step, 4), "tokens": step * tokens_per_step, "loss": loss, "lr": 1e-3,
                   "tok_per_s": 1000.0 + step}
-        if record["epoch"] is None:
-            del record["epoch"]
+        if not epochs_per_step:  # as an older gpt2lab wrote them
+            del record["epoch"], record["tokens"]
         if step % val_every == 0:
             record["val_loss"] = next(val_losses)
         lines.append(json.dumps(record))
@@ -37,36 +37,39 @@ def test_the_table_gives_what_each_run_reached_and_marks_the_lowest_val_loss(tmp
     a = write_run(tmp_path / "lr3e-4", [5.0 - 0.1 * i for i in range(30)], val_losses=[4.5, 4.0, 3.6])
     b = write_run(tmp_path / "lr1e-3", [5.0 - 0.12 * i for i in range(40)], val_losses=[4.2, 3.5, 3.7, 3.8], cut_short=True)
     sa, sb = compare_runs([a, b])
-    assert (sa.step, sa.epoch, sa.val_loss, sa.best) == (30, 0.3, 3.6, (30, 3.6))
+    assert (sa.step, sa.epoch, sa.tokens, sa.val_loss, sa.best) == (30, 0.3, 30 * 2048, 3.6, (30, 3.6))
     assert sa.train_loss == pytest.approx(statistics.fmean(5.0 - 0.1 * i for i in range(30 - LAST, 30)))
     assert (sb.step, sb.val_loss, sb.best, sb.tok_per_s) == (40, 3.8, (20, 3.5), statistics.median(1000.0 + s for s in range(1, 41)))
     lines = runs_table([sa, sb]).splitlines()
-    assert lines[0].split()[:3] == ["run", "step", "epoch"]
-    assert lines[1].split()[:5] == [str(a), "30", "0.30", f"{sa.train_loss:.4f}", "3.6000"]
+    assert lines[0].split()[:4] == ["run", "step", "epoch", "tokens"]
+    assert lines[1].split()[:6] == [str(a), "30", "0.30", "61.4k", f"{sa.train_loss:.4f}", "3.6000"]
     assert lines[2].endswith("3.5000 (step 20) *  1,020") and "*" not in lines[1]  # the lower of the two lowest val losses
 
 
 def test_runs_command_prints_the_table_and_draws_the_curves(tmp_path, capsys):
     a = write_run(tmp_path / "a", [3.0] * 20, val_losses=[2.9, 2.8])
     b = write_run(tmp_path / "b", [3.5] * 12, val_losses=[3.1])
-    assert main(["runs", str(a), str(b), "--plot", str(tmp_path / "cmp.png"), "--x", "epoch"]) == 0
+    assert main(["runs", str(a), str(b), "--plot", str(tmp_path / "cmp.png"), "--x", "tokens"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[1].startswith(str(a)) and out.splitlines()[2].startswith(str(b))
     assert out.strip().endswith(f"wrote {tmp_path / 'cmp.png'}")
     assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["runs", str(a), str(b)]) == 0 and "--plot FILE.png draws their curves" in capsys.readouterr().out
+    old = write_run(tmp_path / "old", [3.0] * 5, epochs_per_step=0)  # an older gpt2lab logged no epoch or tokens
+    assert main(["runs", str(old)]) == 0 and capsys.readouterr().out.splitlines()[1].split()[1:4] == ["5", "-", "-"]
 
 
 @pytest.mark.parametrize("make, argv, message", [
     (lambda t: t / "nothing", ["{d}"], "holds no training run (no metrics.jsonl); give directories that gpt2lab train --out wrote"),
     (lambda t: write_run(t / "old", [3.0] * 5, epochs_per_step=0), ["{d}", "--plot", "{d}/x.png", "--x", "epoch"],
      "'s metrics have no epoch (an older gpt2lab trained it); use --x step"),
+
 ])
 def test_runs_mistakes_are_one_line_exit_2(tmp_path, capsys, make, argv, message):
     d = make(tmp_path)
     assert main(["runs", *[arg.format(d=d) for arg in argv]]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err, err
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
 
 
 def test_runs_reads_what_train_wrote(tmp_path):
@@ -79,6 +82,7 @@ def test_runs_reads_what_train_wrote(tmp_path):
     assert [s.step for s in summaries] == [r.step for r in results]
     assert [s.val_loss for s in summaries] == [pytest.approx(r.val_loss, abs=1e-6) for r in results]
     assert summaries[1].epoch == pytest.approx(0.1, abs=0.02)
+    assert [s.tokens for s in summaries] == [r.step * 4 * 16 for r in results]
     # a sweep's folder stands for the runs in it
     assert [s.name for s in compare_runs([tmp_path])] == [str(tmp_path / "long"), str(tmp_path / "short")]
     with pytest.raises(InputError, match="name at least one run directory"):

@@ -104,4 +104,4 @@ def test_an_evaluated_step_that_is_not_a_logged_one_has_the_same_metrics_line(da
     train(config(data_dir, tmp_path / "run", max_steps=8, eval_every=2, checkpoint_every=8, log_every=4))
     records = metrics(tmp_path / "run")
     assert [r["step"] for r in records] == [2, 4, 6, 8]
-    assert all(set(r) == {"step", "epoch", "loss", "lr", "tok_per_s", "mfu", "val_loss"} for r in records), records
+    assert all(set(r) == {"step", "epoch", "tokens", "loss", "lr", "tok_per_s", "mfu", "val_loss"} for r in records), records

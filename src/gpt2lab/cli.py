@@ -824,7 +824,8 @@ def _eval(args: argparse.Namespace) -> None:
 def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories written by gpt2lab train --out, or folders of them (a sweep's)")
     p.add_argument("--plot", metavar="PNG", help="also draw every run's train and val loss on one chart into this file")
-    p.add_argument("--x", choices=("step", "epoch"), default="step", help="the chart's x axis (default step)")
+    p.add_argument("--x", choices=("step", "epoch", "tokens"), default="step",
+                   help="the chart's x axis (default step; tokens compares runs of other batch sizes fairly)")
 
 
 @command("runs", "training runs side by side: how far each got, its losses and speed (table), their curves (--plot)", _runs_args)
@@ -835,10 +836,9 @@ def _runs(args: argparse.Namespace) -> None:
     summaries = compare_runs(args.runs)
     print(runs_table(summaries), end="")
     if args.plot:
-        if args.x == "epoch":
-            for s in summaries:
-                if any("loss" in r and "epoch" not in r for r in s.records):
-                    raise UsageError(f"{s.name}'s metrics have no epoch (an older gpt2lab trained it); use --x step")
+        for s in summaries:
+            if any("loss" in r and args.x not in r for r in s.records):
+                raise UsageError(f"{s.name}'s metrics have no {args.x} (an older gpt2lab trained it); use --x step")
         print(f"wrote {plot_runs([(s.name, s.records) for s in summaries], args.plot, x=args.x)}")
     elif len(summaries) > 1:
         print("(--plot FILE.png draws their curves on one chart)")

@@ -59,8 +59,8 @@ def smoothed(values: list[float]) -> tuple[list[float], int]:
 
 def plot_runs(runs: list[tuple[str, list[dict[str, Any]]]], path: str | os.PathLike, x: str = "step") -> Path:
     """Several runs' curves on one chart: each run's smoothed train loss (a line) and its validation
-    loss (dots on a dashed line) in one colour; ``x`` is ``"step"`` or ``"epoch"`` (every record must
-    have it)."""
+    loss (dots on a dashed line) in one colour; ``x`` is ``"step"``, ``"epoch"`` or ``"tokens"`` (every
+    record must have it)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 5), dpi=100, layout="tight")
@@ -76,7 +76,7 @@ def plot_runs(runs: list[tuple[str, list[dict[str, Any]]]], path: str | os.PathL
         if val:
             xs, ys = zip(*val)
             ax.plot(xs, ys, "o--", color=colour, linewidth=1, markersize=4, label=f"{name} val")
-    ax.set_xlabel(x)
+    ax.set_xlabel("training tokens" if x == "tokens" else x)
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

@@ -30,6 +30,7 @@ class RunSummary:
     records: list[dict[str, Any]]
     step: int  # the last logged step
     epoch: float | None  # passes over the training data by then (runs from before epochs were logged: None)
+    tokens: int | None  # training tokens seen by then (likewise)
     train_loss: float  # mean of the last LAST logged train losses
     val_loss: float | None  # the last evaluation's
     best: tuple[int, float] | None  # (step, val_loss) of the lowest validation loss
@@ -37,12 +38,24 @@ class RunSummary:
 
     def row(self) -> list[str]:
         best = f"{self.best[1]:.4f} (step {self.best[0]:,})" if self.best else "-"
-        return [self.name, f"{self.step:,}", f"{self.epoch:.2f}" if self.epoch is not None else "-", f"{self.train_loss:.4f}",
+        return [self.name, f"{self.step:,}", f"{self.epoch:.2f}" if self.epoch is not None else "-", human_count(self.tokens),
+                f"{self.train_loss:.4f}",
                 f"{self.val_loss:.4f}" if self.val_loss is not None else "-", best,
                 f"{self.tok_per_s:,.0f}" if self.tok_per_s is not None else "-"]
 
 
-HEADER = ["run", "step", "epoch", f"train loss (last {LAST})", "val loss", "lowest val loss", "tok/s"]
+HEADER = ["run", "step", "epoch", "tokens", f"train loss (last {LAST})", "val loss", "lowest val loss", "tok/s"]
+LOWEST = HEADER.index("lowest val loss")
+
+
+def human_count(n: int | None) -> str:
+    """1234567 -> "1.23M" ("-" for None): a column of token counts a reader compares at a glance."""
+    if n is None:
+        return "-"
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
 
 
 def summarize_run(run_dir: str | os.PathLike, name: str | None = None) -> RunSummary:
@@ -61,6 +74,7 @@ def summarize_run(run_dir: str | os.PathLike, name: str | None = None) -> RunSum
         records=records,
         step=logged[-1]["step"],
         epoch=logged[-1].get("epoch"),
+        tokens=logged[-1].get("tokens"),
         train_loss=statistics.fmean(r["loss"] for r in logged[-LAST:]),
         val_loss=evaluated[-1][1] if evaluated else None,
         best=min(evaluated, key=lambda e: e[1]) if evaluated else None,
@@ -86,11 +100,11 @@ def runs_table(summaries: list[RunSummary]) -> str:
     ranked = [s for s in summaries if s.best is not None]
     if len(ranked) > 1:
         lowest = min(ranked, key=lambda s: s.best[1] if s.best else float("inf"))
-        rows[summaries.index(lowest)][5] += " *"
+        rows[summaries.index(lowest)][LOWEST] += " *"
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
              for row in [HEADER, *rows]]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["RunSummary", "summarize_run", "compare_runs", "runs_table", "LAST"]
+__all__ = ["RunSummary", "summarize_run", "compare_runs", "runs_table", "human_count", "LAST"]

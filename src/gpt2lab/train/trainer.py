@@ -922,7 +922,8 @@ class Trainer:
 
     def _step_record(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float) -> dict[str, Any]:
         """A logged step's metrics.jsonl line (before any evaluation adds to it)."""
-        record = {"step": step, "epoch": round(self.epoch_at(step), 4), "loss": round(loss, 6), "lr": lr, "tok_per_s": round(tok_per_s, 1)}
+        record = {"step": step, "epoch": round(self.epoch_at(step), 4), "tokens": step * self.tokens_per_step, "loss": round(loss, 6), "lr": lr,
+                  "tok_per_s": round(tok_per_s, 1)}
         if self.peak:
             record["mfu"] = round(self.flops_per_step / step_time / (self.peak * self.dist.world_size), 5)
         return record
