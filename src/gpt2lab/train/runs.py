@@ -4,7 +4,7 @@ curves on one chart, read from each run's metrics.jsonl.
 For the question a sweep asks (``--lr 3e-4`` or ``1e-3``? 4 layers or 8?) the runs' last train losses
 alone mislead: one step's loss is noisy, and a run that overfits has the lowest train loss and not the
 lowest validation loss. So the table gives the mean of the last logged losses, the last and the lowest
-validation loss (with its step), how far each run got (steps, epochs) and its speed.
+validation loss (with its step), how far each run got (steps, epochs, tokens) and its speed.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ class RunSummary:
     def row(self) -> list[str]:
         best = f"{self.best[1]:.4f} (step {self.best[0]:,})" if self.best else "-"
         return [self.name, f"{self.step:,}", f"{self.epoch:.2f}" if self.epoch is not None else "-", human_count(self.tokens),
-                f"{self.train_loss:.4f}",
-                f"{self.val_loss:.4f}" if self.val_loss is not None else "-", best,
+                f"{self.train_loss:.4f}", f"{self.val_loss:.4f}" if self.val_loss is not None else "-", best,
                 f"{self.tok_per_s:,.0f}" if self.tok_per_s is not None else "-"]
 
 
