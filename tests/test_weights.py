@@ -273,6 +273,24 @@ def test_a_training_runs_directory_stands_for_the_model_it_saved(tmp_path):
         GPT2.from_pretrained(run)
 
 
+def test_building_shapes_draws_nothing_and_a_real_model_draws_each_weight_once(tmp_path):
+    """from_pretrained builds on meta: no layer may draw there (nn.Embedding's draw on meta imports torch._dynamo,
+    a second of every load's start-up; checked in a fresh process). A real model draws each weight once,
+    the tied head included, and is built where a ``with torch.device`` block says."""
+    code = ("import sys, torch\nfrom gpt2lab import GPT2, GPT2Config\nwith torch.device('meta'):\n"
+            "    m = GPT2(GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=64, block_size=8))\n"
+            "assert m.transformer.wte.weight.is_meta\nprint('torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+    torch.manual_seed(0)
+    model = GPT2(GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=128))
+    assert model.lm_head.weight is model.transformer.wte.weight and model.transformer.wte.weight.device.type == "cpu"
+    assert model.transformer.h[0].attn.c_attn.weight.stride() == (1, model.transformer.h[0].attn.c_attn.weight.shape[0])  # Conv1D order kept
+    torch.manual_seed(0)
+    first = torch.empty(model.transformer.wte.weight.shape).normal_(0.0, model.config.initializer_range)
+    torch.testing.assert_close(model.transformer.wte.weight.detach(), first, rtol=0, atol=0)  # the first draw, kept
+
+
 def test_truncated_safetensors(hf_tiny, tmp_path):
     d = copy_checkpoint(hf_tiny[1], tmp_path / "ck")
     data = (d / "model.safetensors").read_bytes()
