@@ -42,7 +42,7 @@ class ClassifyTrainer(Trainer):
         # texts are short and of many lengths: throughput and MFU count their tokens (mean length), not block_size
         data = self.labelled
         mean_length = max(1, round(sum(map(len, data.train_ids)) / len(data.train_ids)))
-        self.tokens_per_step = self.config.batch_size * mean_length * self.config.grad_accum * self.dist.world_size
+        self.tokens_per_step = self.items_per_step * mean_length
         self.flops_per_step = flops_per_token(self.model_config, mean_length) * self.tokens_per_step
 
     def _open_data(self, config: TrainConfig) -> None:

@@ -208,7 +208,7 @@ class Trainer:
             self.forward_model = DDP(self.forward_model, device_ids=ids)
         # --cuda-graph: after a few plain steps, the step's device work is recorded once and replayed
         self.graphed: GraphedTrainStep | None = GraphedTrainStep(self) if self._use_cuda_graph(config) else None
-        self.tokens_per_step = config.batch_size * self.block_size * config.grad_accum * self.dist.world_size
+        self.tokens_per_step = self.items_per_step * self.block_size
         self.flops_per_step = flops_per_token(self.model_config, self.block_size) * self.tokens_per_step
         self.peak = peak_flops(self.device, self.dtype) if self.dist.is_main else None
         if self.dist.is_main:
