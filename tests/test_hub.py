@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sys
 
 import pytest
 
@@ -78,9 +79,17 @@ def test_an_uncached_hub_dataset_fails_at_once_in_one_line(no_dns, datasets_cach
                        r"huggingface.co does not resolve here and datasets' cache holds no copy of Rowan/hellaswag\); pass --data FILE") as err:
         load_records("hellaswag", None)
     assert "\n" not in str(err.value)
-    with pytest.raises(DataError, match="could not load dataset 'someone/corpus' split 'train'"):
+    with pytest.raises(DataError, match=r"could not load someone/corpus \(train\) from the Hugging Face hub \(the name huggingface.co"):
         prepare(["hf:someone/corpus:train"], tmp_path / "out", tokenizer=gpt2_vocab_path, progress=False)
     assert no_dns.hosts == ["huggingface.co", "huggingface.co"]  # the probes only, no request
+
+
+def test_a_hub_task_without_datasets_says_to_install_it_or_pass_a_file(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    with pytest.raises(DataError, match=r"^loading Rowan/hellaswag needs the datasets library: pip install 'gpt2lab\[data\]' "
+                       r"\(or pip install datasets\); pass --data FILE \(") as err:
+        load_records("hellaswag", None)
+    assert "\n" not in str(err.value)
 
 
 def test_a_resolving_hub_is_asked_and_the_offline_flags_are_put_back(monkeypatch):

@@ -298,14 +298,8 @@ def _records(source: Source, text_field: str) -> Iterator[str]:
 
 
 def _hf_dataset(name: str, split: str):
-    try:
-        # memory-mapped Arrow on disk (cached after the first download), so rows stream from disk
-        return hub.load_dataset(name, split)
-    except Exception as err:  # datasets raises many types; all mean "could not get it"
-        if isinstance(err, ImportError) and err.name == "datasets":
-            raise DataError("hf: inputs need the datasets library: pip install 'gpt2lab[data]' (or pip install datasets)") from None
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise DataError(f"could not load dataset {name!r} split {split!r}: {reason}") from None
+    # memory-mapped Arrow on disk (cached after the first download), so rows stream from disk
+    return hub.load_dataset(name, split)
 
 
 def iter_pieces(sources: Sequence[Source], text_field: str, stats: _Stats, progress=None) -> Iterator[tuple[str, bool]]:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .errors import DataError
+
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
@@ -63,19 +65,29 @@ def offline_mode() -> Iterator[None]:
             setattr(module, name, value)
 
 
-def load_dataset(name: str, split: str, config: str | None = None) -> Any:
+def load_dataset(name: str, split: str, config: str | None = None, *, advice: str = "") -> Any:
     """``datasets.load_dataset(name, config, split=split)``: a dataset on the hub (``Rowan/hellaswag``)
     or in a local folder. If the hub's host does not resolve, only the cache is asked (see the module
-    docstring). Raises ImportError without the datasets package, and whatever datasets raises."""
-    import datasets
+    docstring). Every failure (no datasets package, no network and no cached copy, no such split...)
+    is one ``DataError`` line, ending in ``advice`` when given (what the user can do instead)."""
+    local = Path(name).exists()
+    try:
+        import datasets
 
-    if Path(name).exists() or hub_resolves():
-        return datasets.load_dataset(name, config, split=split)
-    with offline_mode():
-        try:
+        if local or hub_resolves():
             return datasets.load_dataset(name, config, split=split)
-        except (ConnectionError, FileNotFoundError) as err:  # what datasets raises offline for a dataset it never cached
-            raise ConnectionError(f"the name {hub_host()} does not resolve here and datasets' cache holds no copy of {name}") from err
+        with offline_mode():
+            try:
+                return datasets.load_dataset(name, config, split=split)
+            except (ConnectionError, FileNotFoundError) as err:  # what datasets raises offline for a dataset it never cached
+                raise ConnectionError(f"the name {hub_host()} does not resolve here and datasets' cache holds no copy of {name}") from err
+    except Exception as err:  # datasets raises many types; every one means "could not get it"
+        if isinstance(err, ImportError) and err.name == "datasets":
+            why = f"loading {name} needs the datasets library: pip install 'gpt2lab[data]' (or pip install datasets)"
+        else:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            why = f"could not load {name} ({split}) {'' if local else 'from the Hugging Face hub '}({reason})"
+        raise DataError(why + (f"; {advice}" if advice else "")) from None
 
 
 __all__ = ["hub_host", "hub_resolves", "offline_mode", "load_dataset"]

@@ -140,14 +140,7 @@ def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[dict[s
 def hub_records(task: str, limit: int | None = None) -> list[dict[str, Any]]:
     """The task's standard split from the Hugging Face hub (needs ``datasets`` and the network, or its cache)."""
     name, config, split = HUB[task]
-    advice = f"pass --data FILE ({FILE_FORMAT[task]})"
-    try:
-        ds = hub.load_dataset(name, split, config)
-    except Exception as err:  # no network, no cache, a hub outage: every one means "use a file"
-        if isinstance(err, ImportError) and err.name == "datasets":
-            raise DataError(f"loading {name} from the hub needs the datasets package (pip install datasets); or {advice}") from None
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise DataError(f"could not load {name} ({split}) from the Hugging Face hub ({reason}); {advice}") from None
+    ds = hub.load_dataset(name, split, config, advice=f"pass --data FILE ({FILE_FORMAT[task]})")
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     return [dict(r) for r in ds]
