@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from gpt2lab.data import save_tokens
 from gpt2lab.errors import InputError
 from gpt2lab.train import TrainConfig, train
 from gpt2lab.train.runs import LAST, compare_runs, runs_table
+from gpt2lab.train.status import write_status
 
 
 def write_run(path, losses, val_every=10, val_losses=None, epochs_per_step=0.01, cut_short=False, tokens_per_step=2048):
@@ -41,8 +44,8 @@ def test_the_table_gives_what_each_run_reached_and_marks_the_lowest_val_loss(tmp
     assert sa.train_loss == pytest.approx(statistics.fmean(5.0 - 0.1 * i for i in range(30 - LAST, 30)))
     assert (sb.step, sb.val_loss, sb.best, sb.tok_per_s) == (40, 3.8, (20, 3.5), statistics.median(1000.0 + s for s in range(1, 41)))
     lines = runs_table([sa, sb]).splitlines()
-    assert lines[0].split()[:4] == ["run", "step", "epoch", "tokens"]
-    assert lines[1].split()[:6] == [str(a), "30", "0.30", "61.4k", f"{sa.train_loss:.4f}", "3.6000"]
+    assert lines[0].split()[:5] == ["run", "state", "step", "epoch", "tokens"]
+    assert lines[1].split()[:7] == [str(a), "-", "30", "0.30", "61.4k", f"{sa.train_loss:.4f}", "3.6000"]  # no status.json: "-"
     assert lines[2].endswith("3.5000 (step 20) *  1,020") and "*" not in lines[1]  # the lower of the two lowest val losses
 
 
@@ -56,7 +59,7 @@ def test_runs_command_prints_the_table_and_draws_the_curves(tmp_path, capsys):
     assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["runs", str(a), str(b)]) == 0 and "--plot FILE.png draws their curves" in capsys.readouterr().out
     old = write_run(tmp_path / "old", [3.0] * 5, epochs_per_step=0)  # an older gpt2lab logged no epoch or tokens
-    assert main(["runs", str(old)]) == 0 and capsys.readouterr().out.splitlines()[1].split()[1:4] == ["5", "-", "-"]
+    assert main(["runs", str(old)]) == 0 and capsys.readouterr().out.splitlines()[1].split()[1:5] == ["-", "5", "-", "-"]
 
 
 @pytest.mark.parametrize("make, argv, message", [
@@ -87,3 +90,51 @@ def test_runs_reads_what_train_wrote(tmp_path):
     assert [s.name for s in compare_runs([tmp_path])] == [str(tmp_path / "long"), str(tmp_path / "short")]
     with pytest.raises(InputError, match="name at least one run directory"):
         compare_runs([])
+
+
+def test_the_state_column_tells_running_finished_failed_and_died_runs_apart(tmp_path, capsys):
+    done = write_run(tmp_path / "sweep" / "a-done", [3.0] * 20, val_every=100)
+    write_status(done, "finished", step=20, max_steps=20)
+    going = write_run(tmp_path / "sweep" / "b-going", [3.0] * 30, val_every=100)
+    write_status(going, "running", step=0, max_steps=120)  # written by this process, which is alive
+    failed = write_run(tmp_path / "sweep" / "c-failed", [3.0] * 7, val_every=100)
+    write_status(failed, "failed", step=7, max_steps=20, error="the loss became nan at step 7; lower --lr")
+    died = write_run(tmp_path / "sweep" / "d-died", [3.0] * 9, val_every=100)
+    subprocess.run([sys.executable, "-c", "from gpt2lab.train.status import write_status; from pathlib import Path; "
+                    f"write_status(Path({str(died)!r}), 'running', step=0, max_steps=20)"], check=True)  # a process now gone
+    dead_pid = json.loads((died / "status.json").read_text())["pid"]
+    reused = write_run(tmp_path / "sweep" / "e-reused", [3.0] * 4, val_every=100)  # our pid, but another process's start time: not ours
+    write_status(reused, "running", step=0, max_steps=20)
+    status = json.loads((reused / "status.json").read_text())
+    (reused / "status.json").write_text(json.dumps(status | {"started": status["started"] - 1}))
+    compiling = tmp_path / "sweep" / "f-compiling"  # started, nothing logged yet
+    write_status(compiling, "running", step=0, max_steps=50)
+    summaries = compare_runs([tmp_path / "sweep"])
+    assert [s.state for s in summaries] == ["finished", "running", "failed", "died", "died", "running"]
+    assert [s.state_cell() for s in summaries][:2] == ["finished", "running 25%"]
+    assert (summaries[-1].step, summaries[-1].train_loss, summaries[-1].records) == (0, None, [])
+    assert main(["runs", str(tmp_path / "sweep")]) == 0
+    table, notes = capsys.readouterr().out.split("\n\n")
+    assert [line.split()[1] for line in table.splitlines()[1:]] == ["finished", "running", "failed", "died", "died", "running"]
+    assert table.splitlines()[-1].split()[:5] == [str(compiling), "running", "0.0%", "0", "-"]
+    assert notes.splitlines()[0] == f"{failed}: failed at step 7: the loss became nan at step 7; lower --lr"
+    assert notes.splitlines()[1].startswith(f"{died}: its process (pid {dead_pid}) "
+                                            "is gone without saying how it ended (killed? out of memory?); it saved no checkpoint: start it again")
+
+
+def test_a_run_that_raises_is_marked_failed_with_its_error(tmp_path):
+    rng = np.random.default_rng(0)
+    save_tokens(tmp_path / "data", rng.integers(0, 48, 3000), rng.integers(0, 48, 600), n_vocab=48)
+
+    def broken_hook(step, model):
+        raise ValueError("the hook broke\nsecond line")
+
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "run", n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4,
+                         max_steps=6, eval_every=3, checkpoint_every=2, eval_batches=1, progress=False)
+    with pytest.raises(ValueError, match="the hook broke"):
+        train(config, on_eval=broken_hook)
+    (summary,) = compare_runs([tmp_path / "run"])
+    assert (summary.state, summary.status["step"], summary.status["error"]) == ("failed", 3, "ValueError: the hook broke")
+    assert runs_table([summary]).splitlines()[-1] == f"{tmp_path / 'run'}: failed at step 3: ValueError: the hook broke"
+    result = train(TrainConfig(data=tmp_path / "data", out=tmp_path / "run", resume=True, progress=False))  # from the checkpoint of step 2
+    assert result.step == 6 and compare_runs([tmp_path / "run"])[0].state == "finished"

@@ -9,11 +9,13 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections import namedtuple
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -36,9 +38,11 @@ from gpt2lab.train import (
     measure_cpu_peak_flops,
     pad_vocabulary,
     param_groups,
+    read_status,
     resumed_config,
     train,
 )
+from gpt2lab.train.runs import compare_runs
 
 V = 48
 shutil_usage = namedtuple("shutil_usage", "total used free")  # what shutil.disk_usage returns
@@ -363,14 +367,19 @@ def test_kill_9_during_training_leaves_a_loadable_checkpoint(data_dir, tmp_path)
         while time.time() < deadline and not ((run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) >= 8):
             time.sleep(0.2)
         assert proc.poll() is None, proc.stderr.read().decode()
+        assert read_status(run) | {"time": 0} == {"state": "running", "step": 0, "max_steps": 100000, "host": socket.gethostname(),
+                                                  "pid": proc.pid, "started": ANY, "time": 0}
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert read_status(run)["state"] == "died"  # it said "running", and its process is gone
     ckpt = load_checkpoint(run)  # whatever moment the kill hit, the last complete checkpoint is there
     step = ckpt["step"]
     assert step >= 7
+    assert compare_runs([run])[0].note().endswith(f"gpt2lab train --resume --out {run} goes on from its checkpoint of step {step:,}")
     result = train(TrainConfig(data=data_dir, out=run, max_steps=step + 2, resume=True, progress=False))  # the run's own settings
     assert result.step == step + 2
+    assert read_status(run)["state"] == "finished" and read_status(run)["step"] == step + 2
     assert [r["step"] for r in metrics(run)] == list(range(1, step + 3))  # no step twice, none missing
     assert not list(run.glob(".*.tmp")) and not list(run.glob("model/.*.tmp"))  # interrupted writes cleaned up
 
@@ -390,6 +399,7 @@ def test_ctrl_c_saves_and_exits_cleanly(data_dir, tmp_path):
     assert "Traceback" not in err and "interrupted at step" in err and "--resume" in err
     step = load_checkpoint(run)["step"]
     assert step == metrics(run)[-1]["step"] >= 3
+    assert (read_status(run)["state"], read_status(run)["step"]) == ("interrupted", step)
 
 
 # torch.save on a full disk: its zip writer notices the short write only as a position mismatch
@@ -655,6 +665,7 @@ def test_early_stop_ends_the_run_when_the_val_loss_stops_going_down(data_dir, tm
     run = tmp_path / "run"
     result = train(config(data_dir, run, max_steps=20, eval_every=2, early_stop=2, keep_best=True, checkpoint_every=0))
     assert result.stopped_early and result.step == 8  # 2.6 and 2.55 after the lowest, 2.5 at step 4
+    assert read_status(run)["state"] == "stopped early"
     assert (result.best_step, result.best_val_loss) == (4, 2.5) and (run / "best" / "model.safetensors").is_file()
     ckpt = load_checkpoint(run)
     assert (ckpt["step"], ckpt["best"], ckpt["evals_since_best"]) == (8, (4, 2.5), 2)

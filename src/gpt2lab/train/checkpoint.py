@@ -7,6 +7,7 @@ every random number generator's state, and a full disk reported in one line.
     model/          the latest weights in Hugging Face format (a LoRA run: adapters merged in)
     adapter/        a LoRA run's adapters in PEFT's format (adapter_config.json, adapter_model.safetensors)
     metrics.jsonl   one JSON object per logged step
+    status.json     running, finished, stopped early, interrupted or failed (``train.status``)
     loss.png        the training and validation curves
 """
 
@@ -49,6 +50,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a gpt2lab training checkpoint (format {CHECKPOINT_FORMAT})")
     return ckpt
+
+
+def peek_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A run's checkpoint without reading its tensors (``mmap``: they stay on disk until touched), for its
+    step or configuration; None when there is none or it cannot be read (``load_checkpoint`` says why)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 (damaged, cut short, not ours: the caller carries on without it)
+        return None
+    return ckpt if isinstance(ckpt, dict) else None
 
 
 def write_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> Path:
@@ -136,5 +152,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["CHECKPOINT", "METRICS", "MODEL_DIR", "ADAPTER_DIR", "BEST_DIR", "PLOT", "CHECKPOINT_FORMAT", "load_checkpoint", "write_checkpoint",
+__all__ = ["CHECKPOINT", "METRICS", "MODEL_DIR", "ADAPTER_DIR", "BEST_DIR", "PLOT", "CHECKPOINT_FORMAT", "load_checkpoint", "peek_checkpoint",
+           "write_checkpoint",
            "tensor_bytes", "write_failure", "rng_state", "set_rng_state", "seed_everything"]

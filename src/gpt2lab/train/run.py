@@ -4,13 +4,10 @@ then closed (its process group left, its dashboards flushed) however the run end
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..model import GPT2
-from .checkpoint import CHECKPOINT
+from .checkpoint import peek_checkpoint
 from .classify import ClassifyTrainer
 from .config import TrainConfig, TrainResult
 from .trainer import Trainer
@@ -20,13 +17,9 @@ def trainer_class(config: TrainConfig) -> type[Trainer]:
     """The ``Trainer`` for ``config``'s task; a resumed run's task is its checkpoint's (read without
     its tensors: ``mmap`` leaves them on disk)."""
     task = config.task
-    path = Path(config.out) / CHECKPOINT
-    if config.resume and path.is_file():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("train_config", {})
-            task = saved.get("task", "lm")
-        except Exception:  # noqa: BLE001 (a damaged file: Trainer's load_checkpoint says so in one line)
-            pass
+    saved = peek_checkpoint(config.out) if config.resume else None  # (a damaged file: Trainer's load_checkpoint says so)
+    if saved is not None:
+        task = saved.get("train_config", {}).get("task", "lm")
     return ClassifyTrainer if task == "classify" else Trainer
 
 

@@ -65,6 +65,7 @@ from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
 from .sharded import everyone_model_state, full_model_state, full_optimizer_state, load_full_state, peak_memory, shard_model
 from .signals import StopFlag
+from .status import FAILED, FINISHED, INTERRUPTED, RUNNING, STATUS, STOPPED_EARLY, error_line, write_status
 from .vocab import VOCAB_KEYS, pad_moments, pad_vocabulary, padded_state, real_vocab_model, real_vocab_moments, real_vocab_state
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             # temporary files of atomic writes that a kill -9 interrupted (the real files are intact)
-            for name in (CHECKPOINT, METRICS, PLOT):
+            for name in (CHECKPOINT, METRICS, PLOT, STATUS):
                 for stale in self.run_dir.glob(f".{name}.*.tmp"):
                     stale.unlink(missing_ok=True)
             for directory in (MODEL_DIR, ADAPTER_DIR, BEST_DIR):
@@ -787,6 +788,25 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
+        """Train to ``max_steps`` (or an early stop, or Ctrl-C) and return the result; ``run/status.json``
+        says meanwhile that the run is running, and afterwards how it ended (``train.status``)."""
+        main = self.dist.is_main
+        if main:
+            write_status(self.run_dir, RUNNING, step=self.step, max_steps=self.config.max_steps)
+        try:
+            result = self._run()
+        except BaseException as err:
+            if main:
+                stopped = isinstance(err, KeyboardInterrupt)
+                write_status(self.run_dir, INTERRUPTED if stopped else FAILED, step=self.step, max_steps=self.config.max_steps,
+                             error=None if stopped else error_line(err))
+            raise
+        if main:
+            state = STOPPED_EARLY if result.stopped_early else INTERRUPTED if result.interrupted else FINISHED
+            write_status(self.run_dir, state, step=self.step, max_steps=self.config.max_steps)
+        return result
+
+    def _run(self) -> TrainResult:
         cfg = self.config
         main = self.dist.is_main
         self.lr = self.lr_at(self.step)
