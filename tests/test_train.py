@@ -252,6 +252,17 @@ def test_activation_checkpointing_resumes_exactly(data_dir, tmp_path):
     assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-6) for k in a["model"])
 
 
+def test_a_resume_says_where_it_goes_on_and_which_of_the_runs_switches_it_left_out(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(config(data_dir, run, max_steps=3, activation_checkpointing=True, chunked_loss=True))
+    train(config(data_dir, run, max_steps=4, chunked_loss=True, resume=True, progress=True))
+    assert (f"resumed at step 3 from {run / 'checkpoint.pt'}; without --activation-checkpointing, which the run used until now "
+            "(give them again for its speed and memory)\n") in capsys.readouterr().out
+    # the checkpoint now records this call's switches: given them all, the line names none
+    train(config(data_dir, run, max_steps=5, chunked_loss=True, resume=True, progress=True))
+    assert f"resumed at step 4 from {run / 'checkpoint.pt'}\n" in capsys.readouterr().out
+
+
 def test_padded_vocabulary_computes_the_same_run(data_dir, tmp_path):
     train(config(data_dir, tmp_path / "plain", pad_vocab=1))
     train(config(data_dir, tmp_path / "padded", pad_vocab=64))

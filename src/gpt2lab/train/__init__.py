@@ -47,7 +47,7 @@ With ``--fsdp`` FSDP2 shards weights, gradients and optimizer moments over the r
 from ..devices import autocast
 from ..flops import GPU_PEAK_FLOPS, flops_per_token, measure_cpu_peak_flops, peak_flops
 from .checkpoint import BEST_DIR, CHECKPOINT, CHECKPOINT_FORMAT, METRICS, MODEL_DIR, PLOT, load_checkpoint
-from .config import RUN_CONTROL, RUN_WATCH, TrainConfig, TrainResult, resumed_config
+from .config import MACHINE_SWITCHES, RUN_CONTROL, RUN_WATCH, TrainConfig, TrainResult, resumed_config
 from .distributed import Distributed, setup_distributed
 from .loss import lm_loss
 from .optim import lr_at, make_optimizer, param_groups
@@ -59,6 +59,6 @@ from .vocab import pad_vocabulary, real_vocab_model
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "lr_at", "param_groups", "make_optimizer", "plot_metrics",
            "load_checkpoint", "flops_per_token", "peak_flops", "measure_cpu_peak_flops", "pad_vocabulary", "real_vocab_model",
-           "resumed_config", "RUN_CONTROL", "RUN_WATCH",
+           "resumed_config", "RUN_CONTROL", "RUN_WATCH", "MACHINE_SWITCHES",
            "CHECKPOINT", "CHECKPOINT_FORMAT", "METRICS", "STATUS", "read_status", "MODEL_DIR", "BEST_DIR", "PLOT", "GPU_PEAK_FLOPS",
            "Distributed", "setup_distributed", "lm_loss", "set_dropout", "autocast", "trainer_class"]

@@ -252,8 +252,10 @@ TRAIN_TASKS = ("lm", "classify")
 # call's values, given or not). Everything else defines the trajectory and is taken from the checkpoint.
 RUN_WATCH = frozenset({"max_steps", "epochs", "eval_every", "eval_batches", "checkpoint_every", "log_every", "eval_task",
                        "eval_task_data", "eval_task_limit", "keep_best", "early_stop", "sample", "sample_tokens", "tensorboard", "wandb"})
-RUN_CONTROL = RUN_WATCH | {"data", "out", "device", "compile", "activation_checkpointing", "chunked_loss", "cuda_graph",
-                           "fsdp", "resume", "progress"}
+# how this machine runs the step: switches that change speed and memory, never the losses; a resumed run takes
+# this call's (a switch has no "off" flag to say otherwise), and is told which of the run's own it left out
+MACHINE_SWITCHES = ("compile", "cuda_graph", "chunked_loss", "activation_checkpointing", "fsdp")
+RUN_CONTROL = RUN_WATCH | {"data", "out", "device", "resume", "progress", *MACHINE_SWITCHES}
 
 
 def resumed_config(saved: dict[str, Any], config: TrainConfig) -> TrainConfig:
@@ -314,4 +316,4 @@ class TrainResult:
     stopped_early: bool = False  # early_stop: the validation loss stopped going down, and so did the run
 
 
-__all__ = ["TRAIN_TASKS", "TrainConfig", "TrainResult", "RUN_CONTROL", "RUN_WATCH", "resumed_config"]
+__all__ = ["TRAIN_TASKS", "TrainConfig", "TrainResult", "RUN_CONTROL", "RUN_WATCH", "MACHINE_SWITCHES", "resumed_config"]

@@ -54,7 +54,7 @@ from .checkpoint import (
     write_checkpoint,
     write_failure,
 )
-from .config import TrainConfig, TrainResult, resumed_config
+from .config import MACHINE_SWITCHES, TrainConfig, TrainResult, resumed_config
 from .dashboards import Dashboards
 from .distributed import setup_distributed
 from .graphed import GraphedTrainStep
@@ -107,10 +107,15 @@ class Trainer:
     def _setup(self, config: TrainConfig) -> None:
         ckpt_path = self.run_dir / CHECKPOINT
         ckpt = None
+        self.resumed_at: int | None = None  # the checkpoint's step, for a resumed run
+        self.switches_left_out: list[str] = []
         if config.resume:
             if not ckpt_path.is_file():
                 raise TrainingError(f"nothing to resume: {ckpt_path} does not exist; start without --resume")
             ckpt = load_checkpoint(ckpt_path)
+            # the run's own switches this call leaves out: its speed or memory differ from here on (run() says so)
+            self.switches_left_out = [f"--{name.replace('_', '-')}" for name in MACHINE_SWITCHES
+                                      if ckpt["train_config"].get(name) and not getattr(config, name)]
             config = resumed_config(ckpt["train_config"], config)
         elif ckpt_path.is_file():
             raise TrainingError(f"{self.run_dir} already holds a run ({CHECKPOINT}); pass --resume to continue it, or choose another --out")
@@ -194,6 +199,7 @@ class Trainer:
         self._last_loss = torch.full((), float("nan"), device=self.device)
         if ckpt is not None:
             self._restore(ckpt)
+            self.resumed_at = self.step
         else:
             seed_everything(config.seed + self.dist.rank)  # dropout differs across ranks, reproducibly
         self._device_step = torch.full((), self.step, dtype=torch.long, device=self.device)  # () the step count, on the device
@@ -223,7 +229,7 @@ class Trainer:
                     stale.unlink(missing_ok=True)
             self.metrics_log = MetricsLog(self.run_dir / METRICS, self.on_log)
             try:
-                self.metrics_log.start(resumed_at=self.step if ckpt is not None else None)
+                self.metrics_log.start(resumed_at=self.resumed_at)
             except OSError as err:
                 self._write_failed(err, f"writing {self.run_dir / METRICS}", "nothing was changed")
             if config.eval_task:
@@ -824,6 +830,10 @@ class Trainer:
             if self.lora_base is not None:
                 bar.write(describe(self.model))
             bar.write(self._length_line())
+            if self.resumed_at is not None:
+                left_out = " ".join(self.switches_left_out)
+                bar.write(f"resumed at step {self.resumed_at:,} from {self.run_dir / CHECKPOINT}" + (
+                    f"; without {left_out}, which the run used until now (give them again for its speed and memory)" if left_out else ""))
         # torch.compile works inside the first step (a minute or more for a large model, on a CPU too): say so
         compiling = bar if cfg.compile else None  # the bar that says so, until the first step is done
         if compiling is not None:
