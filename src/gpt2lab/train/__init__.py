@@ -10,7 +10,8 @@ One job per module:
 
     config.py       TrainConfig (everything that defines a run), TrainResult, the resume rule
     run.py          train(config): the trainer for the run's task, run and closed
-    trainer.py      Trainer: the step, the loop, evaluation, saving
+    trainer.py      Trainer: set-up, the optimizer step, evaluation, saving
+    loop.py         the loop around the steps: when to read the loss, log, evaluate, save, stop
     classify.py     ClassifyTrainer: --task classify (a labelled file, a new head, val_acc)
     optim.py        the learning-rate schedule (warmup, cosine) and AdamW's parameter groups
     loss.py         next-token cross-entropy whose backward reuses the logits' memory

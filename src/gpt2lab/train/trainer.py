@@ -1,4 +1,5 @@
-"""The training loop: ``Trainer``, one run with its pieces as methods (``train.run.train`` builds, runs and closes one).
+"""``Trainer``: one run's set-up, its optimizer step, evaluation and saving, as methods (``train.run.train``
+builds, runs and closes one; the loop that drives them, ``Trainer.run``, is ``train.loop``).
 
 One optimizer step, the habits of a serious run included:
 
@@ -17,7 +18,6 @@ import contextlib
 import logging
 import math
 import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -30,7 +30,7 @@ import torch.nn as nn
 from .. import kernels
 from ..batches import IGNORE_INDEX, BatchSampler, TokenData, eval_starts, open_data, windows
 from ..compatibility import check_data_fits_model, check_same_tokenizer, check_window_fits_model
-from ..config import GPT2Config, parameter_counts
+from ..config import GPT2Config
 from ..devices import attention_kernels, autocast, parse_dtype, pick_device
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluate import token_losses
@@ -58,9 +58,10 @@ from .config import MACHINE_SWITCHES, TrainConfig, TrainResult, resumed_config
 from .dashboards import Dashboards
 from .distributed import setup_distributed
 from .graphed import GraphedTrainStep
+from .loop import run_loop
 from .loss import LanguageModelLoss
 from .memory import checkpoint_blocks
-from .metrics import MetricsLog, show_step
+from .metrics import MetricsLog
 from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
 from .sharded import everyone_model_state, full_model_state, full_optimizer_state, load_full_state, peak_memory, shard_model
@@ -69,11 +70,6 @@ from .status import FAILED, FINISHED, INTERRUPTED, RUNNING, STATUS, STOPPED_EARL
 from .vocab import VOCAB_KEYS, pad_moments, pad_vocabulary, padded_state, real_vocab_model, real_vocab_moments, real_vocab_state
 
 log = logging.getLogger(__name__)
-
-# with several processes, how often (in steps) at the most the ranks tell each other whether one was
-# asked to stop, when no logged, evaluated or saved step comes sooner (each time is a host sync)
-STOP_CHECK_EVERY = 50
-
 
 class Trainer:
     """One training run. ``train(config)`` is ``Trainer(config).run()``; the pieces are methods so a
@@ -191,8 +187,7 @@ class Trainer:
         self.best: tuple[int, float] | None = None  # (step, val_loss) of the lowest validation loss so far
         self.evals_since_best = 0  # evaluations since that one (early_stop)
         self.stopped_early = False
-        self._stop = StopFlag()
-        self._stop_all = False
+        self.stop_flag = StopFlag()  # Ctrl-C and SIGTERM, while the loop runs
         # the first step whose loss was not finite (-1: none yet) and that loss; read by read_loss
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self._bad_loss = torch.zeros((), device=self.device)
@@ -530,9 +525,9 @@ class Trainer:
     def read_loss(self) -> float:
         """The loss of the latest step, read from the device (a host sync); raises ``TrainingError``
         if any step since the last read had a non-finite loss (that step was skipped)."""
-        return self._read(self._loss_snapshot())
+        return self.read_snapshot(self.loss_snapshot())
 
-    def _loss_snapshot(self) -> tuple[torch.Tensor, Any]:
+    def loss_snapshot(self) -> tuple[torch.Tensor, Any]:
         """The latest step's loss and the non-finite bookkeeping (3,), on their way to the host: on a GPU a
         copy into pinned memory queued behind the step, with an event that marks it done (no wait here)."""
         values = torch.stack([self._last_loss, self._bad_step.float(), self._bad_loss])  # (3,)
@@ -544,7 +539,7 @@ class Trainer:
         done.record()
         return host, done
 
-    def _read(self, snapshot: tuple[torch.Tensor, Any]) -> float:
+    def read_snapshot(self, snapshot: tuple[torch.Tensor, Any]) -> float:
         """A snapshot's loss (waiting for that step alone, not for work queued after it); raises
         ``TrainingError`` if a step up to it had a non-finite loss."""
         values, done = snapshot
@@ -560,10 +555,10 @@ class Trainer:
             )
         return last_loss
 
-    def _stop_requested(self) -> bool:
+    def stop_requested(self) -> bool:
         """Whether any rank was asked to stop (Ctrl-C, SIGTERM). With several processes this is a
         collective, so every rank must call it at the same steps (``run`` does, at read steps)."""
-        requested = self._stop.requested
+        requested = self.stop_flag.requested
         if not self.dist.enabled:
             return requested
         import torch.distributed as dist
@@ -780,7 +775,7 @@ class Trainer:
         """The records of metrics.jsonl so far (the main process's; [] on the others)."""
         return self.metrics_log.records if self.metrics_log is not None else []
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def log_record(self, record: dict[str, Any]) -> None:
         assert self.metrics_log is not None  # the main process logs
         try:
             self.metrics_log.append(record)
@@ -800,7 +795,7 @@ class Trainer:
         if main:
             write_status(self.run_dir, RUNNING, step=self.step, max_steps=self.config.max_steps)
         try:
-            result = self._run()
+            result = run_loop(self)
         except BaseException as err:
             if main:
                 stopped = isinstance(err, KeyboardInterrupt)
@@ -812,159 +807,19 @@ class Trainer:
             write_status(self.run_dir, state, step=self.step, max_steps=self.config.max_steps)
         return result
 
-    def _run(self) -> TrainResult:
-        cfg = self.config
-        main = self.dist.is_main
-        self.lr = self.lr_at(self.step)
-        bar = None
-        if main and cfg.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
-            padded = self.model.config.vocab_size
-            bar.write(
-                f"training {parameter_counts(self.model_config)['total'] / 1e6:.2f}M parameters on {self.device} "
-                f"({self.dist.world_size} process{'es' if self.dist.world_size > 1 else ''}, {str(self.dtype).removeprefix('torch.')}), "
-                f"{self.tokens_per_step:,} tokens per step" + (f", vocabulary padded to {padded}" if self.vocab != padded else "")
-            )
-            if self.lora_base is not None:
-                bar.write(describe(self.model))
-            bar.write(self._length_line())
-            if self.resumed_at is not None:
-                left_out = " ".join(self.switches_left_out)
-                bar.write(f"resumed at step {self.resumed_at:,} from {self.run_dir / CHECKPOINT}" + (
-                    f"; without {left_out}, which the run used until now (give them again for its speed and memory)" if left_out else ""))
-        # torch.compile works inside the first step (a minute or more for a large model, on a CPU too): say so
-        compiling = bar if cfg.compile else None  # the bar that says so, until the first step is done
-        if compiling is not None:
-            compiling.set_postfix_str("compiling the step (torch.compile): the first step takes a while")
-        loss = val_loss = None
-        interrupted = False
-        try:
-            with StopFlag() as self._stop:
-                steps_unread, time_unread = 0, 0.0  # steps since the loss was last read, and their time
-                # a step that is only logged: its loss comes to the host while the next step runs
-                # (step, lr, snapshot, steps it closes), and is written after that step is queued
-                on_its_way: tuple[int, float, tuple[torch.Tensor, Any], int] | None = None
-                while self.step < cfg.max_steps:
-                    t0 = time.perf_counter()
-                    self.train_step_no_sync()
-                    if compiling is not None:  # (the host compiles before it queues the step, so that is done now)
-                        compiling.set_postfix_str("")
-                        compiling = None
-                    if on_its_way is not None:
-                        step, lr, snapshot, steps = on_its_way
-                        on_its_way = None
-                        loss = self._read(snapshot)
-                        # the window closes when that step is done, about now; this step's time so far is its own
-                        window = time_unread + (time.perf_counter() - t0)
-                        self._log_step(step, lr, loss, self.tokens_per_step * steps / window, window / steps, bar)
-                        steps_unread, time_unread = steps_unread - steps, -(time.perf_counter() - t0)
-                    last = self.step == cfg.max_steps
-                    evaluating = bool(cfg.eval_every and self.step % cfg.eval_every == 0) or last
-                    saving = bool(cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last
-                    # the host waits for the device only where it must look: a logged, evaluated or saved
-                    # step, every STOP_CHECK_EVERY steps (the ranks' stop signals), or a stop asked here
-                    must_look = (evaluating or saving or self.step % STOP_CHECK_EVERY == 0
-                                 or (not self.dist.enabled and self._stop.requested))
-                    read = must_look or self.step % cfg.log_every == 0
-                    if read and not must_look and self.defer_logged_reads:
-                        on_its_way = (self.step, self.lr, self._loss_snapshot(), steps_unread + 1)
-                        read = False
-                    if read:
-                        loss = self.read_loss()
-                        self._stop_all = self._stop_requested()
-                    dt = time.perf_counter() - t0
-                    self.elapsed += dt
-                    steps_unread, time_unread = steps_unread + 1, time_unread + dt
-                    if not read:
-                        if bar is not None:
-                            bar.update(1)
-                        continue
-                    assert loss is not None
-                    # over the steps since the last read: one step's own time means nothing without a sync
-                    tok_per_s = self.tokens_per_step * steps_unread / time_unread
-                    step_time = time_unread / steps_unread
-                    steps_unread, time_unread = 0, 0.0
-                    record = None
-                    if main and (self.step % cfg.log_every == 0 or last or evaluating):  # an evaluation is always logged
-                        record = self._step_record(self.step, self.lr, loss, tok_per_s, step_time)
-                    stopping_early = False
-                    if evaluating:
-                        val_loss = self.evaluate()
-                        if record is not None and val_loss is not None:
-                            record["val_loss"] = round(val_loss, 6)
-                        best = val_loss is not None and self.note_val_loss(val_loss) and cfg.keep_best
-                        stopping_early = bool(cfg.early_stop and self.evals_since_best >= cfg.early_stop and not last)
-                        scores = self.eval_scores() if main else {}
-                        if record is not None:
-                            record.update(scores)
-                        if bar is not None:
-                            bar.write(f"step {self.step}: train loss {loss:.4f}" + (f", val loss {val_loss:.4f}" if val_loss is not None else "")
-                                      + "".join(f", {name} {value:.4f}" for name, value in scores.items())
-                                      + (f" (the best so far: model in {self.run_dir / BEST_DIR})" if best else ""))
-                        if main and cfg.sample is not None:
-                            sample = self.sample_text()
-                            if record is not None:
-                                record["sample"] = sample
-                            if bar is not None:
-                                bar.write(f"  sample: {cfg.sample}{sample}")
-                        if main and self.on_eval is not None:
-                            self._call_on_eval()
-                    if record is not None:
-                        self._log(record)
-                    if bar is not None:
-                        bar.update(1)
-                        show_step(bar, loss, tok_per_s, record)
-                    if saving:
-                        self.save_checkpoint()
-                    if stopping_early:  # (saved below)
-                        self.stopped_early = True
-                        if bar is not None:
-                            assert self.best is not None
-                            bar.write(f"stopped early at step {self.step}: no val loss below {self.best[1]:.4f} (step {self.best[0]}) "
-                                      f"in {cfg.early_stop} evaluations")
-                        break
-                    if self._stop_all:
-                        interrupted = True
-                        if self.last_saved != self.step:
-                            self.save_checkpoint()
-                        if bar is not None:
-                            bar.write(f"stopped at step {self.step}; checkpoint saved in {self.run_dir} (continue with --resume)")
-                        break
-                if self.last_saved != self.step:  # e.g. resumed at or past max_steps
-                    self.save_checkpoint()
-        finally:
-            if bar is not None:
-                bar.close()
-        peaks = self.peak_memory_per_rank()  # of the training (an FSDP run's export below gathers a whole model)
-        model = self.export_model().eval()
-        kept = self.best if cfg.keep_best else None
-        return TrainResult(self.run_dir, self.step, loss, val_loss, model, interrupted, list(self.metrics), peaks,
-                           best_step=kept[0] if kept else None, best_val_loss=kept[1] if kept else None,
-                           stopped_early=self.stopped_early)
-
-    def _length_line(self) -> str:
+    def length_line(self) -> str:
         """How far the run goes, in steps and in passes over the data (a long run over little data overfits)."""
         epochs, size = self.epoch_at(self.config.max_steps), self.sampler.epoch_size
         what = f"{size:,} examples" if self.task == "classify" else f"{size:,} windows of {self.block_size} tokens"
         return f"{self.config.max_steps:,} steps = {epochs:,.{2 if epochs < 10 else 1}f} epochs of the training data ({what})"
 
-    def _step_record(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float) -> dict[str, Any]:
+    def step_record(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float) -> dict[str, Any]:
         """A logged step's metrics.jsonl line (before any evaluation adds to it)."""
         record = {"step": step, "epoch": round(self.epoch_at(step), 4), "tokens": step * self.tokens_per_step, "loss": round(loss, 6), "lr": lr,
                   "tok_per_s": round(tok_per_s, 1)}
         if self.peak:
             record["mfu"] = round(self.flops_per_step / step_time / (self.peak * self.dist.world_size), 5)
         return record
-
-    def _log_step(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float, bar: Any) -> None:
-        """Write the metrics line of a step whose loss was read one step late, and show it."""
-        record = self._step_record(step, lr, loss, tok_per_s, step_time)
-        if self.dist.is_main:
-            self._log(record)
-        if bar is not None:
-            show_step(bar, loss, tok_per_s, record)
 
     def peak_memory_per_rank(self) -> list[int]:
         """Every rank's peak memory so far in bytes (``sharded.peak_memory``), gathered: a collective."""
@@ -976,7 +831,7 @@ class Trainer:
             dist.all_gather_object(peaks, peak_memory(self.device))
         return peaks
 
-    def _call_on_eval(self) -> None:
+    def call_on_eval(self) -> None:
         """The user's hook sees the real-vocabulary model in eval mode; the RNG it draws from (to
         sample text, say) is put back afterwards, so a hook never changes the run."""
         hook = self.on_eval
