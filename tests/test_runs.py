@@ -115,6 +115,10 @@ def test_the_state_column_tells_running_finished_failed_and_died_runs_apart(tmp_
     assert (summaries[-1].step, summaries[-1].train_loss, summaries[-1].records) == (0, None, [])
     assert main(["runs", str(tmp_path / "sweep")]) == 0
     table, notes = capsys.readouterr().out.split("\n\n")
+    assert main(["runs", str(tmp_path / "sweep"), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert [(f["state"], f["step"], f["max_steps"]) for f in figures[:3]] == [("finished", 20, 20), ("running", 30, 120), ("failed", 7, 20)]
+    assert figures[2]["error"] == "the loss became nan at step 7; lower --lr" and figures[0]["train_loss"] == 3.0
     assert [line.split()[1] for line in table.splitlines()[1:]] == ["finished", "running", "failed", "died", "died", "running"]
     assert table.splitlines()[-1].split()[:5] == [str(compiling), "running", "0.0%", "0", "-"]
     assert notes.splitlines()[0] == f"{failed}: failed at step 7: the loss became nan at step 7; lower --lr"

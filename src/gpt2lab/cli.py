@@ -826,6 +826,7 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PNG", help="also draw every run's train and val loss on one chart into this file")
     p.add_argument("--x", choices=("step", "epoch", "tokens"), default="step",
                    help="the chart's x axis (default step; tokens compares runs of other batch sizes fairly)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line: a list of the runs' figures")
 
 
 @command("runs", "training runs side by side: how far each got, its losses and speed (table), their curves (--plot)", _runs_args)
@@ -840,8 +841,12 @@ def _runs(args: argparse.Namespace) -> None:
             if any("loss" in r and args.x not in r for r in s.records):
                 raise UsageError(f"{s.name}'s metrics have no {args.x} (an older gpt2lab trained it); use --x step")
         print(f"wrote {plot_runs([(s.name, s.records) for s in summaries], args.plot, x=args.x)}")
-    elif len(summaries) > 1:
+    elif len(summaries) > 1 and not args.json:
         print("(--plot FILE.png draws their curves on one chart)")
+    if args.json:
+        import json
+
+        print(json.dumps([s.to_dict() for s in summaries]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,6 +69,14 @@ class RunSummary:
             return f"{self.name}: interrupted at step {status.get('step', self.step):,}; " + resume
         return None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as plain values (``gpt2lab runs --json``), without the records."""
+        status = self.status or {}
+        return {"run": self.name, "state": self.state, "step": self.step, "max_steps": status.get("max_steps"), "epoch": self.epoch,
+                "tokens": self.tokens, "train_loss": self.train_loss, "val_loss": self.val_loss,
+                "best_step": self.best[0] if self.best else None, "best_val_loss": self.best[1] if self.best else None,
+                "tok_per_s": self.tok_per_s, "error": status.get("error"), "saved_step": self.saved_step}
+
     def row(self) -> list[str]:
         best = f"{self.best[1]:.4f} (step {self.best[0]:,})" if self.best else "-"
         return [self.name, self.state_cell(), f"{self.step:,}", f"{self.epoch:.2f}" if self.epoch is not None else "-",
