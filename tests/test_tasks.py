@@ -304,7 +304,7 @@ def test_train_scores_the_task_at_every_evaluation(gpt2_vocab_data, tokenizer, t
     assert [r["step"] for r in scored] == [3, 6] and all("val_loss" in r and "hellaswag_acc" in r for r in scored)
     final = evaluate_task(result.model, tokenizer, "hellaswag", items, limit=4)
     assert scored[-1]["hellaswag_acc"] == round(final["acc"], 6) and scored[-1]["hellaswag_acc_norm"] == round(final["acc_norm"], 6)
-    assert imread(tmp_path / "run" / "loss.png").shape[0] == 700  # the loss panel and, below it, the task's panel
+    assert imread(tmp_path / "run" / "loss.png").shape[0] == 850  # the loss panel, the gradient norm's and the task's (4 + 1.5 + 3 in)
 
 
 def test_train_task_errors_come_before_training(gpt2_vocab_data, tmp_path):

@@ -309,6 +309,20 @@ def test_state_between_the_padded_and_the_real_vocabulary():
     assert real_vocab_moments(saved, None, 50) is saved  # a frozen embedding: nothing to cut
 
 
+def test_loss_plot_has_a_gradient_norm_panel_below_the_losses():
+    from gpt2lab.train.plots import metrics_figure
+
+    records = [{"step": s, "loss": 3.0 / s, "grad_norm": 0.5 + (40.0 if s == 3 else 0.0)} for s in range(1, 30)]
+    loss_ax, norm_ax = metrics_figure(records).axes
+    assert (loss_ax.get_ylabel(), norm_ax.get_ylabel(), norm_ax.get_xlabel()) == ("cross-entropy loss (nats/token)", "gradient norm", "step")
+    assert list(norm_ax.lines[0].get_ydata()) == [r["grad_norm"] for r in records]
+    assert norm_ax.get_yscale() == "log"  # the spike at step 3 is 81x the rest: a linear axis would flatten them
+    clipped = metrics_figure(records, grad_clip=1.0).axes[1]
+    assert clipped.lines[1].get_ydata() == [1.0, 1.0] and clipped.get_legend().get_texts()[0].get_text() == "--grad-clip 1: scaled down above"
+    (only,) = metrics_figure([{k: v for k, v in r.items() if k != "grad_norm"} for r in records]).axes  # older runs logged none
+    assert only.get_xlabel() == "step"
+
+
 def test_loss_plot_leaves_the_matplotlib_backend_alone(tmp_path):
     """A notebook's backend stays what the user chose: the plot draws on a Figure of its own."""
     code = ("import matplotlib; matplotlib.use('svg'); from gpt2lab.train import plot_metrics; "
@@ -526,6 +540,7 @@ def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
     assert [r["epoch"] for r in b] == [r["epoch"] for r in a]
     assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], abs=1e-5)
     assert [r.get("val_loss") for r in b] == pytest.approx([r.get("val_loss") for r in a], abs=1e-5)
+    assert [r["grad_norm"] for r in b] == pytest.approx([r["grad_norm"] for r in a], rel=1e-3)  # of the gradients DDP averaged
     wa, wb = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "two")["model"]
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     assert len(load_checkpoint(tmp_path / "two")["rng"]) == 2  # every rank's RNG state, gathered once
@@ -571,6 +586,7 @@ def test_two_process_fsdp_matches_one_process_and_resumes(data_dir, tmp_path):
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], abs=1e-5)
     assert [r.get("val_loss") for r in b] == pytest.approx([r.get("val_loss") for r in a], abs=1e-5)
+    assert [r["grad_norm"] for r in b] == pytest.approx([r["grad_norm"] for r in a], rel=1e-3)  # summed over every rank's shards
     plain, sharded = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
     assert sharded["model"].keys() == plain["model"].keys()
     assert all(torch.allclose(plain["model"][k], sharded["model"][k], atol=1e-5) for k in plain["model"])

@@ -50,6 +50,44 @@ def test_a_nonfinite_step_is_skipped_and_reported_at_the_next_read(data_dir, tmp
         t.close()
 
 
+@pytest.mark.parametrize("kernel", ["fused", "foreach"])
+def test_a_nonfinite_gradient_under_a_finite_loss_is_skipped_too(data_dir, tmp_path, kernel):  # noqa: F811
+    t = Trainer(config(data_dir, tmp_path / "run"))
+    try:
+        if kernel == "foreach":
+            t.optimizer = torch.optim.AdamW(t.model.parameters(), lr=3e-3, foreach=True)
+        t.train_step()
+        weights = {k: v.clone() for k, v in t.model.state_dict().items()}
+        hook = t.model.transformer.h[0].mlp.c_fc.weight.register_hook(lambda g: g * float("inf"))  # an overflow in backward
+        loss = t.train_step_no_sync()
+        hook.remove()
+        assert torch.isfinite(loss) and all(torch.equal(v, weights[k]) for k, v in t.model.state_dict().items())
+        with pytest.raises(TrainingError, match=r"the gradient norm became (inf|nan) \(loss \d+\.\d{4}\) at step 2; stopped before"):
+            t.read_loss()
+    finally:
+        t.close()
+
+
+def test_the_logged_grad_norm_is_the_norm_of_the_steps_gradient(data_dir, tmp_path):  # noqa: F811
+    """Measured before clipping (what --grad-clip compares with), over every trained weight, micro-batches summed."""
+    import copy
+
+    t = Trainer(config(data_dir, tmp_path / "run", grad_accum=2, grad_clip=0.5, dropout=0.0))
+    try:
+        start = t.sampler.state_dict()
+        batches = [t.sampler.next_batch() for _ in range(2)]
+        t.sampler.load_state_dict(start)
+        reference = copy.deepcopy(t.model)
+        for x, y in batches:
+            _, loss = reference(x, targets=y)
+            (loss / 2).backward()
+        expected = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in reference.parameters() if p.grad is not None]))
+        t.train_step()
+        assert t.grad_norm == pytest.approx(expected.item(), rel=1e-4) and t.grad_norm > 0.5  # so the step was clipped
+    finally:
+        t.close()
+
+
 def test_the_loop_reads_the_loss_only_where_it_looks(data_dir, tmp_path, monkeypatch):  # noqa: F811
     every = train(config(data_dir, tmp_path / "every", max_steps=8, eval_every=4, checkpoint_every=4))
     reads = count_reads(monkeypatch)
@@ -104,4 +142,4 @@ def test_an_evaluated_step_that_is_not_a_logged_one_has_the_same_metrics_line(da
     train(config(data_dir, tmp_path / "run", max_steps=8, eval_every=2, checkpoint_every=8, log_every=4))
     records = metrics(tmp_path / "run")
     assert [r["step"] for r in records] == [2, 4, 6, 8]
-    assert all(set(r) == {"step", "epoch", "tokens", "loss", "lr", "tok_per_s", "mfu", "val_loss"} for r in records), records
+    assert all(set(r) == {"step", "epoch", "tokens", "loss", "lr", "grad_norm", "tok_per_s", "mfu", "val_loss"} for r in records), records

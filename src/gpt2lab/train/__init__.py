@@ -36,7 +36,7 @@ What a RUN_DIR holds afterwards:
     checkpoint.pt   everything needed to continue exactly: weights, optimizer moments, step, the
                     data sampler's position, every RNG state, the configuration (written atomically)
     model/          the latest weights in Hugging Face format (``GPT2.from_pretrained``, transformers)
-    metrics.jsonl   one JSON object per logged step: step, loss, lr, tok_per_s, mfu, val_loss
+    metrics.jsonl   one JSON object per logged step: step, epoch, tokens, loss, lr, grad_norm, tok_per_s, mfu, val_loss
     loss.png        the training and validation curves
     status.json     where the run stands: running, finished, stopped early, interrupted or failed
 

@@ -70,8 +70,11 @@ class MetricsLog:
 
 
 def show_step(bar: Any, loss: float, tok_per_s: float, record: dict[str, Any] | None) -> None:
-    """A read step's loss, speed and (from its metrics line, when it has one) MFU beside the progress bar."""
-    shown = {"mfu": f"{record['mfu']:.1%}"} if record and "mfu" in record else {}
+    """A read step's loss, speed and (from its metrics line, when it has one) gradient norm and MFU beside the
+    progress bar."""
+    shown = {"norm": f"{record['grad_norm']:.3g}"} if record and "grad_norm" in record else {}
+    if record and "mfu" in record:
+        shown["mfu"] = f"{record['mfu']:.1%}"
     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}", **shown)
 
 

@@ -19,18 +19,30 @@ def task_metric_names(records: list[dict[str, Any]]) -> list[str]:
     return sorted({k for r in records for k in r if k.split("_", 1)[0] in TASKS or k == "val_acc"})
 
 
-def plot_metrics(records: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """loss.png: training loss per step (and its running mean), validation loss where measured;
-    below it, when the run scores a benchmark, its metrics at each evaluation (accuracies on the
-    left axis, perplexities and losses on the right)."""
+def plot_metrics(records: list[dict[str, Any]], path: str | os.PathLike, grad_clip: float | None = None) -> Path:
+    """loss.png: training loss per step (and its running mean), validation loss where measured; below
+    it the gradient norm of the logged steps (a norm that climbs or spikes warns before the loss does);
+    below that, when the run scores a benchmark, its metrics at each evaluation (accuracies on the left
+    axis, perplexities and losses on the right). ``grad_clip``: the run's clipping threshold, drawn on the
+    norm's panel."""
+    fig = metrics_figure(records, grad_clip)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def metrics_figure(records: list[dict[str, Any]], grad_clip: float | None = None) -> Any:
+    """The matplotlib ``Figure`` that ``plot_metrics`` saves."""
     from matplotlib.figure import Figure
 
     steps = [r["step"] for r in records if "loss" in r]
     losses = [r["loss"] for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+    norms = [(r["step"], r["grad_norm"]) for r in records if r.get("grad_norm") is not None]
     scores = task_metric_names(records)
-    fig = Figure(figsize=(7, 7 if scores else 4), dpi=100, layout="tight")
-    ax, task_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2)) if scores else (fig.subplots(), None)
+    heights = [4] + ([1.5] if norms else []) + ([3] if scores else [])  # inches: the loss, the norm, the scores
+    fig = Figure(figsize=(7, sum(heights)), dpi=100, layout="tight")
+    panels = list(np.atleast_1d(fig.subplots(len(heights), 1, sharex=True, height_ratios=heights)))
+    axes = list(panels)
+    ax = axes.pop(0)
     ax.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=1, label="train (per step)")
     means, k = smoothed(losses)
     if k > 1:
@@ -38,13 +50,24 @@ def plot_metrics(records: list[dict[str, Any]], path: str | os.PathLike) -> Path
     if val:
         val_steps, val_losses = zip(*val)
         ax.plot(val_steps, val_losses, "o-", color="tab:orange", linewidth=2, markersize=4, label="validation")
-    ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    if task_ax is not None:
-        _plot_scores(task_ax, records, scores)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    if norms:
+        norm_ax = axes.pop(0)
+        norm_steps, values = zip(*norms)
+        norm_ax.plot(norm_steps, values, color="tab:gray", linewidth=1)
+        if grad_clip:
+            norm_ax.axhline(grad_clip, color="tab:red", linestyle="--", linewidth=1, label=f"--grad-clip {grad_clip:g}: scaled down above")
+            norm_ax.legend(fontsize="small")
+        if min(values) > 0 and max(values) / min(values) > 20:  # an early spike would flatten the rest
+            norm_ax.set_yscale("log")
+        norm_ax.set_ylabel("gradient norm")
+        norm_ax.grid(alpha=0.3)
+    if scores:
+        _plot_scores(axes.pop(0), records, scores)
+    panels[-1].set_xlabel("step")
+    return fig
 
 
 def smoothed(values: list[float]) -> tuple[list[float], int]:
@@ -96,9 +119,8 @@ def _plot_scores(ax: Any, records: list[dict[str, Any]], names: list[str]) -> No
             steps, values = zip(*points)
             lines += axis.plot(steps, values, "o-", color=next(colours), linewidth=2, markersize=4, label=name)
         axis.set_ylabel(label)
-    ax.set_xlabel("step")
     ax.grid(alpha=0.3)
     ax.legend(lines, [line.get_label() for line in lines])
 
 
-__all__ = ["plot_metrics", "plot_runs", "smoothed", "task_metric_names"]
+__all__ = ["plot_metrics", "metrics_figure", "plot_runs", "smoothed", "task_metric_names"]

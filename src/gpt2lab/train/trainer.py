@@ -188,10 +188,13 @@ class Trainer:
         self.evals_since_best = 0  # evaluations since that one (early_stop)
         self.stopped_early = False
         self.stop_flag = StopFlag()  # Ctrl-C and SIGTERM, while the loop runs
-        # the first step whose loss was not finite (-1: none yet) and that loss; read by read_loss
+        # the first step whose loss or gradient was not finite (-1: none yet), its loss and gradient norm; read by read_loss
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self._bad_loss = torch.zeros((), device=self.device)
+        self._bad_norm = torch.zeros((), device=self.device)
         self._last_loss = torch.full((), float("nan"), device=self.device)
+        self._grad_norm = torch.full((), float("nan"), device=self.device)  # the latest step's, on the device
+        self.grad_norm: float | None = None  # the gradient norm of the step whose loss was read last (metrics: grad_norm)
         if ckpt is not None:
             self._restore(ckpt)
             self.resumed_at = self.step
@@ -414,7 +417,7 @@ class Trainer:
     def train_step_no_sync(self) -> torch.Tensor:
         """One optimizer step that never waits for the device; returns its loss as a () tensor.
 
-        A non-finite loss must not reach the weights, yet looking at it from the host would stall
+        A non-finite loss or gradient must not reach the weights, yet looking at it from the host would stall
         the GPU every step. So the step is skipped on the device: the fused AdamW kernel takes a
         ``found_inf`` flag (GradScaler's mechanism) and leaves weights, moments and step count
         untouched when it is set; fp16's GradScaler already skips steps with non-finite gradients.
@@ -472,15 +475,24 @@ class Trainer:
 
             dist.all_reduce(step_loss)
             step_loss /= self.dist.world_size
+        if self.scaler is not None:  # fp16: the gradients at their true size before they are measured
+            self.scaler.unscale_(self.optimizer)
+        # the gradient's global norm (): what clipping measures, taken on every step (one reduction over the
+        # gradients) and logged as grad_norm: a norm that climbs is the first sign of a run going unstable
+        norm = torch.nn.utils.get_total_norm([p.grad for p in self.trained_parameters if p.grad is not None])
+        if hasattr(norm, "full_tensor"):  # FSDP2: each rank holds its shards' part, a DTensor
+            norm = cast(Any, norm).full_tensor()
+        self._grad_norm.copy_(norm)  # in place: a recording reads it there
         nonfinite = ~torch.isfinite(step_loss)  # () bool, on the device
+        if self.scaler is None:  # (fp16's scaler skips non-finite gradients itself, a normal event at its scale's edge)
+            nonfinite |= ~torch.isfinite(norm)
         self._device_step += 1  # this step's number, counted where a recorded step can read it
         first_bad = nonfinite & (self._bad_step < 0)  # ()
         torch.where(first_bad, self._device_step, self._bad_step, out=self._bad_step)  # in place: a recording reads it there
         torch.where(first_bad, step_loss, self._bad_loss, out=self._bad_loss)
+        torch.where(first_bad, norm, self._bad_norm, out=self._bad_norm)
         if cfg.grad_clip > 0:
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.trained_parameters, cfg.grad_clip)
+            torch.nn.utils.clip_grads_with_norm_(self.trained_parameters, cfg.grad_clip, norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -528,28 +540,30 @@ class Trainer:
         return self.read_snapshot(self.loss_snapshot())
 
     def loss_snapshot(self) -> tuple[torch.Tensor, Any]:
-        """The latest step's loss and the non-finite bookkeeping (3,), on their way to the host: on a GPU a
-        copy into pinned memory queued behind the step, with an event that marks it done (no wait here)."""
-        values = torch.stack([self._last_loss, self._bad_step.float(), self._bad_loss])  # (3,)
+        """The latest step's loss and gradient norm and the non-finite bookkeeping (5,), on their way to the
+        host: on a GPU a copy into pinned memory queued behind the step, with an event that marks it done
+        (no wait here)."""
+        values = torch.stack([self._last_loss, self._grad_norm, self._bad_step.float(), self._bad_loss, self._bad_norm])  # (5,)
         if self.device.type != "cuda":
             return values, None
-        host = torch.empty(3, pin_memory=True)
+        host = torch.empty(5, pin_memory=True)
         host.copy_(values, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
         return host, done
 
     def read_snapshot(self, snapshot: tuple[torch.Tensor, Any]) -> float:
-        """A snapshot's loss (waiting for that step alone, not for work queued after it); raises
-        ``TrainingError`` if a step up to it had a non-finite loss."""
+        """A snapshot's loss (waiting for that step alone, not for work queued after it), its gradient norm
+        kept in ``grad_norm``; raises ``TrainingError`` if a step up to it had a non-finite loss or gradient."""
         values, done = snapshot
         if done is not None:
             done.synchronize()
-        last_loss, bad_step, bad_loss = values.tolist()
+        last_loss, self.grad_norm, bad_step, bad_loss, bad_norm = values.tolist()
         if bad_step >= 0:
             self.optimizer.zero_grad(set_to_none=True)
+            what = f"the loss became {bad_loss}" if not math.isfinite(bad_loss) else f"the gradient norm became {bad_norm} (loss {bad_loss:.4f})"
             raise TrainingError(
-                f"the loss became {bad_loss} at step {int(bad_step)}; stopped before it reached the weights. "
+                f"{what} at step {int(bad_step)}; stopped before it reached the weights. "
                 f"The last good checkpoint is {self.run_dir / CHECKPOINT} (step {self.last_saved}); "
                 "lower --lr, lengthen --warmup-steps or clip harder (--grad-clip), then --resume"
             )
@@ -784,7 +798,7 @@ class Trainer:
 
     def _plot(self) -> None:
         if self.metrics:
-            plot_metrics(self.metrics, self.run_dir / PLOT)
+            plot_metrics(self.metrics, self.run_dir / PLOT, grad_clip=self.config.grad_clip)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -815,8 +829,10 @@ class Trainer:
 
     def step_record(self, step: int, lr: float, loss: float, tok_per_s: float, step_time: float) -> dict[str, Any]:
         """A logged step's metrics.jsonl line (before any evaluation adds to it)."""
-        record = {"step": step, "epoch": round(self.epoch_at(step), 4), "tokens": step * self.tokens_per_step, "loss": round(loss, 6), "lr": lr,
-                  "tok_per_s": round(tok_per_s, 1)}
+        record = {"step": step, "epoch": round(self.epoch_at(step), 4), "tokens": step * self.tokens_per_step, "loss": round(loss, 6), "lr": lr}
+        if self.grad_norm is not None:  # (read with the loss)
+            record["grad_norm"] = round(self.grad_norm, 4)
+        record["tok_per_s"] = round(tok_per_s, 1)
         if self.peak:
             record["mfu"] = round(self.flops_per_step / step_time / (self.peak * self.dist.world_size), 5)
         return record
