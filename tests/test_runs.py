@@ -14,7 +14,7 @@ from gpt2lab.cli import main
 from gpt2lab.data import save_tokens
 from gpt2lab.errors import InputError
 from gpt2lab.train import TrainConfig, train
-from gpt2lab.train.runs import LAST, compare_runs, runs_table
+from gpt2lab.train.runs import LAST, compare_runs, runs_table, sort_runs
 from gpt2lab.train.status import write_status
 
 
@@ -58,6 +58,12 @@ def test_runs_command_prints_the_table_and_draws_the_curves(tmp_path, capsys):
     assert out.strip().endswith(f"wrote {tmp_path / 'cmp.png'}")
     assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["runs", str(a), str(b)]) == 0 and "--plot FILE.png draws their curves" in capsys.readouterr().out
+    # lowest first: a (lowest val loss 2.8, train loss 3.0) before b (3.1, 3.5), whatever the order given
+    assert main(["runs", str(b), str(a), "--sort", "lowest"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:3]] == [str(a), str(b)]
+    unevaluated = write_run(tmp_path / "c", [1.0] * 5, val_every=100)  # the lowest train loss, and no val loss: last by val
+    assert [s.name for s in sort_runs(compare_runs([unevaluated, b, a]), "val")] == [str(a), str(b), str(unevaluated)]
+    assert [s.name for s in sort_runs(compare_runs([b, a, unevaluated]), "train")] == [str(unevaluated), str(a), str(b)]
     old = write_run(tmp_path / "old", [3.0] * 5, epochs_per_step=0)  # an older gpt2lab logged no epoch or tokens
     assert main(["runs", str(old)]) == 0 and capsys.readouterr().out.splitlines()[1].split()[1:5] == ["-", "5", "-", "-"]
 

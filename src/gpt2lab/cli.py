@@ -826,15 +826,19 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PNG", help="also draw every run's train and val loss on one chart into this file")
     p.add_argument("--x", choices=("step", "epoch", "tokens"), default="step",
                    help="the chart's x axis (default step; tokens compares runs of other batch sizes fairly)")
+    p.add_argument("--sort", choices=("lowest", "val", "train"), help="order the runs by their lowest val loss, last val loss "
+                   "or train loss, lowest first (default: as given)")
     p.add_argument("--json", action="store_true", help="end with one JSON line: a list of the runs' figures")
 
 
 @command("runs", "training runs side by side: how far each got, its losses and speed (table), their curves (--plot)", _runs_args)
 def _runs(args: argparse.Namespace) -> None:
     from .train.plots import plot_runs
-    from .train.runs import compare_runs, runs_table
+    from .train.runs import compare_runs, runs_table, sort_runs
 
     summaries = compare_runs(args.runs)
+    if args.sort:
+        summaries = sort_runs(summaries, args.sort)
     print(runs_table(summaries), end="")
     if args.plot:
         for s in summaries:

@@ -146,6 +146,22 @@ def compare_runs(run_dirs: list[str | os.PathLike]) -> list[RunSummary]:
     return [summarize_run(d) for d in expanded]
 
 
+SORT_KEYS = {  # gpt2lab runs --sort: the figure each order ranks by, lowest first
+    "lowest": lambda s: s.best[1] if s.best else None,
+    "val": lambda s: s.val_loss,
+    "train": lambda s: s.train_loss,
+}
+
+
+def sort_runs(summaries: list[RunSummary], by: str) -> list[RunSummary]:
+    """The summaries ordered by ``by`` (a key of ``SORT_KEYS``), lowest first; runs without that figure
+    (not evaluated yet) last, in their order."""
+    if by not in SORT_KEYS:
+        raise InputError(f"cannot sort by {by!r}; choose one of {', '.join(SORT_KEYS)}")
+    key = SORT_KEYS[by]
+    return sorted(summaries, key=lambda s: (key(s) is None, key(s) or 0.0))
+
+
 def runs_table(summaries: list[RunSummary]) -> str:
     """The summaries as an aligned text table, the run of the lowest validation loss marked with *; below
     it a line for each run that failed, died or was interrupted."""
@@ -161,4 +177,4 @@ def runs_table(summaries: list[RunSummary]) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
-__all__ = ["RunSummary", "summarize_run", "compare_runs", "runs_table", "human_count", "LAST"]
+__all__ = ["RunSummary", "summarize_run", "compare_runs", "sort_runs", "SORT_KEYS", "runs_table", "human_count", "LAST"]
