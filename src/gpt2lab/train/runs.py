@@ -52,7 +52,10 @@ class RunSummary:
         max_steps = self.status.get("max_steps")
         if self.state == RUNNING and isinstance(max_steps, int) and max_steps > 0:
             done = 100 * self.step / max_steps
-            return f"{RUNNING} {done:.{1 if done < 10 else 0}f}%"
+            cell = f"{RUNNING} {done:.{1 if done < 10 else 0}f}%"
+            if self.tokens and self.tok_per_s and self.step:  # the steps left at its median speed (evaluations not counted)
+                cell += f", ~{human_duration((max_steps - self.step) * self.tokens / self.step / self.tok_per_s)} left"
+            return cell
         return str(self.state)
 
     def note(self) -> str | None:
@@ -97,6 +100,15 @@ def human_count(n: int | None) -> str:
         if n >= size:
             return f"{n / size:.3g}{unit}"
     return str(n)
+
+
+def human_duration(seconds: float) -> str:
+    """4000 -> "1.1 h": a time left, to the precision a reader plans with."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def summarize_run(run_dir: str | os.PathLike, name: str | None = None) -> RunSummary:
@@ -177,4 +189,4 @@ def runs_table(summaries: list[RunSummary]) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
-__all__ = ["RunSummary", "summarize_run", "compare_runs", "sort_runs", "SORT_KEYS", "runs_table", "human_count", "LAST"]
+__all__ = ["RunSummary", "summarize_run", "compare_runs", "sort_runs", "SORT_KEYS", "runs_table", "human_count", "human_duration", "LAST"]
