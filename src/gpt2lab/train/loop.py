@@ -45,19 +45,8 @@ def run_loop(trainer: Trainer) -> TrainResult:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True)
-        padded = trainer.model.config.vocab_size
-        bar.write(
-            f"training {parameter_counts(trainer.model_config)['total'] / 1e6:.2f}M parameters on {trainer.device} "
-            f"({trainer.dist.world_size} process{'es' if trainer.dist.world_size > 1 else ''}, {str(trainer.dtype).removeprefix('torch.')}), "
-            f"{trainer.tokens_per_step:,} tokens per step" + (f", vocabulary padded to {padded}" if trainer.vocab != padded else "")
-        )
-        if trainer.lora_base is not None:
-            bar.write(describe(trainer.model))
-        bar.write(trainer.length_line())
-        if trainer.resumed_at is not None:
-            left_out = " ".join(trainer.switches_left_out)
-            bar.write(f"resumed at step {trainer.resumed_at:,} from {trainer.run_dir / CHECKPOINT}" + (
-                f"; without {left_out}, which the run used until now (give them again for its speed and memory)" if left_out else ""))
+        for line in opening_lines(trainer):
+            bar.write(line)
     # torch.compile works inside the first step (a minute or more for a large model, on a CPU too): say so
     compiling = bar if cfg.compile else None  # the bar that says so, until the first step is done
     if compiling is not None:
@@ -170,6 +159,24 @@ def run_loop(trainer: Trainer) -> TrainResult:
                        stopped_early=trainer.stopped_early)
 
 
+def opening_lines(trainer: Trainer) -> list[str]:
+    """What a run says before its first step: the model and the machine, the run's length in epochs, a LoRA
+    run's trained share, where a resumed run goes on from."""
+    padded = trainer.model.config.vocab_size
+    processes = f"{trainer.dist.world_size} process{'es' if trainer.dist.world_size > 1 else ''}"
+    lines = [f"training {parameter_counts(trainer.model_config)['total'] / 1e6:.2f}M parameters on {trainer.device} "
+             f"({processes}, {str(trainer.dtype).removeprefix('torch.')}), {trainer.tokens_per_step:,} tokens per step"
+             + (f", vocabulary padded to {padded}" if trainer.vocab != padded else "")]
+    if trainer.lora_base is not None:
+        lines.append(describe(trainer.model))
+    lines.append(trainer.length_line())
+    if trainer.resumed_at is not None:
+        left_out = " ".join(trainer.switches_left_out)
+        lines.append(f"resumed at step {trainer.resumed_at:,} from {trainer.run_dir / CHECKPOINT}" + (
+            f"; without {left_out}, which the run used until now (give them again for its speed and memory)" if left_out else ""))
+    return lines
+
+
 def log_step(trainer: Trainer, step: int, lr: float, loss: float, tok_per_s: float, step_time: float, bar: Any) -> None:
     """Write the metrics line of a step whose loss was read one step late, and show it."""
     record = trainer.step_record(step, lr, loss, tok_per_s, step_time)
@@ -179,4 +186,4 @@ def log_step(trainer: Trainer, step: int, lr: float, loss: float, tok_per_s: flo
         show_step(bar, loss, tok_per_s, record)
 
 
-__all__ = ["run_loop", "log_step", "STOP_CHECK_EVERY"]
+__all__ = ["run_loop", "opening_lines", "log_step", "STOP_CHECK_EVERY"]
