@@ -88,6 +88,16 @@ def test_the_logged_grad_norm_is_the_norm_of_the_steps_gradient(data_dir, tmp_pa
         t.close()
 
 
+def test_fp16s_grad_norm_is_the_unscaled_gradients(data_dir, tmp_path):  # noqa: F811
+    """fp16 scales the loss by 65,536 before backward (GradScaler); the logged norm is taken after unscaling."""
+    from test_train import metrics
+
+    for dtype in ("fp32", "fp16"):
+        train(config(data_dir, tmp_path / dtype, dtype=dtype, max_steps=2, eval_every=0, checkpoint_every=0))
+    full, half = metrics(tmp_path / "fp32"), metrics(tmp_path / "fp16")
+    assert half[0]["grad_norm"] == pytest.approx(full[0]["grad_norm"], rel=2e-2)
+
+
 def test_the_loop_reads_the_loss_only_where_it_looks(data_dir, tmp_path, monkeypatch):  # noqa: F811
     every = train(config(data_dir, tmp_path / "every", max_steps=8, eval_every=4, checkpoint_every=4))
     reads = count_reads(monkeypatch)
