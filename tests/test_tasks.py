@@ -19,7 +19,8 @@ from conftest import perturbed_hf_model
 from gpt2lab import GPT2
 from gpt2lab.errors import ConfigError, DataError
 from gpt2lab.evaluate import evaluate, evaluate_task
-from gpt2lab.tasks import encode_request, hellaswag_item, lambada_item, score_continuations
+from gpt2lab.tasks import arc_item, encode_request, hellaswag_item, lambada_item, piqa_item, score_continuations, winogrande_item
+from gpt2lab.train.plots import task_metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
 # GPT-2's vocabulary (the tasks are text), a small body so a forward pass is quick; 128 positions,
@@ -174,6 +175,99 @@ def test_progress_bar_and_the_models_mode(checkpoint, tokenizer, tmp_path, capsy
     assert "hellaswag" in err and "12/12" in err  # one bar over the 3 x 4 (context, ending) pairs
 
 
+def arc_records(n: int, seed: int = 0) -> list[dict]:
+    """ARC as the hub stores it: 3 to 5 choices labelled A.. or 1.., answers of different lengths."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        k = rng.randint(3, 5)
+        labels = list("ABCDE"[:k]) if i % 2 else [str(j + 1) for j in range(k)]
+        texts = [sentence(rng, rng.randint(1, 8)) for _ in range(k)]
+        records.append({"question": sentence(rng, 140 if i == 0 else rng.randint(4, 20)) + "?",
+                        "choices": {"text": texts, "label": labels}, "answerKey": rng.choice(labels)})
+    return records
+
+
+def piqa_records(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"goal": sentence(rng, rng.randint(3, 15)), "sol1": sentence(rng, rng.randint(1, 12)), "sol2": sentence(rng, rng.randint(1, 12)),
+             "label": rng.randrange(2)} for _ in range(n)]
+
+
+def winogrande_records(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"sentence": f"{sentence(rng, rng.randint(3, 12))} _ {sentence(rng, rng.randint(2, 10))}.", "option1": rng.choice(WORDS).title(),
+             "option2": rng.choice(WORDS).title(), "answer": rng.choice("12")} for _ in range(n)]
+
+
+def reference_choices(hf, hf_tok, options: list[tuple[str, str]], lengths: list[int] | None, gold: int) -> tuple[bool, bool]:
+    """lm-evaluation-harness's multiple choice, written out: (argmax of the log-likelihoods is gold,
+    argmax of the log-likelihoods over the choices' characters is gold)."""
+    lls = np.array([reference_continuation(hf, hf_tok, context, continuation)[0] for context, continuation in options])
+    return int(np.argmax(lls)) == gold, lengths is not None and int(np.argmax(lls / np.array(lengths, dtype=float))) == gold
+
+
+def reference_task(hf, hf_tok, task: str, records: list[dict]) -> dict:
+    hits = []
+    for r in records:
+        if task == "piqa":
+            options = [(f"Question: {r['goal']}\nAnswer:", " " + sol) for sol in (r["sol1"], r["sol2"])]
+            hits.append(reference_choices(hf, hf_tok, options, [len(r["sol1"]), len(r["sol2"])], r["label"]))
+        elif task == "winogrande":
+            blank = r["sentence"].index("_")
+            rest = " " + r["sentence"][blank + 1 :].strip()
+            options = [(r["sentence"][:blank] + option, rest) for option in (r["option1"], r["option2"])]
+            hits.append(reference_choices(hf, hf_tok, options, None, int(r["answer"]) - 1))
+        else:
+            texts, labels = r["choices"]["text"], r["choices"]["label"]
+            options = [(f"Question: {r['question']}\nAnswer:", " " + t) for t in texts]
+            hits.append(reference_choices(hf, hf_tok, options, [len(t) for t in texts], labels.index(r["answerKey"])))
+    result = {"acc": sum(a for a, _ in hits) / len(hits)}
+    if task != "winogrande":
+        result["acc_norm"] = sum(b for _, b in hits) / len(hits)
+    return {**result, "n": len(hits)}
+
+
+@pytest.mark.parametrize("task, make", [("arc_easy", arc_records), ("piqa", piqa_records), ("winogrande", winogrande_records)])
+def test_the_harness_tasks_equal_their_formulas_on_transformers(checkpoint, tokenizer, tmp_path, task, make):
+    hf, path, hf_tok = checkpoint
+    records = make(14, seed=7)
+    ours = evaluate_task(GPT2.from_pretrained(path), tokenizer, task, write_jsonl(tmp_path / f"{task}.jsonl", records), batch_size=4)
+    assert ours == reference_task(hf, hf_tok, task, records)  # acc (acc_norm) and n exactly
+    assert set(ours) == ({"acc", "n"} if task == "winogrande" else {"acc", "acc_norm", "n"})
+
+
+def test_arc_in_ai2s_own_format_and_the_harness_tasks_item_errors(checkpoint, tokenizer, tmp_path):
+    _, path, _ = checkpoint
+    hub = arc_records(4, seed=8)
+    ai2 = [{"question": {"stem": r["question"], "choices": [{"text": t, "label": k} for t, k in zip(r["choices"]["text"], r["choices"]["label"],
+                                                                                                    strict=True)]},
+            "answerKey": r["answerKey"]} for r in hub]
+    model = GPT2.from_pretrained(path)
+    assert evaluate_task(model, tokenizer, "arc_easy", write_jsonl(tmp_path / "ai2.jsonl", ai2)) == \
+        evaluate_task(model, tokenizer, "arc_easy", write_jsonl(tmp_path / "hub.jsonl", hub))
+    item = winogrande_item({"sentence": "Ann gave Bo a cup because _ was thirsty.", "option1": "Ann", "option2": "Bo", "answer": "2"}, "x")
+    assert (item.options, item.label, item.lengths) == ([("Ann gave Bo a cup because Ann", " was thirsty."),
+                                                         ("Ann gave Bo a cup because Bo", " was thirsty.")], 1, None)
+    assert piqa_item({"goal": "Dry a cup", "sol1": "use a towel", "sol2": "use water", "label": "0"}, "x").options[0] == \
+        ("Question: Dry a cup\nAnswer:", " use a towel")
+    with pytest.raises(DataError, match="x: answerKey 'F' is not one of the choices' labels"):
+        arc_item({**hub[0], "answerKey": "F"}, "x")
+    with pytest.raises(DataError, match="needs exactly one _"):
+        winogrande_item({"sentence": "no blank", "option1": "a", "option2": "b", "answer": "1"}, "x")
+    with pytest.raises(DataError, match="needs answer 1 or 2, got ''"):
+        winogrande_item({"sentence": "a _ b", "option1": "a", "option2": "b", "answer": ""}, "x")
+    with pytest.raises(DataError, match="needs label 0 or 1, got -1"):
+        piqa_item({"goal": "g", "sol1": "a", "sol2": "b", "label": -1}, "x")
+    with pytest.raises(DataError, match="a PIQA record needs a text sol2"):
+        piqa_item({"goal": "g", "sol1": "a", "label": 0}, "x")
+    out = run_eval("--model", path, "--task", "winogrande", "--data", write_jsonl(tmp_path / "w.jsonl", winogrande_records(3)), "--json",
+                   "--quiet", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith("winogrande: acc ") and set(json.loads(out.stdout.splitlines()[-1])) == {"acc", "n"}
+    assert task_metric_names([{"step": 1, "arc_easy_acc_norm": 0.3, "piqa_acc": 0.5, "val_loss": 2.0}]) == ["arc_easy_acc_norm", "piqa_acc"]
+
+
 def test_limit_and_the_hubs_field_names(checkpoint, tokenizer, tmp_path):
     _, path, _ = checkpoint
     records = hellaswag_records(5, seed=2)
@@ -316,4 +410,8 @@ def test_train_task_errors_come_before_training(gpt2_vocab_data, tmp_path):
         train(small_run(gpt2_vocab_data, tmp_path / "b", eval_task="mmlu"))
     with pytest.raises(ConfigError, match="need --eval-task"):
         train(small_run(gpt2_vocab_data, tmp_path / "c", eval_task_limit=3))
-    assert not (tmp_path / "a" / "checkpoint.pt").exists()
+    # a HellaSwag file given for PIQA: its first item says so before any step
+    hellaswag_file = write_jsonl(tmp_path / "h.jsonl", hellaswag_records(2))
+    with pytest.raises(DataError, match=f"{hellaswag_file} item 1: a PIQA record needs a text goal"):
+        train(small_run(gpt2_vocab_data, tmp_path / "d", eval_task="piqa", eval_task_data=str(hellaswag_file)))
+    assert not (tmp_path / "a" / "checkpoint.pt").exists() and not (tmp_path / "d" / "checkpoint.pt").exists()

@@ -687,7 +687,8 @@ _TRAIN_OPTIONS: list[tuple[str, str, Callable[[str], object], str]] = [
     ("--checkpoint-every", "checkpoint_every", int, "save checkpoint and model/ every N steps (default 100)"),
     ("--log-every", "log_every", int, "metrics.jsonl line every N steps (default 1)"),
     ("--early-stop", "early_stop", int, "stop when the val loss has not gone below its lowest for N evaluations in a row"),
-    ("--eval-task", "eval_task", str, "score a benchmark at every evaluation: hellaswag, lambada or wikitext (logged as hellaswag_acc_norm, ...)"),
+    ("--eval-task", "eval_task", str, "score a benchmark at every evaluation: hellaswag, lambada, wikitext, arc_easy, arc_challenge, "
+     "piqa or winogrande (logged as hellaswag_acc_norm, ...)"),
     ("--eval-task-data", "eval_task_data", str, "the benchmark's file (default: its standard split from the Hugging Face hub)"),
     ("--eval-task-limit", "eval_task_limit", int, "score only the benchmark's first N items (wikitext: tokens)"),
     ("--sample", "sample", str, "at every evaluation, continue this prompt (sampled, the same seed each time) and show it; "
@@ -774,7 +775,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     from .evaluate import EVAL_TASKS
 
     p.add_argument("--model", required=True, metavar="M", help="a model directory (e.g. RUN_DIR/model) or hub id")
-    p.add_argument("--task", choices=EVAL_TASKS, help="a benchmark: hellaswag (acc, acc_norm), lambada (acc, ppl), wikitext (loss, ppl); "
+    p.add_argument("--task", choices=EVAL_TASKS, help="a benchmark: hellaswag, arc_easy, arc_challenge, piqa (acc, acc_norm), "
+                   "winogrande (acc), lambada (acc, ppl), wikitext (loss, ppl); "
                    "classify (acc, loss of a train --task classify model on a labelled --data file); "
                    "without it, loss and perplexity on --data")
     p.add_argument("--data", metavar="DATA_DIR|FILE", help="a prepared DATA_DIR (its validation split) or a text file; with --task, "
@@ -797,11 +799,11 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def _eval(args: argparse.Namespace) -> None:
     import json
 
-    from .evaluate import evaluate_path, evaluate_task
+    from .evaluate import EVAL_TASKS, evaluate_path, evaluate_task
 
     if args.task is None:
         if args.data is None:
-            raise UsageError("give --data DATA_DIR|FILE (the text to score), or --task hellaswag|lambada|wikitext")
+            raise UsageError(f"give --data DATA_DIR|FILE (the text to score), or --task with a benchmark: {', '.join(EVAL_TASKS[:-1])}")
         if args.limit is not None:
             raise UsageError("--limit counts a task's items; without --task use --max-tokens")
         result = evaluate_path(args.model, args.data, tokenizer=args.tokenizer, block_size=args.block_size, stride=args.stride,

@@ -33,7 +33,7 @@ from .compatibility import check_data_fits_model, check_same_tokenizer, check_to
 from .devices import autocast, parse_dtype, pick_device
 from .errors import ConfigError, DataError
 from .model import GPT2
-from .tasks import TASKS, hellaswag, hellaswag_item, lambada, lambada_item, load_records, perplexity, scoring
+from .tasks import ITEMS, TASKS, choose, hellaswag, lambada, load_records, perplexity, scoring
 
 # what ``evaluate_task`` scores: the benchmarks, and a classifier's accuracy on a labelled file
 EVAL_TASKS = (*TASKS, "classify")
@@ -266,8 +266,9 @@ def evaluate_task(
     text_field: str = "text",
     label_field: str = "label",
 ) -> dict[str, float]:
-    """A benchmark score of ``model``: ``{"acc", "acc_norm", "n"}`` for HellaSwag, ``{"acc", "ppl", "n"}``
-    for LAMBADA, ``{"loss", "ppl", "n"}`` for WikiText (``n``: items scored; for WikiText, tokens);
+    """A benchmark score of ``model``: ``{"acc", "acc_norm", "n"}`` for HellaSwag, ARC and PIQA,
+    ``{"acc", "n"}`` for Winogrande, ``{"acc", "ppl", "n"}`` for LAMBADA, ``{"loss", "ppl", "n"}`` for
+    WikiText (``n``: items scored; for WikiText, tokens);
     ``{"acc", "loss", "n"}`` for ``classify``: a ``GPT2Classifier`` (or its directory, written by
     ``train --task classify``) on ``data``, a .csv / .jsonl file of ``text`` and ``label`` columns
     (``text_field`` / ``label_field``), whose labels must be the model's.
@@ -297,11 +298,12 @@ def evaluate_task(
         return {"loss": result.loss, "ppl": result.perplexity, "n": result.tokens}
     records = load_records(task, data, limit)
     where = str(data) if data is not None else task
+    items = [ITEMS[task](r, f"{where} item {i + 1}") for i, r in enumerate(records)]
     if task == "hellaswag":
-        choices = [hellaswag_item(r, f"{where} item {i + 1}") for i, r in enumerate(records)]
-        return hellaswag(model, tokenizer, choices, batch_size=batch_size, dtype=amp, progress=progress)
-    clozes = [lambada_item(r, f"{where} item {i + 1}") for i, r in enumerate(records)]
-    return lambada(model, tokenizer, clozes, batch_size=batch_size, dtype=amp, progress=progress)
+        return hellaswag(model, tokenizer, items, batch_size=batch_size, dtype=amp, progress=progress)
+    if task == "lambada":
+        return lambada(model, tokenizer, items, batch_size=batch_size, dtype=amp, progress=progress)
+    return choose(model, tokenizer, items, batch_size=batch_size, dtype=amp, progress=progress, desc=task)
 
 
 def _classify(model: GPT2 | str | os.PathLike, tokenizer: Any, data: str | os.PathLike | None, limit: int | None, *,

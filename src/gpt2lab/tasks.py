@@ -17,6 +17,20 @@ token by token, and is every continuation token the model's first choice (its ar
         a perplexity per *word*, not per token.
     WikiText: the sliding-window token perplexity of ``gpt2lab.evaluate.evaluate`` (lives there).
 
+ARC (Easy and Challenge), PIQA and Winogrande are scored as EleutherAI's lm-evaluation-harness scores
+them zero-shot, so the numbers sit beside the figures it publishes:
+
+    ARC. Context ``"Question: {question}\nAnswer:"``, candidates ``" " + choice`` (3 to 5 of them).
+        ``acc``: the highest total log-probability; ``acc_norm``: the highest log-probability per
+        *character* of the choice (the harness's normalisation, which does not depend on the
+        tokenizer; HellaSwag's above is llm.c's, per token).
+    PIQA. Context ``"Question: {goal}\nAnswer:"``, candidates ``" " + sol1`` and ``" " + sol2``; ``acc``
+        and ``acc_norm`` as for ARC. Chance is 0.5.
+    Winogrande. The sentence has a blank (``_``) that one of two names fills. Each option makes its own
+        context (the sentence up to the blank, the option in it); the candidate is the same for both:
+        ``" " +`` the rest of the sentence. ``acc``: the option under which the rest is more likely.
+        Chance is 0.5.
+
 Inputs are the datasets' JSONL files (one record a line) or, when the network allows, the Hugging
 Face hub's copies through the ``datasets`` library (imported only then).
 
@@ -44,13 +58,17 @@ from .devices import autocast
 from .errors import DataError
 from .model import GPT2
 
-TASKS = ("hellaswag", "lambada", "wikitext")
+TASKS = ("hellaswag", "lambada", "wikitext", "arc_easy", "arc_challenge", "piqa", "winogrande")
 
 # (dataset, configuration, split) of each task on the Hugging Face hub
 HUB = {
     "hellaswag": ("Rowan/hellaswag", None, "validation"),
     "lambada": ("EleutherAI/lambada_openai", "default", "test"),
     "wikitext": ("Salesforce/wikitext", "wikitext-2-raw-v1", "test"),
+    "arc_easy": ("allenai/ai2_arc", "ARC-Easy", "test"),
+    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge", "test"),
+    "piqa": ("baber/piqa", None, "validation"),  # the original ybisk/piqa is a loading script, which datasets 4 no longer runs
+    "winogrande": ("allenai/winogrande", "winogrande_xl", "validation"),
 }
 
 # what a --data file holds, for the error that asks for one
@@ -58,6 +76,10 @@ FILE_FORMAT = {
     "hellaswag": "a JSONL file with ctx, endings and label per line",
     "lambada": "a JSONL file with text per line",
     "wikitext": "a text file (wiki.test.raw) or a JSONL file with text per line",
+    "arc_easy": "a JSONL file with question, choices (text and label lists) and answerKey per line, or AI2's own ARC JSONL",
+    "arc_challenge": "a JSONL file with question, choices (text and label lists) and answerKey per line, or AI2's own ARC JSONL",
+    "piqa": "a JSONL file with goal, sol1, sol2 and label per line",
+    "winogrande": "a JSONL file with sentence (one _ blank), option1, option2 and answer (1 or 2) per line",
 }
 
 
@@ -113,6 +135,73 @@ def lambada_item(record: dict[str, Any], where: str) -> Cloze:
         raise DataError(f"{where}: a LAMBADA record needs a text of at least two words")
     context, word = text.rsplit(" ", 1)
     return Cloze(context, " " + word)
+
+
+@dataclass
+class Choices:
+    """One item of ARC, PIQA or Winogrande: each option a (context, continuation) pair to score, the index
+    of the right one, and the characters ``acc_norm`` divides each option's log-probability by (None:
+    the task reports ``acc`` only)."""
+
+    options: list[tuple[str, str]]
+    label: int
+    lengths: list[int] | None
+
+
+def _text(record: dict[str, Any], field: str, where: str, task: str) -> str:
+    value = record.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: a {task} record needs a text {field}")
+    return value
+
+
+def arc_item(record: dict[str, Any], where: str) -> Choices:
+    """An ARC record as the hub stores it (``question``, ``choices: {text: [...], label: [...]}``,
+    ``answerKey``) or as AI2's own files do (``question: {stem, choices: [{text, label}, ...]}``)."""
+    question = record.get("question")
+    if isinstance(question, dict):  # AI2's JSONL
+        raw = question.get("choices") or []
+        texts, labels = [c.get("text") for c in raw], [c.get("label") for c in raw]
+        question = question.get("stem")
+    else:
+        choices = record.get("choices") or {}
+        texts, labels = (choices.get("text") or [], choices.get("label") or []) if isinstance(choices, dict) else ([], [])
+    if not isinstance(question, str) or len(texts) < 2 or len(texts) != len(labels) or not all(isinstance(t, str) for t in texts):
+        raise DataError(f"{where}: an ARC record needs a text question and at least two choices, each a text and a label")
+    key = record.get("answerKey")
+    if key not in labels:
+        raise DataError(f"{where}: answerKey {key!r} is not one of the choices' labels {labels}")
+    context = f"Question: {question}\nAnswer:"
+    return Choices([(context, " " + t) for t in texts], labels.index(key), [len(t) for t in texts])
+
+
+def piqa_item(record: dict[str, Any], where: str) -> Choices:
+    """A PIQA record: ``goal``, ``sol1``, ``sol2``, ``label`` (0 or 1)."""
+    goal, solutions = _text(record, "goal", where, "PIQA"), [_text(record, f, where, "PIQA") for f in ("sol1", "sol2")]
+    label = record.get("label")
+    if label not in (0, 1, "0", "1"):
+        raise DataError(f"{where}: a PIQA record needs label 0 or 1, got {label!r} (the test split has none: use validation)")
+    context = f"Question: {goal}\nAnswer:"
+    return Choices([(context, " " + sol) for sol in solutions], int(label), [len(sol) for sol in solutions])
+
+
+def winogrande_item(record: dict[str, Any], where: str) -> Choices:
+    """A Winogrande record: ``sentence`` with one ``_``, ``option1``, ``option2``, ``answer`` ("1" or "2")."""
+    sentence = _text(record, "sentence", where, "Winogrande")
+    options = [_text(record, f, where, "Winogrande") for f in ("option1", "option2")]
+    if sentence.count("_") != 1:
+        raise DataError(f"{where}: a Winogrande sentence needs exactly one _ (the blank an option fills)")
+    answer = record.get("answer")
+    if str(answer) not in ("1", "2"):
+        raise DataError(f"{where}: a Winogrande record needs answer 1 or 2, got {answer!r} (the test split has none: use validation)")
+    blank = sentence.index("_")
+    rest = " " + sentence[blank + 1 :].strip()
+    return Choices([(sentence[:blank] + option, rest) for option in options], int(str(answer)) - 1, None)
+
+
+# each task's record -> item reader (WikiText is plain text: it has none)
+ITEMS: dict[str, Any] = {"hellaswag": hellaswag_item, "lambada": lambada_item, "arc_easy": arc_item, "arc_challenge": arc_item,
+                         "piqa": piqa_item, "winogrande": winogrande_item}
 
 
 def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, Any]]:
@@ -300,7 +389,31 @@ def lambada(model: GPT2, tokenizer: Any, items: Sequence[Cloze], *, batch_size: 
     return {"acc": sum(s.greedy for s in scores) / len(scores), "ppl": perplexity(mean_nll), "n": len(scores)}
 
 
+def choose(model: GPT2, tokenizer: Any, items: Sequence[Choices], *, batch_size: int = 16, dtype: torch.dtype | None = None,
+           progress: bool = False, desc: str = "score") -> dict[str, float]:
+    """``acc`` (and, where the items give lengths, ``acc_norm``) over ARC, PIQA or Winogrande ``items``,
+    and ``n`` (see the module docstring)."""
+    if not items:
+        raise DataError(f"no {desc} items to score")
+    requests = [encode_request(tokenizer, context, continuation) for item in items for context, continuation in item.options]
+    scores = score_continuations(model, requests, batch_size=batch_size, dtype=dtype, progress=progress, desc=desc)
+    correct = correct_norm = 0
+    offset = 0
+    for item in items:
+        mine = [s.logprob for s in scores[offset : offset + len(item.options)]]
+        offset += len(item.options)
+        correct += max(range(len(mine)), key=lambda k: mine[k]) == item.label  # the first of equals, as argmax
+        if item.lengths is not None:
+            lengths = item.lengths
+            correct_norm += max(range(len(mine)), key=lambda k: mine[k] / lengths[k]) == item.label
+    metrics = {"acc": correct / len(items)}
+    if items[0].lengths is not None:
+        metrics["acc_norm"] = correct_norm / len(items)
+    return {**metrics, "n": len(items)}
+
+
 __all__ = [
-    "TASKS", "HUB", "MultipleChoice", "Cloze", "Continuation", "hellaswag_item", "lambada_item", "read_jsonl", "hub_records",
+    "TASKS", "HUB", "MultipleChoice", "Cloze", "Choices", "Continuation", "hellaswag_item", "lambada_item",
+    "arc_item", "piqa_item", "winogrande_item", "ITEMS", "choose", "read_jsonl", "hub_records",
     "load_records", "encode_request", "perplexity", "scoring", "score_continuations", "hellaswag", "lambada",
 ]

@@ -16,7 +16,7 @@ from ..tasks import TASKS
 def task_metric_names(records: list[dict[str, Any]]) -> list[str]:
     """The scores among the records' keys: a benchmark's (``--eval-task``: ``hellaswag_acc_norm``, ...)
     and a classifier's held-out accuracy (``--task classify``: ``val_acc``)."""
-    return sorted({k for r in records for k in r if k.split("_", 1)[0] in TASKS or k == "val_acc"})
+    return sorted({k for r in records for k in r if any(k.startswith(task + "_") for task in TASKS) or k == "val_acc"})
 
 
 def plot_metrics(records: list[dict[str, Any]], path: str | os.PathLike, grad_clip: float | None = None) -> Path:

@@ -621,17 +621,19 @@ class Trainer:
         return (total[0] / total[1]).item()
 
     def _task_tokenizer(self) -> Any:
-        """The data's tokenizer (a benchmark is text). The task's data is read once here too, so a
-        missing file or an unreachable hub stops the run before it trains, not at its first evaluation."""
+        """The data's tokenizer (a benchmark is text). The task's data is read once here too, and its
+        first item parsed, so a missing file, an unreachable hub or a file of another task's format
+        stops the run before it trains, not at its first evaluation."""
         from ..evaluate import wikitext_text
-        from ..tasks import load_records
+        from ..tasks import ITEMS, load_records
 
         cfg = self.config
         assert cfg.eval_task is not None
         if cfg.eval_task == "wikitext":
             wikitext_text(cfg.eval_task_data)
         else:
-            load_records(cfg.eval_task, cfg.eval_task_data, 1)
+            for record in load_records(cfg.eval_task, cfg.eval_task_data, 1):
+                ITEMS[cfg.eval_task](record, f"{cfg.eval_task_data or cfg.eval_task} item 1")
         return self._data_tokenizer()
 
     def _data_tokenizer(self) -> Any:
