@@ -237,6 +237,39 @@ def test_the_harness_tasks_equal_their_formulas_on_transformers(checkpoint, toke
     assert set(ours) == ({"acc", "n"} if task == "winogrande" else {"acc", "acc_norm", "n"})
 
 
+@pytest.mark.slow
+def test_the_harness_tasks_equal_lm_evaluation_harness(checkpoint, tokenizer, tmp_path):
+    """The reference itself: lm-evaluation-harness scores the same JSONL items with the same checkpoint,
+    through its own task definitions (the installed YAML files, only their dataset swapped for ours)."""
+    from importlib.resources import files
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    _, path, _ = checkpoint
+    data = {"arc_easy": arc_records(24, seed=21)[1:], "piqa": piqa_records(24, seed=22), "winogrande": winogrande_records(24, seed=23)}
+    split = {"arc_easy": "test", "piqa": "validation", "winogrande": "validation"}
+    shipped = files("lm_eval") / "tasks"
+    source = {"arc_easy": shipped / "arc" / "arc_easy.yaml", "piqa": shipped / "piqa" / "piqa.yaml",
+              "winogrande": shipped / "winogrande" / "default.yaml"}
+    for task, records in data.items():
+        kept = [line for line in source[task].read_text().splitlines()
+                if not line.startswith(("task:", "dataset_path:", "dataset_name:", "tag:", "  - ai2_arc", "training_split", "validation_split",
+                                        "test_split"))]
+        file = write_jsonl(tmp_path / f"{task}.jsonl", records)
+        (tmp_path / f"ours_{task}.yaml").write_text(f"task: ours_{task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+                                                    f"    {split[task]}: {file}\n{split[task]}_split: {split[task]}\n" + "\n".join(kept) + "\n")
+    (tmp_path / "preprocess_winogrande.py").write_text((shipped / "winogrande" / "preprocess_winogrande.py").read_text())
+    results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path},dtype=float32", tasks=[f"ours_{t}" for t in data],
+                                      task_manager=TaskManager(include_path=str(tmp_path)), device="cpu", batch_size=4)["results"]
+    model = GPT2.from_pretrained(path)
+    for task in data:
+        theirs = {key.split(",")[0]: value for key, value in results[f"ours_{task}"].items() if key.startswith("acc") and "stderr" not in key}
+        ours = evaluate_task(model, tokenizer, task, tmp_path / f"{task}.jsonl")
+        assert {k: v for k, v in ours.items() if k != "n"} == pytest.approx(theirs, abs=1e-12), task
+        assert 0 < ours["acc"] < 1
+
+
 def test_arc_in_ai2s_own_format_and_the_harness_tasks_item_errors(checkpoint, tokenizer, tmp_path):
     _, path, _ = checkpoint
     hub = arc_records(4, seed=8)
