@@ -98,6 +98,34 @@ def test_runs_reads_what_train_wrote(tmp_path):
         compare_runs([])
 
 
+def test_benchmark_scores_get_a_column_each_and_sort_best_first(tmp_path, capsys):
+    def scored(name, acc_norms, ppl=None):
+        run = write_run(tmp_path / name, [3.0] * 20, val_losses=[2.9, 2.8])
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        evaluated = iter(acc_norms)
+        for r in records:
+            if "val_loss" in r:
+                r["hellaswag_acc_norm"] = next(evaluated)
+                if ppl is not None:
+                    r["lambada_ppl"] = ppl
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        return run
+
+    a, b = scored("a", [0.26, 0.29], ppl=40.0), scored("b", [0.27, 0.31])
+    plain = write_run(tmp_path / "plain", [3.0] * 20, val_losses=[2.9, 2.8])  # no benchmark
+    summaries = compare_runs([a, b, plain])
+    assert [s.scores for s in summaries] == [{"hellaswag_acc_norm": 0.29, "lambada_ppl": 40.0}, {"hellaswag_acc_norm": 0.31}, {}]
+    assert [s.name for s in sort_runs(summaries, "hellaswag_acc_norm")] == [str(b), str(a), str(plain)]  # accuracy: highest first
+    assert [s.name for s in sort_runs(summaries, "lambada_ppl")] == [str(a), str(b), str(plain)]
+    with pytest.raises(InputError, match="cannot sort by 'mmlu'; choose one of lowest, val, train, hellaswag_acc_norm, lambada_ppl"):
+        sort_runs(summaries, "mmlu")
+    assert main(["runs", str(a), str(b), str(plain), "--sort", "hellaswag_acc_norm", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-2:] == ["hellaswag_acc_norm", "lambada_ppl"]
+    assert lines[1].split()[0] == str(b) and lines[1].split()[-2:] == ["0.3100", "-"] and lines[2].split()[-2:] == ["0.2900", "40.0000"]
+    assert json.loads(lines[-1])[0]["hellaswag_acc_norm"] == 0.31
+
+
 def test_the_state_column_tells_running_finished_failed_and_died_runs_apart(tmp_path, capsys):
     done = write_run(tmp_path / "sweep" / "a-done", [3.0] * 20, val_every=100)
     write_status(done, "finished", step=20, max_steps=20)

@@ -828,8 +828,8 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PNG", help="also draw every run's train and val loss on one chart into this file")
     p.add_argument("--x", choices=("step", "epoch", "tokens"), default="step",
                    help="the chart's x axis (default step; tokens compares runs of other batch sizes fairly)")
-    p.add_argument("--sort", choices=("lowest", "val", "train"), help="order the runs by their lowest val loss, last val loss "
-                   "or train loss, lowest first (default: as given)")
+    p.add_argument("--sort", metavar="BY", help="order the runs by their lowest val loss (lowest), last val loss (val) or train "
+                   "loss (train), lowest first, or by a benchmark score they logged (hellaswag_acc_norm...), best first (default: as given)")
     p.add_argument("--json", action="store_true", help="end with one JSON line: a list of the runs' figures")
 
 

@@ -4,7 +4,8 @@ curves on one chart, read from each run's metrics.jsonl.
 For the question a sweep asks (``--lr 3e-4`` or ``1e-3``? 4 layers or 8?) the runs' last train losses
 alone mislead: one step's loss is noisy, and a run that overfits has the lowest train loss and not the
 lowest validation loss. So the table gives the mean of the last logged losses, the last and the lowest
-validation loss (with its step), how far each run got (steps, epochs, tokens) and its speed. And where
+validation loss (with its step), how far each run got (steps, epochs, tokens), its speed, and the last
+benchmark scores of runs that scored one (``train --eval-task``: ``hellaswag_acc_norm``...). And where
 each stands (``train.status``): still running (how far), finished, stopped early, interrupted, failed
 (with its error, below the table) or died (its process gone without a word: killed, out of memory).
 """
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import os
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from .checkpoint import METRICS, peek_checkpoint
 from .metrics import read_metrics
+from .plots import task_metric_names
 from .status import DIED, FAILED, INTERRUPTED, RUNNING, STATUS, read_status
 
 LAST = 20  # logged steps the table's train loss averages
@@ -40,6 +42,7 @@ class RunSummary:
     tok_per_s: float | None  # median over the logged steps
     status: dict[str, Any] | None = None  # train.status.read_status (None: a run of an older gpt2lab)
     saved_step: int | None = None  # the step of its checkpoint, where the run ended before its end (None: none, or not looked)
+    scores: dict[str, float] = field(default_factory=dict)  # each benchmark metric's last value (train --eval-task)
 
     @property
     def state(self) -> str | None:
@@ -78,14 +81,15 @@ class RunSummary:
         return {"run": self.name, "state": self.state, "step": self.step, "max_steps": status.get("max_steps"), "epoch": self.epoch,
                 "tokens": self.tokens, "train_loss": self.train_loss, "val_loss": self.val_loss,
                 "best_step": self.best[0] if self.best else None, "best_val_loss": self.best[1] if self.best else None,
-                "tok_per_s": self.tok_per_s, "error": status.get("error"), "saved_step": self.saved_step}
+                "tok_per_s": self.tok_per_s, "error": status.get("error"), "saved_step": self.saved_step, **self.scores}
 
-    def row(self) -> list[str]:
+    def row(self, score_names: tuple[str, ...] | list[str] = ()) -> list[str]:
         best = f"{self.best[1]:.4f} (step {self.best[0]:,})" if self.best else "-"
         return [self.name, self.state_cell(), f"{self.step:,}", f"{self.epoch:.2f}" if self.epoch is not None else "-",
                 human_count(self.tokens), f"{self.train_loss:.4f}" if self.train_loss is not None else "-",
                 f"{self.val_loss:.4f}" if self.val_loss is not None else "-", best,
-                f"{self.tok_per_s:,.0f}" if self.tok_per_s is not None else "-"]
+                f"{self.tok_per_s:,.0f}" if self.tok_per_s is not None else "-",
+                *(f"{self.scores[n]:.4f}" if n in self.scores else "-" for n in score_names)]
 
 
 HEADER = ["run", "state", "step", "epoch", "tokens", f"train loss (last {LAST})", "val loss", "lowest val loss", "tok/s"]
@@ -139,6 +143,7 @@ def summarize_run(run_dir: str | os.PathLike, name: str | None = None) -> RunSum
         tok_per_s=statistics.median(speeds) if speeds else None,
         status=status,
         saved_step=saved_step,
+        scores={name: [r[name] for r in records if r.get(name) is not None][-1] for name in task_metric_names(records)},
     )
 
 
@@ -165,26 +170,42 @@ SORT_KEYS = {  # gpt2lab runs --sort: the figure each order ranks by, lowest fir
 }
 
 
+def higher_is_better(name: str) -> bool:
+    """Whether a benchmark metric ranks best-first from the top: accuracies do, perplexities and losses do not."""
+    return name.endswith(("_acc", "_acc_norm"))
+
+
 def sort_runs(summaries: list[RunSummary], by: str) -> list[RunSummary]:
-    """The summaries ordered by ``by`` (a key of ``SORT_KEYS``), lowest first; runs without that figure
-    (not evaluated yet) last, in their order."""
-    if by not in SORT_KEYS:
-        raise InputError(f"cannot sort by {by!r}; choose one of {', '.join(SORT_KEYS)}")
-    key = SORT_KEYS[by]
+    """The summaries ordered by ``by``: a key of ``SORT_KEYS`` (lowest first) or a benchmark metric the
+    runs logged (``hellaswag_acc_norm``: best first); runs without that figure (not evaluated yet) last,
+    in their order."""
+    scored = sorted({name for s in summaries for name in s.scores})
+    if by not in SORT_KEYS and by not in scored:
+        raise InputError(f"cannot sort by {by!r}; choose one of {', '.join([*SORT_KEYS, *scored])}")
+    sign = -1.0 if higher_is_better(by) else 1.0
+
+    def key(s: RunSummary) -> float | None:
+        if by in SORT_KEYS:
+            return SORT_KEYS[by](s)
+        return sign * s.scores[by] if by in s.scores else None
+
     return sorted(summaries, key=lambda s: (key(s) is None, key(s) or 0.0))
 
 
 def runs_table(summaries: list[RunSummary]) -> str:
-    """The summaries as an aligned text table, the run of the lowest validation loss marked with *; below
-    it a line for each run that failed, died or was interrupted."""
-    rows = [s.row() for s in summaries]
+    """The summaries as an aligned text table, the run of the lowest validation loss marked with *, a
+    column for each benchmark metric any run logged; below it a line for each run that failed, died or
+    was interrupted."""
+    score_names = sorted({name for s in summaries for name in s.scores})
+    header = HEADER + score_names
+    rows = [s.row(score_names) for s in summaries]
     ranked = [s for s in summaries if s.best is not None]
     if len(ranked) > 1:
         lowest = min(ranked, key=lambda s: s.best[1] if s.best else float("inf"))
         rows[summaries.index(lowest)][LOWEST] += " *"
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
-             for row in [HEADER, *rows]]
+             for row in [header, *rows]]
     notes = [note for note in (s.note() for s in summaries) if note]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
