@@ -18,7 +18,7 @@ import torch
 from conftest import perturbed_hf_model
 from gpt2lab import GPT2
 from gpt2lab.errors import ConfigError, DataError
-from gpt2lab.evaluate import evaluate, evaluate_task
+from gpt2lab.evaluate import evaluate, evaluate_task, evaluate_tasks
 from gpt2lab.tasks import arc_item, encode_request, hellaswag_item, lambada_item, piqa_item, score_continuations, winogrande_item
 from gpt2lab.train.plots import task_metric_names
 
@@ -370,6 +370,30 @@ def test_cli_json_and_summary(checkpoint, tokenizer, tmp_path):
     full = evaluate_task(GPT2.from_pretrained(path), tokenizer, "hellaswag", data)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"hellaswag: acc {full['acc']:.4f}  acc_norm {full['acc_norm']:.4f}  (8 items)"
+
+
+def test_several_tasks_in_one_call_load_the_model_once(checkpoint, tokenizer, tmp_path, monkeypatch):
+    _, path, _ = checkpoint
+    folder = tmp_path / "evals"
+    folder.mkdir()
+    write_jsonl(folder / "piqa.jsonl", piqa_records(5, seed=31))
+    write_jsonl(folder / "hellaswag.jsonl", hellaswag_records(4, seed=32))
+    one_by_one = {task: evaluate_task(GPT2.from_pretrained(path), tokenizer, task, folder / f"{task}.jsonl") for task in ("piqa", "hellaswag")}
+    loads = []
+    monkeypatch.setattr(GPT2, "from_pretrained", classmethod(lambda cls, *a, real=GPT2.from_pretrained, **k: loads.append(a) or real(*a, **k)))
+    assert evaluate_tasks(path, tokenizer, ["piqa", "hellaswag"], folder) == one_by_one and len(loads) == 1
+    with pytest.raises(DataError, match=f"{folder} has no winogrande.jsonl; put each task's file there under that name"):
+        evaluate_tasks(path, tokenizer, ["piqa", "winogrande"], folder)
+    with pytest.raises(ConfigError, match="unknown task 'classify' among several"):
+        evaluate_tasks(path, tokenizer, ["piqa", "classify"], folder)
+    out = run_eval("--model", path, "--task", "piqa,hellaswag", "--data", folder, "--json", "--quiet", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["piqa", "hellaswag"] and json.loads(lines[-1]) == one_by_one
+    out = run_eval("--model", path, "--task", "piqa,mmlu", "--quiet")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown --task mmlu; choose from hellaswag" in out.stderr
+    out = run_eval("--model", path, "--task", "piqa,hellaswag", "--data", folder / "piqa.jsonl", "--quiet")
+    assert out.returncode == 2 and "with several tasks --data is a folder of TASK.jsonl files" in out.stderr
 
 
 def test_cli_errors(checkpoint, tmp_path):

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .devices import DEFAULT_DEVICE, DEVICE_HELP, DTYPE_CHOICES
 from .errors import GPT2LabError
@@ -772,15 +773,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    from .evaluate import EVAL_TASKS
-
     p.add_argument("--model", required=True, metavar="M", help="a model directory (e.g. RUN_DIR/model) or hub id")
-    p.add_argument("--task", choices=EVAL_TASKS, help="a benchmark: hellaswag, arc_easy, arc_challenge, piqa (acc, acc_norm), "
-                   "winogrande (acc), lambada (acc, ppl), wikitext (loss, ppl); "
+    p.add_argument("--task", metavar="TASK[,TASK...]", help="a benchmark, or several with commas (the model loaded once): hellaswag, "
+                   "arc_easy, arc_challenge, piqa (acc, acc_norm), winogrande (acc), lambada (acc, ppl), wikitext (loss, ppl); "
                    "classify (acc, loss of a train --task classify model on a labelled --data file); "
                    "without it, loss and perplexity on --data")
     p.add_argument("--data", metavar="DATA_DIR|FILE", help="a prepared DATA_DIR (its validation split) or a text file; with --task, "
-                   "the task's JSONL file (default: its standard split from the Hugging Face hub)")
+                   "the task's JSONL file, with several tasks a folder of TASK.jsonl files (default: their standard splits from the "
+                   "Hugging Face hub)")
     p.add_argument("--limit", type=int, metavar="N", help="with --task: the first N items (wikitext: tokens)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the metrics and n")
     p.add_argument("--text-field", default="text", help="with --task classify: the column holding the texts (default text)")
@@ -799,7 +799,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def _eval(args: argparse.Namespace) -> None:
     import json
 
-    from .evaluate import EVAL_TASKS, evaluate_path, evaluate_task
+    from .evaluate import EVAL_TASKS, evaluate_path, evaluate_task, evaluate_tasks
 
     if args.task is None:
         if args.data is None:
@@ -810,15 +810,27 @@ def _eval(args: argparse.Namespace) -> None:
                                batch_size=args.batch_size or 4, max_tokens=args.max_tokens, device=args.device, dtype=args.dtype,
                                progress=not args.quiet)
         print(result.summary())
-        metrics: dict[str, float] = {"loss": result.loss, "ppl": result.perplexity, "n": result.tokens}
+        metrics: dict[str, Any] = {"loss": result.loss, "ppl": result.perplexity, "n": result.tokens}
     else:
         if args.max_tokens is not None:
             raise UsageError("--max-tokens applies without --task; with --task use --limit")
-        metrics = evaluate_task(args.model, args.tokenizer, args.task, args.data, args.limit, batch_size=args.batch_size or 16,
-                                block_size=args.block_size, stride=args.stride, device=args.device, dtype=args.dtype,
-                                progress=not args.quiet, text_field=args.text_field, label_field=args.label_field)
-        shown = "  ".join(f"{k} {v:.4f}" if k != "ppl" else f"{k} {v:.2f}" for k, v in metrics.items() if k != "n")
-        print(f"{args.task}: {shown}  ({metrics['n']:,} {'tokens' if args.task == 'wikitext' else 'items'})")
+        tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+        unknown = [t for t in tasks if t not in EVAL_TASKS]
+        if unknown or not tasks:
+            raise UsageError(f"unknown --task {','.join(unknown) or repr(args.task)}; choose from {', '.join(EVAL_TASKS)} (several with commas)")
+        options = dict(batch_size=args.batch_size or 16, block_size=args.block_size, stride=args.stride, dtype=args.dtype,
+                       progress=not args.quiet)
+        if len(tasks) == 1:
+            scores = {tasks[0]: evaluate_task(args.model, args.tokenizer, tasks[0], args.data, args.limit, device=args.device, **options,
+                                              text_field=args.text_field, label_field=args.label_field)}
+        else:
+            if args.data is not None and not Path(args.data).is_dir():
+                raise UsageError("with several tasks --data is a folder of TASK.jsonl files (or leave it out: the hub's splits)")
+            scores = evaluate_tasks(args.model, args.tokenizer, tasks, args.data, args.limit, device=args.device, **options)
+        for task, figures in scores.items():
+            shown = "  ".join(f"{k} {v:.4f}" if k != "ppl" else f"{k} {v:.2f}" for k, v in figures.items() if k != "n")
+            print(f"{task}: {shown}  ({figures['n']:,} {'tokens' if task == 'wikitext' else 'items'})")
+        metrics = scores[tasks[0]] if len(tasks) == 1 else scores  # --json: one task's metrics as before, several by task
     if args.json:
         print(json.dumps(metrics))
 

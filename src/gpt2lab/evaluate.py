@@ -20,7 +20,7 @@ scores them) and this perplexity on WikiText's standard test split.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,6 +306,38 @@ def evaluate_task(
     return choose(model, tokenizer, items, batch_size=batch_size, dtype=amp, progress=progress, desc=task)
 
 
+def task_file(directory: str | os.PathLike, task: str) -> Path:
+    """A benchmark's file in a folder of them: ``{task}.jsonl`` (WikiText: also ``wiki.test.raw``)."""
+    names = [f"{task}.jsonl"] + (["wiki.test.raw"] if task == "wikitext" else [])
+    for name in names:
+        if (Path(directory) / name).is_file():
+            return Path(directory) / name
+    raise DataError(f"{directory} has no {' or '.join(names)}; put each task's file there under that name, "
+                    "or leave --data out to load the tasks from the Hugging Face hub")
+
+
+def evaluate_tasks(
+    model: GPT2 | str | os.PathLike,
+    tokenizer: Any = None,
+    tasks: Sequence[str] = ("hellaswag",),
+    data: str | os.PathLike | None = None,
+    limit: int | None = None,
+    **options: Any,
+) -> dict[str, dict[str, float]]:
+    """Several benchmarks of one model, loaded once: ``{task: evaluate_task(...)}``, in the order given.
+    ``data``: ``None`` (every task from the hub) or a folder holding each task's file (``task_file``);
+    ``options``: ``evaluate_task``'s keywords (``batch_size``, ``device``, ``dtype``, ``progress``...)."""
+    if not tasks or len(set(tasks)) != len(tasks):
+        raise ConfigError(f"name each task once, at least one: got {list(tasks)}")
+    for task in tasks:
+        if task not in TASKS:
+            raise ConfigError(f"unknown task {task!r} among several; choose from {', '.join(TASKS)} (classify runs alone)")
+    files = {task: task_file(data, task) if data is not None else None for task in tasks}  # every file found before any scoring
+    model, model_dir = _resolve_model(model, options.pop("device", None))
+    tokenizer = _resolve_tokenizer(tokenizer, model_dir, model)
+    return {task: evaluate_task(model, tokenizer, task, files[task], limit, **options) for task in tasks}
+
+
 def _classify(model: GPT2 | str | os.PathLike, tokenizer: Any, data: str | os.PathLike | None, limit: int | None, *,
               batch_size: int, device: str | torch.device | None, dtype: torch.dtype | str | None, progress: bool,
               text_field: str, label_field: str) -> dict[str, float]:
@@ -331,4 +363,5 @@ def _classify(model: GPT2 | str | os.PathLike, tokenizer: Any, data: str | os.Pa
                          batch_size=batch_size, dtype=parse_dtype(dtype, classifier.device), progress=progress)
 
 
-__all__ = ["EVAL_TASKS", "EvalResult", "evaluate", "evaluate_path", "evaluate_task", "sliding_windows", "wikitext_text"]
+__all__ = ["EVAL_TASKS", "EvalResult", "evaluate", "evaluate_path", "evaluate_task", "evaluate_tasks", "task_file", "sliding_windows",
+           "wikitext_text"]
