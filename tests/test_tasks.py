@@ -456,6 +456,16 @@ def test_train_scores_the_task_at_every_evaluation(gpt2_vocab_data, tokenizer, t
     final = evaluate_task(result.model, tokenizer, "hellaswag", items, limit=4)
     assert scored[-1]["hellaswag_acc"] == round(final["acc"], 6) and scored[-1]["hellaswag_acc_norm"] == round(final["acc_norm"], 6)
     assert imread(tmp_path / "run" / "loss.png").shape[0] == 850  # the loss panel, the gradient norm's and the task's (4 + 1.5 + 3 in)
+    # several tasks, from a folder of their files: each metric beside the others, equal to scoring the final model
+    folder = tmp_path / "evals"
+    folder.mkdir()
+    write_jsonl(folder / "piqa.jsonl", piqa_records(4, seed=9))
+    write_jsonl(folder / "winogrande.jsonl", winogrande_records(4, seed=10))
+    result = train(small_run(gpt2_vocab_data, tmp_path / "two", eval_task="piqa,winogrande", eval_task_data=str(folder)))
+    last = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()][-1]
+    final = evaluate_tasks(result.model, tokenizer, ["piqa", "winogrande"], folder)
+    assert {k: last[k] for k in ("piqa_acc", "piqa_acc_norm", "winogrande_acc")} == \
+        {f"{t}_{k}": round(v, 6) for t, m in final.items() for k, v in m.items() if k != "n"}
 
 
 def test_train_task_errors_come_before_training(gpt2_vocab_data, tmp_path):
@@ -465,6 +475,12 @@ def test_train_task_errors_come_before_training(gpt2_vocab_data, tmp_path):
         train(small_run(gpt2_vocab_data, tmp_path / "a", eval_task="lambada", eval_task_data=str(tmp_path / "missing.jsonl")))
     with pytest.raises(ConfigError, match="--eval-task must be one of"):
         train(small_run(gpt2_vocab_data, tmp_path / "b", eval_task="mmlu"))
+    with pytest.raises(ConfigError, match="or several with commas, each once; got 'piqa,piqa'"):
+        train(small_run(gpt2_vocab_data, tmp_path / "b", eval_task="piqa,piqa"))
+    (tmp_path / "evals").mkdir()
+    write_jsonl(tmp_path / "evals" / "piqa.jsonl", piqa_records(2))
+    with pytest.raises(DataError, match="evals has no winogrande.jsonl"):  # several tasks: a folder that lacks one of them
+        train(small_run(gpt2_vocab_data, tmp_path / "e", eval_task="piqa,winogrande", eval_task_data=str(tmp_path / "evals")))
     with pytest.raises(ConfigError, match="need --eval-task"):
         train(small_run(gpt2_vocab_data, tmp_path / "c", eval_task_limit=3))
     # a HellaSwag file given for PIQA: its first item says so before any step

@@ -689,8 +689,9 @@ _TRAIN_OPTIONS: list[tuple[str, str, Callable[[str], object], str]] = [
     ("--log-every", "log_every", int, "metrics.jsonl line every N steps (default 1)"),
     ("--early-stop", "early_stop", int, "stop when the val loss has not gone below its lowest for N evaluations in a row"),
     ("--eval-task", "eval_task", str, "score a benchmark at every evaluation: hellaswag, lambada, wikitext, arc_easy, arc_challenge, "
-     "piqa or winogrande (logged as hellaswag_acc_norm, ...)"),
-    ("--eval-task-data", "eval_task_data", str, "the benchmark's file (default: its standard split from the Hugging Face hub)"),
+     "piqa or winogrande, or several with commas (logged as hellaswag_acc_norm, ...)"),
+    ("--eval-task-data", "eval_task_data", str, "the benchmark's file; with several, a folder of TASK.jsonl files (default: their "
+     "standard splits from the Hugging Face hub)"),
     ("--eval-task-limit", "eval_task_limit", int, "score only the benchmark's first N items (wikitext: tokens)"),
     ("--sample", "sample", str, "at every evaluation, continue this prompt (sampled, the same seed each time) and show it; "
      "kept in metrics.jsonl as sample (\"\": from <|endoftext|>)"),

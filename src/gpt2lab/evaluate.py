@@ -312,8 +312,8 @@ def task_file(directory: str | os.PathLike, task: str) -> Path:
     for name in names:
         if (Path(directory) / name).is_file():
             return Path(directory) / name
-    raise DataError(f"{directory} has no {' or '.join(names)}; put each task's file there under that name, "
-                    "or leave --data out to load the tasks from the Hugging Face hub")
+    raise DataError(f"{directory} has no {' or '.join(names)}; put each task's file there under that name "
+                    "(or name no folder: the tasks then come from the Hugging Face hub)")
 
 
 def evaluate_tasks(

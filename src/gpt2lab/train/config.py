@@ -62,10 +62,11 @@ class TrainConfig:
         eval_every: evaluate on ``eval_batches`` validation batches every this many steps (0: only at the end).
         checkpoint_every: save checkpoint.pt and model/ every this many steps (and at the end).
         log_every: write a metrics.jsonl line every this many steps.
-        eval_task: also score a benchmark at every evaluation (``hellaswag``, ``lambada`` or
-            ``wikitext``; ``gpt2lab.evaluate.evaluate_task``), logged as ``{task}_{metric}``
-            (``hellaswag_acc_norm``...); eval_task_data: its file (default: the hub's split);
-            eval_task_limit: its first N items (WikiText: tokens).
+        eval_task: also score a benchmark at every evaluation (``hellaswag``, ``piqa``... of
+            ``gpt2lab.tasks.TASKS``; ``gpt2lab.evaluate.evaluate_task``), or several with commas
+            (``"arc_easy,piqa"``), logged as ``{task}_{metric}`` (``hellaswag_acc_norm``...);
+            eval_task_data: its file, for several a folder of ``TASK.jsonl`` files (default: the hub's
+            splits); eval_task_limit: its first N items (WikiText: tokens).
         keep_best: also keep the model of the best evaluation so far (the lowest ``val_loss``) in
             RUN/best/ (Hugging Face format, with the tokenizer; LoRA merged): the one to use when a
             fine-tune starts to overfit. The checkpoint remembers its step and loss, so a resumed run
@@ -207,8 +208,9 @@ class TrainConfig:
             if given:
                 raise ConfigError(f"--lora-{given[0]} applies to LoRA runs only; add --lora-rank R")
         if c.eval_task is not None:
-            if c.eval_task not in TASKS:
-                raise ConfigError(f"--eval-task must be one of {', '.join(TASKS)}, got {c.eval_task!r}")
+            tasks = c.eval_tasks
+            if not tasks or any(t not in TASKS for t in tasks) or len(set(tasks)) != len(tasks):
+                raise ConfigError(f"--eval-task must be one of {', '.join(TASKS)}, or several with commas, each once; got {c.eval_task!r}")
         elif c.eval_task_data is not None or c.eval_task_limit is not None:
             raise ConfigError("--eval-task-data and --eval-task-limit need --eval-task")
         if c.early_stop is not None:
@@ -229,6 +231,11 @@ class TrainConfig:
         if c.dtype not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"dtype must be auto, fp32, bf16 or fp16, got {c.dtype!r}")
         return c
+
+    @property
+    def eval_tasks(self) -> list[str]:
+        """The benchmarks ``eval_task`` names (``"piqa,arc_easy"``: two), in its order."""
+        return [t.strip() for t in (self.eval_task or "").split(",") if t.strip()]
 
     def with_steps(self, max_steps: int) -> TrainConfig:
         """This resolved config running ``max_steps`` steps (an ``epochs`` run's, once its data is

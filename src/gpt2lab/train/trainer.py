@@ -627,14 +627,24 @@ class Trainer:
         from ..evaluate import wikitext_text
         from ..tasks import ITEMS, load_records
 
-        cfg = self.config
-        assert cfg.eval_task is not None
-        if cfg.eval_task == "wikitext":
-            wikitext_text(cfg.eval_task_data)
-        else:
-            for record in load_records(cfg.eval_task, cfg.eval_task_data, 1):
-                ITEMS[cfg.eval_task](record, f"{cfg.eval_task_data or cfg.eval_task} item 1")
+        for task, data in self.task_files().items():
+            if task == "wikitext":
+                wikitext_text(data)
+            else:
+                for record in load_records(task, data, 1):
+                    ITEMS[task](record, f"{data or task} item 1")
         return self._data_tokenizer()
+
+    def task_files(self) -> dict[str, str | None]:
+        """Each ``eval_task``'s file (None: the hub's split): ``eval_task_data`` itself for one task, the
+        task's file in that folder for several (``evaluate.task_file``)."""
+        from ..evaluate import task_file
+
+        cfg = self.config
+        tasks, data = cfg.eval_tasks, cfg.eval_task_data
+        if len(tasks) == 1 or data is None:
+            return {task: data for task in tasks}
+        return {task: str(task_file(data, task)) for task in tasks}
 
     def _data_tokenizer(self) -> Any:
         """The tokenizer the data was prepared with: the one prepare saved beside it, else GPT-2's."""
@@ -648,15 +658,16 @@ class Trainer:
         return self.task_scores() if self.config.eval_task else {}
 
     def task_scores(self) -> dict[str, float]:
-        """The benchmark's metrics (``eval_task``) of the model as it is now, named ``{task}_{metric}``."""
+        """The benchmarks' metrics (``eval_task``) of the model as it is now, named ``{task}_{metric}``."""
         from ..evaluate import evaluate_task
 
         cfg = self.config
-        assert cfg.eval_task is not None
+        scores = {}
         with self.model_to_read() as model:
-            scores = evaluate_task(model, self.task_tokenizer, cfg.eval_task, cfg.eval_task_data, cfg.eval_task_limit,
-                                   batch_size=cfg.batch_size, dtype=self.dtype)
-        return {f"{cfg.eval_task}_{k}": round(v, 6) for k, v in scores.items() if k != "n"}
+            for task, data in self.task_files().items():
+                metrics = evaluate_task(model, self.task_tokenizer, task, data, cfg.eval_task_limit, batch_size=cfg.batch_size, dtype=self.dtype)
+                scores.update({f"{task}_{k}": round(v, 6) for k, v in metrics.items() if k != "n"})
+        return scores
 
     def sample_text(self) -> str:
         """``config.sample``'s continuation by the model as it is now (``TrainConfig.sample``). It draws
