@@ -409,6 +409,24 @@ def test_kill_9_during_training_leaves_a_loadable_checkpoint(data_dir, tmp_path)
     assert not list(run.glob(".*.tmp")) and not list(run.glob("model/.*.tmp"))  # interrupted writes cleaned up
 
 
+def test_a_run_directory_in_training_by_another_process_is_refused(data_dir, tmp_path):
+    from gpt2lab.train.status import _started
+
+    run = tmp_path / "run"
+    train(config(data_dir, run, max_steps=2))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # stands for a trainer still at work there
+    try:
+        (run / "status.json").write_text(json.dumps({"state": "running", "step": 2, "max_steps": 9, "host": socket.gethostname(),
+                                                     "pid": other.pid, "started": _started(other.pid), "time": time.time()}))
+        with pytest.raises(TrainingError, match=f"{run} is being trained by process {other.pid} on this machine"):
+            train(config(data_dir, run, max_steps=4, resume=True))
+        assert load_checkpoint(run)["step"] == 2 and [r["step"] for r in metrics(run)] == [1, 2]  # nothing touched
+    finally:
+        other.kill()
+        other.wait()
+    assert train(config(data_dir, run, max_steps=4, resume=True)).step == 4  # its process gone, the run goes on
+
+
 def test_ctrl_c_saves_and_exits_cleanly(data_dir, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

@@ -91,4 +91,18 @@ def read_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return record
 
 
-__all__ = ["STATUS", "RUNNING", "FINISHED", "STOPPED_EARLY", "INTERRUPTED", "FAILED", "DIED", "write_status", "read_status", "error_line"]
+def check_not_running(run_dir: str | os.PathLike) -> None:
+    """Refuse to start a run in ``run_dir`` while another process on this host trains there: two
+    trainers would overwrite each other's checkpoint and metrics. (A process on another host cannot be
+    looked at; its run is not stopped here.)"""
+    from ..errors import TrainingError
+
+    record = read_status(run_dir)
+    if record is None or record["state"] != RUNNING or record.get("host") != socket.gethostname() or record.get("pid") == os.getpid():
+        return
+    raise TrainingError(f"{run_dir} is being trained by process {record['pid']} on this machine (status.json); "
+                        "stop it first (Ctrl-C saves), or choose another --out")
+
+
+__all__ = ["STATUS", "RUNNING", "FINISHED", "STOPPED_EARLY", "INTERRUPTED", "FAILED", "DIED", "write_status", "read_status", "error_line",
+           "check_not_running"]

@@ -66,7 +66,7 @@ from .optim import lr_at, make_optimizer
 from .plots import plot_metrics
 from .sharded import everyone_model_state, full_model_state, full_optimizer_state, load_full_state, peak_memory, shard_model
 from .signals import StopFlag
-from .status import FAILED, FINISHED, INTERRUPTED, RUNNING, STATUS, STOPPED_EARLY, error_line, write_status
+from .status import FAILED, FINISHED, INTERRUPTED, RUNNING, STATUS, STOPPED_EARLY, check_not_running, error_line, write_status
 from .vocab import VOCAB_KEYS, pad_moments, pad_vocabulary, padded_state, real_vocab_model, real_vocab_moments, real_vocab_state
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,8 @@ class Trainer:
         ckpt = None
         self.resumed_at: int | None = None  # the checkpoint's step, for a resumed run
         self.switches_left_out: list[str] = []
+        if self.dist.is_main:
+            check_not_running(self.run_dir)  # before anything is read or written
         if config.resume:
             if not ckpt_path.is_file():
                 raise TrainingError(f"nothing to resume: {ckpt_path} does not exist; start without --resume")
