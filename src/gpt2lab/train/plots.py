@@ -19,6 +19,12 @@ def task_metric_names(records: list[dict[str, Any]]) -> list[str]:
     return sorted({k for r in records for k in r if any(k.startswith(task + "_") for task in TASKS) or k == "val_acc"})
 
 
+def is_accuracy(name: str) -> bool:
+    """Whether a score is an accuracy (``hellaswag_acc_norm``, ``val_acc``: 0..1, higher is better) rather
+    than a perplexity or a loss."""
+    return name.endswith(("_acc", "_acc_norm"))
+
+
 def plot_metrics(records: list[dict[str, Any]], path: str | os.PathLike, grad_clip: float | None = None) -> Path:
     """loss.png: training loss per step (and its running mean), validation loss where measured; below
     it the gradient norm of the logged steps (a norm that climbs or spikes warns before the loss does);
@@ -108,7 +114,7 @@ def plot_runs(runs: list[tuple[str, list[dict[str, Any]]]], path: str | os.PathL
 
 def _plot_scores(ax: Any, records: list[dict[str, Any]], names: list[str]) -> None:
     """Benchmark metrics per evaluation: accuracies (0..1) on ``ax``, the rest on a twin axis."""
-    accuracies = [n for n in names if n.endswith(("_acc", "_acc_norm"))]
+    accuracies = [n for n in names if is_accuracy(n)]
     others = [n for n in names if n not in accuracies]
     axes = [(ax, accuracies, "accuracy")] + ([(ax.twinx(), others, "perplexity / loss")] if others else [])
     colours = iter(["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive", "tab:cyan"])
@@ -123,4 +129,4 @@ def _plot_scores(ax: Any, records: list[dict[str, Any]], names: list[str]) -> No
     ax.legend(lines, [line.get_label() for line in lines])
 
 
-__all__ = ["plot_metrics", "metrics_figure", "plot_runs", "smoothed", "task_metric_names"]
+__all__ = ["plot_metrics", "metrics_figure", "is_accuracy", "plot_runs", "smoothed", "task_metric_names"]

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import InputError
 from .checkpoint import METRICS, peek_checkpoint
 from .metrics import read_metrics
-from .plots import task_metric_names
+from .plots import is_accuracy, task_metric_names
 from .status import DIED, FAILED, INTERRUPTED, RUNNING, STATUS, read_status
 
 LAST = 20  # logged steps the table's train loss averages
@@ -170,11 +170,6 @@ SORT_KEYS = {  # gpt2lab runs --sort: the figure each order ranks by, lowest fir
 }
 
 
-def higher_is_better(name: str) -> bool:
-    """Whether a benchmark metric ranks best-first from the top: accuracies do, perplexities and losses do not."""
-    return name.endswith(("_acc", "_acc_norm"))
-
-
 def sort_runs(summaries: list[RunSummary], by: str) -> list[RunSummary]:
     """The summaries ordered by ``by``: a key of ``SORT_KEYS`` (lowest first) or a benchmark metric the
     runs logged (``hellaswag_acc_norm``: best first); runs without that figure (not evaluated yet) last,
@@ -182,7 +177,7 @@ def sort_runs(summaries: list[RunSummary], by: str) -> list[RunSummary]:
     scored = sorted({name for s in summaries for name in s.scores})
     if by not in SORT_KEYS and by not in scored:
         raise InputError(f"cannot sort by {by!r}; choose one of {', '.join([*SORT_KEYS, *scored])}")
-    sign = -1.0 if higher_is_better(by) else 1.0
+    sign = -1.0 if is_accuracy(by) else 1.0  # accuracies best first from the top; perplexities and losses from the bottom
 
     def key(s: RunSummary) -> float | None:
         if by in SORT_KEYS:

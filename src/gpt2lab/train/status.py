@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import GPT2LabError, TrainingError
 from ..files import atomic_write_bytes
 
 STATUS = "status.json"
@@ -57,8 +58,6 @@ def write_status(run_dir: Path, state: str, *, step: int, max_steps: int, error:
 
 def error_line(err: BaseException) -> str:
     """An exception as the one line a status keeps: gpt2lab's own errors are already worded for the user."""
-    from ..errors import GPT2LabError
-
     text = (str(err).strip().splitlines() or [""])[0][:300]
     return text if isinstance(err, GPT2LabError) and text else f"{type(err).__name__}: {text}".rstrip(": ")
 
@@ -95,8 +94,6 @@ def check_not_running(run_dir: str | os.PathLike) -> None:
     """Refuse to start a run in ``run_dir`` while another process on this host trains there: two
     trainers would overwrite each other's checkpoint and metrics. (A process on another host cannot be
     looked at; its run is not stopped here.)"""
-    from ..errors import TrainingError
-
     record = read_status(run_dir)
     if record is None or record["state"] != RUNNING or record.get("host") != socket.gethostname() or record.get("pid") == os.getpid():
         return
