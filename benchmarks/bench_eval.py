@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -80,6 +81,30 @@ def transformers_loop(hf, tokenizer: Tokenizer, items: list[dict], device: torch
     return {"acc": correct / len(items), "acc_norm": correct_norm / len(items), "n": len(items)}
 
 
+def items_per_second(sides: dict[str, Callable[[], object]], items: int, repeat: int, device: torch.device) -> dict[str, float]:
+    """Each side's items per second: the median of ``repeat`` runs, the sides interleaved so that a busy
+    machine slows them alike (a GPU's queue drained around each run)."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(repeat):
+        for name, fn in sides.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: items / statistics.median(t) for name, t in times.items()}
+
+
+def print_rates(rate: dict[str, float], repeat: int, peer: str) -> None:
+    """Each side's rate, then gpt2lab's over the peer's (the first side over the second)."""
+    for name, r in rate.items():
+        print(f"  {name:24s} {r:8.2f} items/s  (median of {repeat})")
+    ours, theirs = rate.values()
+    print(f"gpt2lab / {peer}: {ours / theirs:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=16)
@@ -110,22 +135,10 @@ def main() -> None:
         results = {name: fn() for name, fn in sides.items()}  # warm-up, and the scores to compare
         if results["gpt2lab evaluate_task"] != results["transformers loop"]:
             sys.exit(f"the scores differ: {results}")
-        times: dict[str, list[float]] = {name: [] for name in sides}
-        for _ in range(args.repeat):
-            for name, fn in sides.items():
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                fn()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t0)
-    rate = {name: args.items / statistics.median(t) for name, t in times.items()}
+        rate = items_per_second(sides, args.items, args.repeat, device)
     print(f"{args.items} synthetic HellaSwag items, random gpt2-shaped weights, fp32, {device}, {torch.get_num_threads()} threads; "
           f"scores equal ({results['transformers loop']})")
-    for name, r in rate.items():
-        print(f"  {name:24s} {r:8.2f} items/s  (median of {args.repeat})")
-    print(f"gpt2lab / transformers: {rate['gpt2lab evaluate_task'] / rate['transformers loop']:.2f}x")
+    print_rates(rate, args.repeat, "transformers")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,8 @@ import argparse
 import json
 import logging
 import random
-import statistics
 import sys
 import tempfile
-import time
 from importlib.resources import files
 from pathlib import Path
 
@@ -31,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from bench_eval import WORDS, gpt2_tokenizer  # noqa: E402
+from bench_eval import WORDS, gpt2_tokenizer, items_per_second, print_rates  # noqa: E402
 
 from gpt2lab import GPT2  # noqa: E402
 from gpt2lab.evaluate import evaluate_task  # noqa: E402
@@ -102,22 +100,10 @@ def main() -> None:
         ours = {k: v for k, v in results["gpt2lab evaluate_task"].items() if k != "n"}
         if ours != results["lm-evaluation-harness"]:
             sys.exit(f"the scores differ: {results}")
-        times: dict[str, list[float]] = {name: [] for name in sides}
-        for _ in range(args.repeat):
-            for name, fn in sides.items():
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                fn()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t0)
-    rate = {name: args.items / statistics.median(t) for name, t in times.items()}
+        rate = items_per_second(sides, args.items, args.repeat, device)
     print(f"{args.items} synthetic ARC-Easy items, random gpt2-shaped weights, fp32, {device}, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size}, lm_eval {lm_eval.__version__}; scores equal ({ours})")
-    for name, r in rate.items():
-        print(f"  {name:24s} {r:8.2f} items/s  (median of {args.repeat})")
-    print(f"gpt2lab / lm-evaluation-harness: {rate['gpt2lab evaluate_task'] / rate['lm-evaluation-harness']:.2f}x")
+    print_rates(rate, args.repeat, "lm-evaluation-harness")
 
 
 if __name__ == "__main__":
