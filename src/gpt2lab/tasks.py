@@ -360,22 +360,12 @@ def perplexity(mean_nll: float) -> float:
 
 def hellaswag(model: GPT2, tokenizer: Any, items: Sequence[MultipleChoice], *, batch_size: int = 16,
               dtype: torch.dtype | None = None, progress: bool = False) -> dict[str, float]:
-    """``acc`` and ``acc_norm`` over ``items`` (see the module docstring), and ``n``."""
+    """``acc`` and ``acc_norm`` over ``items`` (see the module docstring), and ``n``: each ending
+    ``" " + ending`` after the context, ``acc_norm`` per token (llm.c's)."""
     if not items:
         raise DataError("no HellaSwag items to score")
-    requests = [encode_request(tokenizer, item.context, " " + ending) for item in items for ending in item.endings]
-    scores = score_continuations(model, requests, batch_size=batch_size, dtype=dtype, progress=progress, desc="hellaswag")
-    correct = correct_norm = 0
-    offset = 0
-    for item in items:
-        mine = scores[offset : offset + len(item.endings)]
-        offset += len(item.endings)
-        # highest log-probability = lowest loss; max() keeps the first of equals, as argmin does
-        best = max(range(len(mine)), key=lambda k: mine[k].logprob)
-        best_norm = max(range(len(mine)), key=lambda k: mine[k].logprob / mine[k].tokens)
-        correct += best == item.label
-        correct_norm += best_norm == item.label
-    return {"acc": correct / len(items), "acc_norm": correct_norm / len(items), "n": len(items)}
+    options = [Choices([(item.context, " " + ending) for ending in item.endings], item.label, None) for item in items]
+    return choose(model, tokenizer, options, batch_size=batch_size, dtype=dtype, progress=progress, desc="hellaswag", per_token=True)
 
 
 def lambada(model: GPT2, tokenizer: Any, items: Sequence[Cloze], *, batch_size: int = 16,
@@ -390,9 +380,10 @@ def lambada(model: GPT2, tokenizer: Any, items: Sequence[Cloze], *, batch_size: 
 
 
 def choose(model: GPT2, tokenizer: Any, items: Sequence[Choices], *, batch_size: int = 16, dtype: torch.dtype | None = None,
-           progress: bool = False, desc: str = "score") -> dict[str, float]:
-    """``acc`` (and, where the items give lengths, ``acc_norm``) over ARC, PIQA or Winogrande ``items``,
-    and ``n`` (see the module docstring)."""
+           progress: bool = False, desc: str = "score", per_token: bool = False) -> dict[str, float]:
+    """``acc`` over multiple-choice ``items`` (the option of the highest total log-probability), and
+    ``n``; ``acc_norm`` too where the items give lengths (the highest log-probability per character:
+    ARC, PIQA) or with ``per_token`` (per token of the option: HellaSwag). See the module docstring."""
     if not items:
         raise DataError(f"no {desc} items to score")
     requests = [encode_request(tokenizer, context, continuation) for item in items for context, continuation in item.options]
@@ -400,14 +391,15 @@ def choose(model: GPT2, tokenizer: Any, items: Sequence[Choices], *, batch_size:
     correct = correct_norm = 0
     offset = 0
     for item in items:
-        mine = [s.logprob for s in scores[offset : offset + len(item.options)]]
+        mine = scores[offset : offset + len(item.options)]
         offset += len(item.options)
-        correct += max(range(len(mine)), key=lambda k: mine[k]) == item.label  # the first of equals, as argmax
-        if item.lengths is not None:
-            lengths = item.lengths
-            correct_norm += max(range(len(mine)), key=lambda k: mine[k] / lengths[k]) == item.label
+        # the highest log-probability (the lowest loss); max() keeps the first of equals, as argmax does
+        correct += max(range(len(mine)), key=lambda k: mine[k].logprob) == item.label
+        lengths = [s.tokens for s in mine] if per_token else item.lengths
+        if lengths is not None:
+            correct_norm += max(range(len(mine)), key=lambda k: mine[k].logprob / lengths[k]) == item.label
     metrics = {"acc": correct / len(items)}
-    if items[0].lengths is not None:
+    if per_token or items[0].lengths is not None:
         metrics["acc_norm"] = correct_norm / len(items)
     return {**metrics, "n": len(items)}
 
