@@ -104,6 +104,50 @@ def replace_lone_surrogates(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+@lru_cache(maxsize=1)
+def unknown_to_tiktoken() -> dict[int, int]:
+    """A ``str.translate`` table: each code point ``regex`` knows but tiktoken's Unicode leaves unassigned -> U+FFFF.
+
+    Unicode assigns new letters and digits every year, and each regex engine carries the tables of
+    one version: tiktoken 0.14's Rust engine has Unicode 16.0, ``regex`` 2025.11 has 17.0. A code
+    point that one calls a letter and the other unassigned cuts text differently (U+3F076 before 技 is
+    one piece or two), so the ids differ. tiktoken is the reference, so the pattern is shown such a
+    code point as U+FFFF, a noncharacter that no version will ever assign: neither letter, digit nor
+    space, which is what tiktoken sees. Asked of the installed tiktoken once (0.3 s), so the two
+    agree whichever versions are installed, as long as ``regex`` is the newer.
+    """
+    import tiktoken  # only here: this module is the reference and needs tiktoken for nothing else
+
+    every_character = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)  # no surrogates
+    byte_ranks = {bytes([b]): b for b in range(256)}  # no merges: the ids are the matched bytes
+    unassigned = tiktoken.Encoding(name="unassigned", pat_str=r"\p{Cn}+", mergeable_ranks=byte_ranks, special_tokens={})
+    theirs = bytes(unassigned.encode_ordinary(every_character)).decode("utf-8")  # text outside the pattern is dropped
+    return {ord(c): 0xFFFF for c in regex.findall(r"\P{Cn}", theirs)}
+
+
+class Pretokenizer:
+    """Step 1 of the module docstring: a pattern's pieces of a text, as tiktoken cuts them.
+
+    ``findall`` is ``regex.findall`` with one difference, for characters newer than tiktoken's
+    Unicode tables (``unknown_to_tiktoken``): the pattern matches against a copy of the text with
+    those characters masked, and the pieces are cut from the original at the same places (one
+    code point for one, so the positions agree).
+    """
+
+    def __init__(self, pattern: str):
+        self.regex = regex.compile(pattern)
+        self.unknown = unknown_to_tiktoken()
+
+    def findall(self, text: str) -> list[str]:
+        # ASCII is in every Unicode version: the common case costs nothing more (and a non-str gets regex's TypeError)
+        if not isinstance(text, str) or text.isascii():
+            return self.regex.findall(text)
+        masked = text.translate(self.unknown)
+        if masked == text:
+            return self.regex.findall(text)
+        return [text[m.start() : m.end()] for m in self.regex.finditer(masked)]
+
+
 @lru_cache(maxsize=64)
 def special_token_regex(tokens: frozenset[str]) -> regex.Pattern:
     """A regex matching any of ``tokens`` (special-token texts)."""
@@ -129,7 +173,7 @@ class PythonBPE:
     def __init__(self, mergeable_ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int] | None = None):
         self.ranks = mergeable_ranks
         self.special_tokens = dict(special_tokens or {})
-        self.pattern = regex.compile(pattern)
+        self.pattern = Pretokenizer(pattern)
         self.cache: dict[str, list[int]] = {}
         # built on the first encode_with_unstable: id -> bytes, and every token's bytes in sorted order
         self._decoder: dict[int, bytes] | None = None

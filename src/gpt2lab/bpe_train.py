@@ -13,9 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import regex
-
-from .bpe import GPT2_PATTERN, replace_lone_surrogates, special_token_regex
+from .bpe import GPT2_PATTERN, Pretokenizer, replace_lone_surrogates, special_token_regex
 from .errors import TokenizerError
 
 
@@ -64,7 +62,7 @@ def count_pieces(texts: Iterable[str], pattern: str, special_tokens: Sequence[st
     This is the only pass over the corpus: training works on the distinct pieces and their counts,
     which for natural text are a few hundred thousand however large the corpus.
     """
-    compiled = regex.compile(pattern)
+    compiled = Pretokenizer(pattern)
     cut = special_token_regex(frozenset(special_tokens)) if special_tokens else None
     counts: Counter[str] = Counter()
     for text in texts:
