@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,16 @@ from conftest import perturbed_hf_model
 from gpt2lab import GPT2
 from gpt2lab.errors import ConfigError, DataError
 from gpt2lab.evaluate import evaluate, evaluate_task, evaluate_tasks
-from gpt2lab.tasks import arc_item, encode_request, hellaswag_item, lambada_item, piqa_item, score_continuations, winogrande_item
+from gpt2lab.tasks import (
+    arc_item,
+    encode_request,
+    hellaswag_harness_item,
+    hellaswag_item,
+    lambada_item,
+    piqa_item,
+    score_continuations,
+    winogrande_item,
+)
 from gpt2lab.train.plots import task_metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,6 +210,26 @@ def winogrande_records(n: int, seed: int = 0) -> list[dict]:
              "option2": rng.choice(WORDS).title(), "answer": rng.choice("12")} for _ in range(n)]
 
 
+def hellaswag_full_records(n: int, seed: int = 0) -> list[dict]:
+    """HellaSwag's own fields, with WikiHow's marks, double spaces and capitals inside ctx_b."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        ctx_b = sentence(rng, rng.randint(0, 8)) + (" Ball" if i % 3 == 0 else "")
+        endings = [("[title] " if rng.random() < 0.3 else "") + sentence(rng, rng.randint(1, 6)) + (" [step]  " if rng.random() < 0.3 else "")
+                   + sentence(rng, rng.randint(1, 6)) + "." for _ in range(4)]
+        records.append({"activity_label": rng.choice(WORDS).title(), "ctx_a": sentence(rng, rng.randint(3, 15)) + ".",
+                        "ctx_b": ctx_b.strip(), "endings": endings, "label": str(rng.randrange(4))})
+    return records
+
+
+def harness_clean(text: str) -> str:
+    """lm-evaluation-harness's ``preprocess`` of HellaSwag text, written out again."""
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
 def reference_choices(hf, hf_tok, options: list[tuple[str, str]], lengths: list[int] | None, gold: int) -> tuple[bool, bool]:
     """lm-evaluation-harness's multiple choice, written out: (argmax of the log-likelihoods is gold,
     argmax of the log-likelihoods over the choices' characters is gold)."""
@@ -210,7 +240,11 @@ def reference_choices(hf, hf_tok, options: list[tuple[str, str]], lengths: list[
 def reference_task(hf, hf_tok, task: str, records: list[dict]) -> dict:
     hits = []
     for r in records:
-        if task == "piqa":
+        if task == "hellaswag_harness":
+            query = harness_clean(r["activity_label"] + ": " + r["ctx_a"] + " " + r["ctx_b"].capitalize())
+            choices = [harness_clean(e) for e in r["endings"]]
+            hits.append(reference_choices(hf, hf_tok, [(query, " " + c) for c in choices], [len(c) for c in choices], int(r["label"])))
+        elif task == "piqa":
             options = [(f"Question: {r['goal']}\nAnswer:", " " + sol) for sol in (r["sol1"], r["sol2"])]
             hits.append(reference_choices(hf, hf_tok, options, [len(r["sol1"]), len(r["sol2"])], r["label"]))
         elif task == "winogrande":
@@ -228,7 +262,8 @@ def reference_task(hf, hf_tok, task: str, records: list[dict]) -> dict:
     return {**result, "n": len(hits)}
 
 
-@pytest.mark.parametrize("task, make", [("arc_easy", arc_records), ("piqa", piqa_records), ("winogrande", winogrande_records)])
+@pytest.mark.parametrize("task, make", [("arc_easy", arc_records), ("piqa", piqa_records), ("winogrande", winogrande_records),
+                                        ("hellaswag_harness", hellaswag_full_records)])
 def test_the_harness_tasks_equal_their_formulas_on_transformers(checkpoint, tokenizer, tmp_path, task, make):
     hf, path, hf_tok = checkpoint
     records = make(14, seed=7)
@@ -247,19 +282,21 @@ def test_the_harness_tasks_equal_lm_evaluation_harness(checkpoint, tokenizer, tm
     from lm_eval.tasks import TaskManager
 
     _, path, _ = checkpoint
-    data = {"arc_easy": arc_records(24, seed=21)[1:], "piqa": piqa_records(24, seed=22), "winogrande": winogrande_records(24, seed=23)}
-    split = {"arc_easy": "test", "piqa": "validation", "winogrande": "validation"}
+    data = {"arc_easy": arc_records(24, seed=21)[1:], "piqa": piqa_records(24, seed=22), "winogrande": winogrande_records(24, seed=23),
+            "hellaswag_harness": hellaswag_full_records(24, seed=24)}
+    split = {"arc_easy": "test", "piqa": "validation", "winogrande": "validation", "hellaswag_harness": "validation"}
     shipped = files("lm_eval") / "tasks"
     source = {"arc_easy": shipped / "arc" / "arc_easy.yaml", "piqa": shipped / "piqa" / "piqa.yaml",
-              "winogrande": shipped / "winogrande" / "default.yaml"}
+              "winogrande": shipped / "winogrande" / "default.yaml", "hellaswag_harness": shipped / "hellaswag" / "hellaswag.yaml"}
     for task, records in data.items():
         kept = [line for line in source[task].read_text().splitlines()
-                if not line.startswith(("task:", "dataset_path:", "dataset_name:", "tag:", "  - ai2_arc", "training_split", "validation_split",
-                                        "test_split"))]
+                if not line.startswith(("task:", "dataset_path:", "dataset_name:", "tag:", "  - ai2_arc", "  - multiple_choice",
+                                        "training_split", "validation_split", "test_split"))]
         file = write_jsonl(tmp_path / f"{task}.jsonl", records)
         (tmp_path / f"ours_{task}.yaml").write_text(f"task: ours_{task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
                                                     f"    {split[task]}: {file}\n{split[task]}_split: {split[task]}\n" + "\n".join(kept) + "\n")
     (tmp_path / "preprocess_winogrande.py").write_text((shipped / "winogrande" / "preprocess_winogrande.py").read_text())
+    (tmp_path / "utils.py").write_text((shipped / "hellaswag" / "utils.py").read_text())  # HellaSwag's process_docs
     results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path},dtype=float32", tasks=[f"ours_{t}" for t in data],
                                       task_manager=TaskManager(include_path=str(tmp_path)), device="cpu", batch_size=4)["results"]
     model = GPT2.from_pretrained(path)
@@ -292,6 +329,12 @@ def test_arc_in_ai2s_own_format_and_the_harness_tasks_item_errors(checkpoint, to
         winogrande_item({"sentence": "a _ b", "option1": "a", "option2": "b", "answer": ""}, "x")
     with pytest.raises(DataError, match="needs label 0 or 1, got -1"):
         piqa_item({"goal": "g", "sol1": "a", "sol2": "b", "label": -1}, "x")
+    with pytest.raises(DataError, match="x: hellaswag_harness needs HellaSwag's activity_label, ctx_a and ctx_b .* serves --task hellaswag"):
+        hellaswag_harness_item(hellaswag_records(1)[0], "x")
+    item = hellaswag_harness_item({"activity_label": "Roofing", "ctx_a": "A man is on a roof.", "ctx_b": "he pulls up The tiles.",
+                                   "endings": ["[title] Use a  bar. [step] Pry.", "stops."], "label": "0"}, "x")
+    assert (item.options, item.label, item.lengths) == ([("Roofing: A man is on a roof. He pulls up the tiles.", "  Use a bar. Pry."),
+                                                         ("Roofing: A man is on a roof. He pulls up the tiles.", " stops.")], 0, [16, 6])
     with pytest.raises(DataError, match="a PIQA record needs a text sol2"):
         piqa_item({"goal": "g", "sol1": "a", "label": 0}, "x")
     out = run_eval("--model", path, "--task", "winogrande", "--data", write_jsonl(tmp_path / "w.jsonl", winogrande_records(3)), "--json",
@@ -382,6 +425,13 @@ def test_several_tasks_in_one_call_load_the_model_once(checkpoint, tokenizer, tm
     loads = []
     monkeypatch.setattr(GPT2, "from_pretrained", classmethod(lambda cls, *a, real=GPT2.from_pretrained, **k: loads.append(a) or real(*a, **k)))
     assert evaluate_tasks(path, tokenizer, ["piqa", "hellaswag"], folder) == one_by_one and len(loads) == 1
+    # HellaSwag's own file (ctx beside ctx_a and ctx_b, as in hellaswag_val.jsonl) serves both ways of scoring it
+    full = [{**r, "ctx": r["ctx_a"] + " " + r["ctx_b"]} for r in hellaswag_full_records(4, seed=33)]
+    both = tmp_path / "both"
+    both.mkdir()
+    write_jsonl(both / "hellaswag.jsonl", full)
+    scores = evaluate_tasks(path, tokenizer, ["hellaswag", "hellaswag_harness"], both)
+    assert scores == {task: evaluate_task(path, tokenizer, task, both / "hellaswag.jsonl") for task in scores}
     with pytest.raises(DataError, match=f"{folder} has no winogrande.jsonl; put each task's file there under that name"):
         evaluate_tasks(path, tokenizer, ["piqa", "winogrande"], folder)
     with pytest.raises(ConfigError, match="unknown task 'classify' among several"):
@@ -461,10 +511,13 @@ def test_train_scores_the_task_at_every_evaluation(gpt2_vocab_data, tokenizer, t
     folder.mkdir()
     write_jsonl(folder / "piqa.jsonl", piqa_records(4, seed=9))
     write_jsonl(folder / "winogrande.jsonl", winogrande_records(4, seed=10))
-    result = train(small_run(gpt2_vocab_data, tmp_path / "two", eval_task="piqa,winogrande", eval_task_data=str(folder)))
+    write_jsonl(folder / "hellaswag.jsonl", hellaswag_full_records(4, seed=11))  # HellaSwag's file, read the harness's way
+    tasks = ["piqa", "winogrande", "hellaswag_harness"]
+    result = train(small_run(gpt2_vocab_data, tmp_path / "two", eval_task=",".join(tasks), eval_task_data=str(folder)))
     last = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()][-1]
-    final = evaluate_tasks(result.model, tokenizer, ["piqa", "winogrande"], folder)
-    assert {k: last[k] for k in ("piqa_acc", "piqa_acc_norm", "winogrande_acc")} == \
+    final = evaluate_tasks(result.model, tokenizer, tasks, folder)
+    names = ("piqa_acc", "piqa_acc_norm", "winogrande_acc", "hellaswag_harness_acc", "hellaswag_harness_acc_norm")
+    assert {k: last[k] for k in names} == \
         {f"{t}_{k}": round(v, 6) for t, m in final.items() for k, v in m.items() if k != "n"}
 
 

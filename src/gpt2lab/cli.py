@@ -689,7 +689,7 @@ _TRAIN_OPTIONS: list[tuple[str, str, Callable[[str], object], str]] = [
     ("--log-every", "log_every", int, "metrics.jsonl line every N steps (default 1)"),
     ("--early-stop", "early_stop", int, "stop when the val loss has not gone below its lowest for N evaluations in a row"),
     ("--eval-task", "eval_task", str, "score a benchmark at every evaluation: hellaswag, lambada, wikitext, arc_easy, arc_challenge, "
-     "piqa or winogrande, or several with commas (logged as hellaswag_acc_norm, ...)"),
+     "piqa, winogrande or hellaswag_harness, or several with commas (logged as hellaswag_acc_norm, ...)"),
     ("--eval-task-data", "eval_task_data", str, "the benchmark's file; with several, a folder of TASK.jsonl files (default: their "
      "standard splits from the Hugging Face hub)"),
     ("--eval-task-limit", "eval_task_limit", int, "score only the benchmark's first N items (wikitext: tokens)"),
@@ -775,8 +775,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="M", help="a model directory (e.g. RUN_DIR/model) or hub id")
-    p.add_argument("--task", metavar="TASK[,TASK...]", help="a benchmark, or several with commas (the model loaded once): hellaswag, "
-                   "arc_easy, arc_challenge, piqa (acc, acc_norm), winogrande (acc), lambada (acc, ppl), wikitext (loss, ppl); "
+    p.add_argument("--task", metavar="TASK[,TASK...]", help="a benchmark, or several with commas (the model loaded once): hellaswag (llm.c's "
+                   "way), hellaswag_harness (lm-evaluation-harness's), arc_easy, arc_challenge, piqa (acc, acc_norm), winogrande (acc), "
+                   "lambada (acc, ppl), wikitext (loss, ppl); "
                    "classify (acc, loss of a train --task classify model on a labelled --data file); "
                    "without it, loss and perplexity on --data")
     p.add_argument("--data", metavar="DATA_DIR|FILE", help="a prepared DATA_DIR (its validation split) or a text file; with --task, "

@@ -266,7 +266,7 @@ def evaluate_task(
     text_field: str = "text",
     label_field: str = "label",
 ) -> dict[str, float]:
-    """A benchmark score of ``model``: ``{"acc", "acc_norm", "n"}`` for HellaSwag, ARC and PIQA,
+    """A benchmark score of ``model``: ``{"acc", "acc_norm", "n"}`` for HellaSwag (either way), ARC and PIQA,
     ``{"acc", "n"}`` for Winogrande, ``{"acc", "ppl", "n"}`` for LAMBADA, ``{"loss", "ppl", "n"}`` for
     WikiText (``n``: items scored; for WikiText, tokens);
     ``{"acc", "loss", "n"}`` for ``classify``: a ``GPT2Classifier`` (or its directory, written by
@@ -308,7 +308,8 @@ def evaluate_task(
 
 def task_file(directory: str | os.PathLike, task: str) -> Path:
     """A benchmark's file in a folder of them: ``{task}.jsonl`` (WikiText: also ``wiki.test.raw``)."""
-    names = [f"{task}.jsonl"] + (["wiki.test.raw"] if task == "wikitext" else [])
+    # (HellaSwag's file serves both ways of scoring it)
+    names = [f"{task}.jsonl"] + (["wiki.test.raw"] if task == "wikitext" else ["hellaswag.jsonl"] if task == "hellaswag_harness" else [])
     for name in names:
         if (Path(directory) / name).is_file():
             return Path(directory) / name

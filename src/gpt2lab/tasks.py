@@ -26,6 +26,10 @@ them zero-shot, so the numbers sit beside the figures it publishes:
         tokenizer; HellaSwag's above is llm.c's, per token).
     PIQA. Context ``"Question: {goal}\nAnswer:"``, candidates ``" " + sol1`` and ``" " + sol2``; ``acc``
         and ``acc_norm`` as for ARC. Chance is 0.5.
+    HellaSwag, the harness's way (``hellaswag_harness``). Context ``"{activity_label}: {ctx_a} {Ctx_b}"``,
+        candidates ``" " + ending``, both cleaned of WikiHow's ``[title]`` / ``[step]`` marks; ``acc_norm``
+        per character. These are the figures lm-evaluation-harness and the leaderboards built on it
+        report; ``hellaswag`` above gives llm.c's (0.2955), which from-scratch training runs quote.
     Winogrande. The sentence has a blank (``_``) that one of two names fills. Each option makes its own
         context (the sentence up to the blank, the option in it); the candidate is the same for both:
         ``" " +`` the rest of the sentence. ``acc``: the option under which the rest is more likely.
@@ -45,6 +49,7 @@ import contextlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +63,7 @@ from .devices import autocast
 from .errors import DataError
 from .model import GPT2
 
-TASKS = ("hellaswag", "lambada", "wikitext", "arc_easy", "arc_challenge", "piqa", "winogrande")
+TASKS = ("hellaswag", "lambada", "wikitext", "arc_easy", "arc_challenge", "piqa", "winogrande", "hellaswag_harness")
 
 # (dataset, configuration, split) of each task on the Hugging Face hub
 HUB = {
@@ -69,6 +74,7 @@ HUB = {
     "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge", "test"),
     "piqa": ("baber/piqa", None, "validation"),  # the original ybisk/piqa is a loading script, which datasets 4 no longer runs
     "winogrande": ("allenai/winogrande", "winogrande_xl", "validation"),
+    "hellaswag_harness": ("Rowan/hellaswag", None, "validation"),
 }
 
 # what a --data file holds, for the error that asks for one
@@ -80,6 +86,7 @@ FILE_FORMAT = {
     "arc_challenge": "a JSONL file with question, choices (text and label lists) and answerKey per line, or AI2's own ARC JSONL",
     "piqa": "a JSONL file with goal, sol1, sol2 and label per line",
     "winogrande": "a JSONL file with sentence (one _ blank), option1, option2 and answer (1 or 2) per line",
+    "hellaswag_harness": "HellaSwag's JSONL file (hellaswag_val.jsonl: activity_label, ctx_a, ctx_b, endings and label per line)",
 }
 
 
@@ -116,16 +123,24 @@ def hellaswag_item(record: dict[str, Any], where: str) -> MultipleChoice:
         context = record["ctx_a"] + (" " + ctx_b[:1].upper() + ctx_b[1:] if ctx_b else "")
     else:
         raise DataError(f"{where}: a HellaSwag record needs ctx (or ctx_a and ctx_b), endings and label")
+    if not isinstance(context, str):
+        raise DataError(f"{where}: a HellaSwag record needs a text ctx")
+    endings, label = _endings_and_label(record, where)
+    return MultipleChoice(context, endings, label)
+
+
+def _endings_and_label(record: dict[str, Any], where: str) -> tuple[list[str], int]:
+    """A HellaSwag record's endings and the index of the right one."""
     endings = record.get("endings")
-    if not isinstance(context, str) or not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) for e in endings):
-        raise DataError(f"{where}: a HellaSwag record needs a text ctx and a list of at least two text endings")
+    if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) for e in endings):
+        raise DataError(f"{where}: a HellaSwag record needs a list of at least two text endings")
     try:
         label = int(record["label"])
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{where}: no usable label ({record.get('label')!r}); the test split has none, use the validation split") from None
     if not 0 <= label < len(endings):
         raise DataError(f"{where}: label {label} is not the index of one of the {len(endings)} endings")
-    return MultipleChoice(context, endings, label)
+    return endings, label
 
 
 def lambada_item(record: dict[str, Any], where: str) -> Cloze:
@@ -175,6 +190,28 @@ def arc_item(record: dict[str, Any], where: str) -> Choices:
     return Choices([(context, " " + t) for t in texts], labels.index(key), [len(t) for t in texts])
 
 
+def _wikihow_clean(text: str) -> str:
+    """The harness's clean-up of HellaSwag text: WikiHow's ``[title]`` becomes a full stop, other
+    ``[...]`` marks go, double spaces become one (its ``preprocess``, to the character)."""
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub(r"\[.*?\]", "", text).replace("  ", " ")
+
+
+def hellaswag_harness_item(record: dict[str, Any], where: str) -> Choices:
+    """A HellaSwag record read as lm-evaluation-harness reads it: HellaSwag's own fields
+    (``activity_label``, ``ctx_a``, ``ctx_b``, ``endings``, ``label``), as in its ``hellaswag_val.jsonl``
+    and on the hub (llm.c's file has them too; a file with ``ctx`` alone serves ``hellaswag``)."""
+    activity, ctx_a, ctx_b = (record.get(f) for f in ("activity_label", "ctx_a", "ctx_b"))
+    if not (isinstance(activity, str) and isinstance(ctx_a, str) and isinstance(ctx_b, str)):
+        raise DataError(f"{where}: hellaswag_harness needs HellaSwag's activity_label, ctx_a and ctx_b (as in hellaswag_val.jsonl "
+                        "or on the hub); a file with ctx alone serves --task hellaswag")
+    endings, label = _endings_and_label(record, where)
+    # str.capitalize also lowercases the rest of ctx_b: the harness's prompt, to the character
+    context = _wikihow_clean(f"{activity}: {ctx_a} {ctx_b.capitalize()}")
+    choices = [_wikihow_clean(e) for e in endings]
+    return Choices([(context, " " + c) for c in choices], label, [len(c) for c in choices])
+
+
 def piqa_item(record: dict[str, Any], where: str) -> Choices:
     """A PIQA record: ``goal``, ``sol1``, ``sol2``, ``label`` (0 or 1)."""
     goal, solutions = _text(record, "goal", where, "PIQA"), [_text(record, f, where, "PIQA") for f in ("sol1", "sol2")]
@@ -201,7 +238,7 @@ def winogrande_item(record: dict[str, Any], where: str) -> Choices:
 
 # each task's record -> item reader (WikiText is plain text: it has none)
 ITEMS: dict[str, Any] = {"hellaswag": hellaswag_item, "lambada": lambada_item, "arc_easy": arc_item, "arc_challenge": arc_item,
-                         "piqa": piqa_item, "winogrande": winogrande_item}
+                         "piqa": piqa_item, "winogrande": winogrande_item, "hellaswag_harness": hellaswag_harness_item}
 
 
 def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, Any]]:
@@ -406,6 +443,6 @@ def choose(model: GPT2, tokenizer: Any, items: Sequence[Choices], *, batch_size:
 
 __all__ = [
     "TASKS", "HUB", "MultipleChoice", "Cloze", "Choices", "Continuation", "hellaswag_item", "lambada_item",
-    "arc_item", "piqa_item", "winogrande_item", "ITEMS", "choose", "read_jsonl", "hub_records",
+    "arc_item", "piqa_item", "winogrande_item", "hellaswag_harness_item", "ITEMS", "choose", "read_jsonl", "hub_records",
     "load_records", "encode_request", "perplexity", "scoring", "score_continuations", "hellaswag", "lambada",
 ]
