@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers  # a test dependency: the reference the saved model is proven in
 
 from gpt2lab.classify import GPT2Classifier, held_out, read_examples
 from gpt2lab.cli import main
@@ -20,8 +21,6 @@ from gpt2lab.config import GPT2Config
 from gpt2lab.evaluate import evaluate_task
 from gpt2lab.model import GPT2
 from gpt2lab.train import TrainConfig, train
-
-transformers = pytest.importorskip("transformers")
 
 POSITIVE = ["good", "great", "lovely", "fine"]
 NEGATIVE = ["bad", "awful", "poor", "sad"]
