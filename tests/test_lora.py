@@ -305,3 +305,79 @@ def test_cli_lora_end_to_end_and_mistakes(hf_tiny, tiny_data, tmp_path):
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
     r = cli("train", "--out", tmp_path / "bad", "--data", tiny_data, "--lora-rank", 4, "--quiet")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--lora-rank needs --init" in r.stderr
+
+
+# -- an adapter where a model is asked for ------------------------------------------------------------
+
+
+def peft_adapter(hf, directory, base: str | None, seed: int = 2):
+    """An adapter PEFT writes itself (random B, so it changes the function), naming ``base``."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    peft = get_peft_model(copy.deepcopy(hf), LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True,
+                                                        task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.2)
+    peft.save_pretrained(directory)
+    config = json.loads((directory / ADAPTER_CONFIG).read_text())
+    (directory / ADAPTER_CONFIG).write_text(json.dumps({**config, "base_model_name_or_path": base}))
+    return peft.eval()
+
+
+def test_an_adapter_loads_as_its_merged_model(hf_tiny, tiny_data, tmp_path):
+    """``GPT2.from_pretrained`` (and so every ``--model``) takes a PEFT adapter: the base it names, the adapter
+    folded in. Its tokenizer is the base's; an adapter on an adapter (a LoRA run from one) unrolls."""
+    from gpt2lab import Tokenizer
+
+    hf, base_dir = hf_tiny
+    base = tmp_path / "base"  # the base with a tokenizer of its own, of the tiny model's 1,000 ids
+    shutil.copytree(base_dir, base)
+    tok = Tokenizer.train(["the cat sat on the mat and the dog ran to the park " * 40 + "".join(chr(c) for c in range(256, 2000))], 1000,
+                          progress=False)
+    tok.save(base)
+    peft = peft_adapter(hf, tmp_path / "adapter", str(base))
+    model = GPT2.from_pretrained(tmp_path / "adapter")
+    assert not lora_layers(model) and not model.training
+    with torch.no_grad():
+        assert (model(IDS) - peft(IDS).logits).abs().max() <= 1e-4
+        assert (model(IDS) - GPT2.from_pretrained(base)(IDS)).abs().max() > 1e-2  # the adapter changed the function
+    assert Tokenizer.from_pretrained(tmp_path / "adapter").mergeable_ranks == tok.mergeable_ranks
+    # a LoRA run from an adapter (on the tokenizer-less base: the data are bare ids): the run's own adapter names that one
+    # (an absolute path), and loads as the run's merged model
+    peft_adapter(hf, tmp_path / "plain_adapter", str(base_dir))
+    run = tmp_path / "run"
+    train(lora_config(tiny_data, run, tmp_path / "plain_adapter", max_steps=2))
+    assert json.loads((run / "adapter" / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == str((tmp_path / "plain_adapter").resolve())
+    with torch.no_grad():
+        assert (GPT2.from_pretrained(run / "adapter")(IDS) - GPT2.from_pretrained(run / "model")(IDS)).abs().max() <= 1e-4
+    # from the command line: an adapter wherever a model goes
+    r = cli("generate", "--model", tmp_path / "adapter", "--prompt", "the cat", "--max-new-tokens", 4, "--temperature", 0, "--device", "cpu")
+    assert r.returncode == 0 and r.stdout.startswith("the cat"), r.stderr
+    expected = tok.decode(GPT2.from_pretrained(tmp_path / "adapter").generate(torch.tensor([tok.encode("the cat")]), 4,
+                                                                               temperature=0.0)[0].tolist())
+    assert r.stdout.strip() == expected.strip()
+
+
+def test_adapter_mistakes(hf_tiny, tmp_path):
+    from gpt2lab.classify import GPT2Classifier
+    from gpt2lab.weights import resolve_checkpoint_dir
+
+    hf, base_dir = hf_tiny
+    peft_adapter(hf, tmp_path / "lost", str(tmp_path / "moved-away"))
+    with pytest.raises(CheckpointError, match=r"the base model of the adapter in .*lost \('.*moved-away', its base_model_name_or_path\): "
+                                              r"no such checkpoint directory"):
+        GPT2.from_pretrained(tmp_path / "lost")
+    peft_adapter(hf, tmp_path / "nameless", None)
+    with pytest.raises(CheckpointError, match="names no base model"):
+        GPT2.from_pretrained(tmp_path / "nameless")
+    peft_adapter(hf, tmp_path / "fine", str(base_dir))
+    for load in (resolve_checkpoint_dir, GPT2Classifier.from_pretrained):  # what needs a whole model says so
+        with pytest.raises(CheckpointError, match="is a LoRA adapter .*not a whole model"):
+            load(tmp_path / "fine")
+    r = cli("compare", "--model", tmp_path / "fine", "--prompt", "a")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is a LoRA adapter" in r.stderr, r.stderr
+    r = cli("explain", "--model", tmp_path / "fine")  # the shape is the base's
+    assert r.returncode == 0 and f"checkpoint {tmp_path / 'fine'}" in r.stdout, r.stderr

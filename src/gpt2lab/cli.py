@@ -91,6 +91,11 @@ def _explain(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+# what --model takes, wherever a command loads a model
+MODEL_HELP = ("a checkpoint directory (config.json + weights) or a training run's, a LoRA adapter's (PEFT's adapter_config.json: "
+              "merged into the base model it names), or a hub id such as gpt2")
+
+
 def _model_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--model", required=required, help="a checkpoint directory or hub id; with --random, a preset "
                                                        "(gpt2, gpt2-medium, ...) or a directory whose config.json gives the shape")
@@ -207,7 +212,7 @@ def _experiment(args: argparse.Namespace) -> None:
 
 
 def _attention_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a checkpoint directory (config.json + weights) or a hub id such as gpt2")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     text = p.add_mutually_exclusive_group(required=True)
     text.add_argument("--text", help="the text to look at")
     text.add_argument("--text-file", metavar="FILE", help="read the text from FILE ('-' for stdin)")
@@ -261,7 +266,7 @@ def _attention(args: argparse.Namespace) -> None:
 
 
 def _interp_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a checkpoint directory (config.json + weights) or a hub id such as gpt2")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--tokenizer", metavar="PATH", help="a vocabulary file or directory (default: the model's own, else GPT-2's)")
     p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
 
@@ -479,7 +484,7 @@ def _tokenizer_decode(args: argparse.Namespace) -> None:
 
 
 def _model_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a checkpoint directory (config.json + weights) or a hub id such as gpt2")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--prompt", required=True, help="the text to continue; '-' reads standard input; '' starts from <|endoftext|>")
     p.add_argument("--tokenizer", metavar="PATH", help="a vocabulary file or directory (default: the model's own, else GPT-2's)")
 
@@ -774,7 +779,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="M", help="a model directory (e.g. RUN_DIR/model) or hub id")
+    p.add_argument("--model", required=True, metavar="M", help=MODEL_HELP)
     p.add_argument("--task", metavar="TASK[,TASK...]", help="a benchmark, or several with commas (the model loaded once): hellaswag (llm.c's "
                    "way), hellaswag_harness (lm-evaluation-harness's), arc_easy, arc_challenge, piqa (acc, acc_norm), winogrande (acc), "
                    "lambada (acc, ppl), wikitext (loss, ppl); "

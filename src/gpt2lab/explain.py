@@ -359,10 +359,10 @@ def _config_from_name(name: str) -> tuple[GPT2Config, str]:
         return GPT2Config.from_preset(key), f"preset {key}"
     path = Path(name).expanduser()
     if path.exists():
-        from .weights import resolve_checkpoint_dir
+        from .weights import resolve_model
 
-        directory = resolve_checkpoint_dir(path)
-        return GPT2Config.from_json_file(directory / "config.json"), f"checkpoint {directory}"
+        directory, adapters = resolve_model(path)  # a LoRA adapter leaves the shape as its base's
+        return GPT2Config.from_json_file(directory / "config.json"), f"checkpoint {adapters[-1] if adapters else directory}"
     looks_like_hub = re.fullmatch(r"[\w.\-]+/[\w.\-]+", name) is not None
     if not looks_like_hub:
         raise ConfigError(f"{name!r} is neither a preset ({', '.join(PRESETS)}), nor an existing checkpoint directory, "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from .errors import CheckpointError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -62,6 +65,26 @@ def looks_like_path(name: str | os.PathLike) -> bool:
 
 
 RUN_MODEL_DIR = "model"  # where a training run (``train --out DIR``) saves its model: DIR/model
+
+
+ADAPTER_CONFIG = "adapter_config.json"  # what makes a directory a PEFT adapter (LoRA's A and B, not a whole model)
+
+
+def adapter_base(directory: str | os.PathLike) -> str | None:
+    """The base model a PEFT adapter directory names (its ``base_model_name_or_path``: a hub id or a
+    path), or None when ``directory`` is not one (no ``adapter_config.json``, or a ``config.json`` of
+    its own: a whole model)."""
+    directory = Path(directory)
+    if (directory / "config.json").exists() or not (directory / ADAPTER_CONFIG).is_file():
+        return None
+    try:
+        base = json.loads((directory / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"cannot read {directory / ADAPTER_CONFIG} ({err}); is this a PEFT adapter directory?") from None
+    if not isinstance(base, str) or not base:
+        raise CheckpointError(f"{directory} is a LoRA adapter that names no base model (base_model_name_or_path); load the base with "
+                              "GPT2.from_pretrained and attach the adapter with gpt2lab.lora.load_adapter")
+    return base
 
 
 def run_model_dir(path: str | os.PathLike) -> Path:

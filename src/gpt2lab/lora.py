@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, ConfigError
-from .files import atomic_write
+from .files import ADAPTER_CONFIG, atomic_write
 from .model import GPT2, Linear
 
 DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")
@@ -53,7 +53,6 @@ DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")
 BLOCK_MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 TARGET_NAMES = ("c_attn", "c_proj", "c_fc", "attn.c_proj", "mlp.c_proj")  # what --lora-targets offers
 
-ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # PEFT's keys: its PeftModel -> LoraModel -> our module names
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .bpe import ENDOFTEXT, GPT2_PATTERN, PythonBPE, bpe_merge, special_token_regex
 from .bpe_train import count_pieces, learn_bpe, train_bpe
 from .errors import TokenizerError
-from .files import looks_like_path, run_model_dir
+from .files import adapter_base, looks_like_path, run_model_dir
 from .vocab_files import (
     GPT2_VOCAB_SHA256,
     HOW_TO_GET_GPT2,
@@ -447,12 +447,15 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, backend: Backend | None = None) -> Tokenizer:
         """The tokenizer of a model: its own tokenizer files when its directory (or its hub cache)
-        holds them (a training run's directory: its saved model's, ``run/model``), otherwise GPT-2's
-        vocabulary, which every released GPT-2 size shares."""
+        holds them (a training run's directory: its saved model's, ``run/model``; a LoRA adapter's
+        directory without them: its base model's), otherwise GPT-2's vocabulary, which every
+        released GPT-2 size shares."""
         path = run_model_dir(name_or_path)
         if path.is_dir():
             if find_vocab_files(path) is not None:
                 return cls.from_file(path, backend=backend)
+            if (base := adapter_base(path)) is not None:
+                return cls.from_pretrained(base, backend=backend)
         elif path.is_file():
             return cls.from_file(path, backend=backend)
         elif looks_like_path(name_or_path):

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from .config import PRESETS, GPT2Config
 from .devices import parse_dtype
 from .errors import CheckpointError
-from .files import atomic_write, looks_like_path, run_model_dir
+from .files import ADAPTER_CONFIG, adapter_base, atomic_write, looks_like_path, run_model_dir
 from .model import GPT2
 
 # ---------------------------------------------------------------------------------------------
@@ -140,29 +140,54 @@ HUB_ALLOW = [
     "tokenizer_config.json",
     "vocab.json",
     "merges.txt",
+    ADAPTER_CONFIG,  # a LoRA adapter's repository: its adapter_model.safetensors comes with *.safetensors
 ]
 
 
-def resolve_checkpoint_dir(name_or_path: str | os.PathLike) -> Path:
+def resolve_checkpoint_dir(name_or_path: str | os.PathLike, *, adapter: bool = False) -> Path:
     """A local directory holding config.json and weights: the path itself (a training run's directory:
-    the model it saved, ``run/model``), or a hub snapshot.
+    the model it saved, ``run/model``), or a hub snapshot. With ``adapter``, a PEFT adapter's directory
+    (``adapter_config.json``: ``resolve_model`` finds its base) is one too.
 
     A name that is not an existing path is a Hugging Face hub id (``gpt2``, ``openai-community/gpt2-xl``,
     ``user/my-gpt2``), downloaded with ``huggingface_hub`` into its usual cache; ``HF_HUB_OFFLINE=1``
     uses only that cache.
     """
     path = run_model_dir(name_or_path)  # a training run's directory: the model it saved
-    if path.is_file() and path.name in ("config.json", *WEIGHT_FILES):
+    if path.is_file() and path.name in ("config.json", ADAPTER_CONFIG, *WEIGHT_FILES):
         path = path.parent
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path} has no config.json; expected a Hugging Face GPT-2 directory (config.json + model.safetensors)")
+    if not path.is_dir():
+        name = str(name_or_path)
+        if looks_like_path(name):
+            raise CheckpointError(f"no such checkpoint directory: {name}")
+        path = _download(f"openai-community/{name}" if name in PRESETS else name)
+    if (path / "config.json").is_file() or (adapter and adapter_base(path) is not None):
         return path
-    name = str(name_or_path)
-    if looks_like_path(name):
-        raise CheckpointError(f"no such checkpoint directory: {name}")
-    repo_id = f"openai-community/{name}" if name in PRESETS else name
-    return _download(repo_id)
+    if (path / ADAPTER_CONFIG).is_file():
+        raise CheckpointError(f"{path} is a LoRA adapter (adapter_config.json), not a whole model, and this needs the whole one: pass "
+                              "the model it was merged into (a run's model/), or merge it: GPT2.from_pretrained(adapter directory) does")
+    raise CheckpointError(f"{path} has no config.json; expected a Hugging Face GPT-2 directory (config.json + model.safetensors)")
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> tuple[Path, list[Path]]:
+    """(the directory of the whole model, the LoRA adapters to put on it in order: none for a model).
+
+    A PEFT adapter (``adapter_config.json`` + ``adapter_model.safetensors``: ``train --lora-rank``'s
+    ``run/adapter``, or an adapter on the hub) names its base model, a hub id or a path, which is
+    resolved in turn: it may be an adapter too (a LoRA run that started from an adapter).
+    """
+    directory = resolve_checkpoint_dir(name_or_path, adapter=True)
+    adapters: list[Path] = []
+    while (base := adapter_base(directory)) is not None:
+        adapters.insert(0, directory)
+        if len(adapters) > 16:
+            raise CheckpointError(f"the adapter in {adapters[-1]} names bases that lead back to adapters ({len(adapters)} of them); "
+                                  "check the base_model_name_or_path of each adapter_config.json")
+        try:
+            directory = resolve_checkpoint_dir(base, adapter=True)
+        except CheckpointError as err:
+            raise CheckpointError(f"the base model of the adapter in {adapters[0]} ({base!r}, its base_model_name_or_path): {err}") from None
+    return directory, adapters
 
 
 def _download(repo_id: str) -> Path:
@@ -289,13 +314,21 @@ def from_pretrained(
 
     Args:
         name_or_path: a directory with ``config.json`` and weights, or a hub id (``gpt2``,
-            ``gpt2-medium``, ``openai-community/gpt2-xl``...).
+            ``gpt2-medium``, ``openai-community/gpt2-xl``...); or a PEFT LoRA adapter's directory or
+            hub id, which gives its base model with the adapter merged in (``resolve_model``).
         dtype: parameter dtype (``torch.bfloat16``, ``"fp16"``...); default float32.
         device: where the parameters live; default CPU.
         build: makes the (empty) network from the config: ``GPT2``, or a subclass with more
             parameters (``GPT2Classifier``'s ``score``), whose checkpoint keys are its parameter names.
     """
-    directory = resolve_checkpoint_dir(name_or_path)
+    directory, adapters = resolve_model(name_or_path)
+    if adapters:  # the base model, each adapter attached and folded in: a plain GPT2 that computes the adapted model
+        from .lora import load_adapter, merge_lora
+
+        model = from_pretrained(directory, dtype, device, build=build)
+        for adapter in adapters:
+            model = merge_lora(load_adapter(model, adapter))
+        return model.eval()
     config = GPT2Config.from_json_file(directory / "config.json")
     files = weight_files(directory)
     dtype = parse_dtype(dtype)

@@ -34,7 +34,7 @@ from ..config import GPT2Config
 from ..devices import attention_kernels, autocast, parse_dtype, pick_device
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluate import token_losses
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, run_model_dir
 from ..flops import flops_per_token, peak_flops
 from ..lora import apply_lora, base_fingerprint, describe, lora_state_dict, merged_copy, save_adapter
 from ..model import GPT2
@@ -321,10 +321,10 @@ class Trainer:
                 vocab_size=self.data.n_vocab, block_size=config.block_size, n_layer=config.n_layer, n_head=config.n_head,
                 n_embd=config.n_embd, embd_pdrop=config.dropout, attn_pdrop=config.dropout, resid_pdrop=config.dropout,
             ))
-        from ..weights import resolve_checkpoint_dir
+        from ..weights import resolve_model
 
         model = self._pretrained_model(config)
-        check_same_tokenizer(resolve_checkpoint_dir(config.init), self.data.meta, config.data)
+        check_same_tokenizer(resolve_model(config.init)[0], self.data.meta, config.data)
         return model
 
     def _pretrained_model(self, config: TrainConfig) -> GPT2:
@@ -696,6 +696,13 @@ class Trainer:
             kernels.unpack(model)
             self.model.train()
 
+    def adapter_base_name(self) -> str:
+        """The base model ``run/adapter`` names: ``--init`` as given for a hub id, and for a local one the
+        absolute path of its model directory (a run's ``model/``), which PEFT, reading the name as it
+        stands, and ``GPT2.from_pretrained`` find from any working directory."""
+        init = self.config.init
+        return str(run_model_dir(init).resolve()) if Path(init).expanduser().exists() else init
+
     def export_model(self) -> GPT2:
         """The model as users see it: real vocabulary (views of the trained weights, no copy). An FSDP
         run gathers a whole copy into every rank's CPU memory instead (the devices stay full of the
@@ -748,7 +755,7 @@ class Trainer:
             model = self._plain_model(ckpt["model"]) if self.config.fsdp else self.export_model()
             self._write_model_dir(model, self.run_dir / MODEL_DIR)
             if self.lora_base is not None:  # and apart, in PEFT's format (a classifier's: with its new head)
-                save_adapter(model, self.run_dir / ADAPTER_DIR, base_model_name_or_path=self.config.init)
+                save_adapter(model, self.run_dir / ADAPTER_DIR, base_model_name_or_path=self.adapter_base_name())
             self._plot()
         except (OSError, RuntimeError) as err:
             self._write_failed(err, f"writing {self.run_dir / MODEL_DIR}",
