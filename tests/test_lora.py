@@ -53,6 +53,23 @@ def peft_model(base_dir, adapter_dir):
     return PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base_dir), str(adapter_dir)).eval()
 
 
+def peft_adapter(hf, directory, base: str | None, seed: int = 2, rank: int = 2, targets=("c_attn", "c_proj")):
+    """An adapter PEFT writes itself (random B, so it changes the function), naming ``base``; returns PEFT's model."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    peft = get_peft_model(copy.deepcopy(hf), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets), fan_in_fan_out=True,
+                                                        task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.2)
+    peft.save_pretrained(directory)
+    config = json.loads((directory / ADAPTER_CONFIG).read_text())
+    (directory / ADAPTER_CONFIG).write_text(json.dumps({**config, "base_model_name_or_path": base}))
+    return peft.eval()
+
+
 # -- the module ---------------------------------------------------------------------------------------
 
 
@@ -180,20 +197,11 @@ def test_peft_loads_our_adapter_with_the_merged_logits(hf_tiny, tmp_path):
 
 
 def test_an_adapter_peft_wrote_loads_here(hf_tiny, tmp_path):
-    from peft import LoraConfig, get_peft_model
-
     hf, base_dir = hf_tiny
-    torch.manual_seed(1)
-    peft = get_peft_model(copy.deepcopy(hf), LoraConfig(r=3, lora_alpha=6, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True,
-                                                        task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.2)
-    peft.save_pretrained(tmp_path / "peft")
+    peft = peft_adapter(hf, tmp_path / "peft", str(base_dir), seed=1, rank=3, targets=("c_attn", "c_fc"))
     ours = load_adapter(GPT2.from_pretrained(base_dir), tmp_path / "peft").eval()
     with torch.no_grad():
-        assert (ours(IDS) - peft.eval()(IDS).logits).abs().max() <= 1e-4
+        assert (ours(IDS) - peft(IDS).logits).abs().max() <= 1e-4
     assert sorted({n.split(".", 3)[3] for n in lora_layers(ours)}) == ["attn.c_attn", "mlp.c_fc"]
 
 
@@ -308,23 +316,6 @@ def test_cli_lora_end_to_end_and_mistakes(hf_tiny, tiny_data, tmp_path):
 
 
 # -- an adapter where a model is asked for ------------------------------------------------------------
-
-
-def peft_adapter(hf, directory, base: str | None, seed: int = 2):
-    """An adapter PEFT writes itself (random B, so it changes the function), naming ``base``."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    peft = get_peft_model(copy.deepcopy(hf), LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True,
-                                                        task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.2)
-    peft.save_pretrained(directory)
-    config = json.loads((directory / ADAPTER_CONFIG).read_text())
-    (directory / ADAPTER_CONFIG).write_text(json.dumps({**config, "base_model_name_or_path": base}))
-    return peft.eval()
 
 
 def test_an_adapter_loads_as_its_merged_model(hf_tiny, tiny_data, tmp_path):
