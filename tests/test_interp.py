@@ -214,7 +214,52 @@ def test_result_objects_from_text(setup):
     assert attr.labels["answer"] == " Mary" and sum(attr.values()) == pytest.approx(attr.total, abs=TOL)
 
 
+def test_steering_equals_actadd_on_transformer_lens(setup):
+    """ActAdd as its authors wrote it on TransformerLens: the vector from run_with_cache (the shorter prompt padded
+    with spaces), added by a hook to the front positions of every full forward pass of a generation without a cache.
+    Ours adds it once, to the prompt's pass, and decodes from the cache: the same tokens."""
+    model, bridge, tok, _ = setup
+    layer, coeff = 1, 8.0
+    steering = interp.steering(model, tok, " Love", " Hate and fury", layer=layer, coeff=coeff)
+    eot, space = 50256, tok.encode(" ")[0]
+    plus, minus = [eot, *tok.encode(" Love")], [eot, *tok.encode(" Hate and fury")]
+    plus += [space] * (len(minus) - len(plus))
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(torch.tensor([plus, minus]), names_filter=f"blocks.{layer}.hook_resid_pre")
+    vector = cache[f"blocks.{layer}.hook_resid_pre"][0] - cache[f"blocks.{layer}.hook_resid_pre"][1]  # (n, C)
+    assert steering.vector.shape == (len(minus), SHAPE["n_embd"]) and steering.point == f"h.{layer}.resid_pre"
+    assert (steering.vector - vector).abs().max() <= TOL and steering.vector[0].abs().max() == 0  # (<|endoftext|> in both)
+
+    def add_front(resid, hook):
+        resid = resid.clone()
+        resid[:, : vector.size(0)] += coeff * vector
+        return resid
+
+    prompt = steering.prompt_ids(tok, "I hate you because you are")
+    assert prompt[0] == eot
+    theirs = list(prompt)
+    with torch.no_grad():
+        for _ in range(12):  # greedy, every step a full pass with the hook, as ActAdd's code generates
+            logits = bridge.run_with_hooks(torch.tensor([theirs]), fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", add_front)])
+            theirs.append(int(logits[0, -1].argmax()))
+        plain = model.generate(torch.tensor([prompt]), 12, temperature=0.0)[0].tolist()
+        with steering.applied(model):
+            ours = model.generate(torch.tensor([prompt]), 12, temperature=0.0)[0].tolist()
+    assert ours == theirs and ours != plain and not model.points.fns  # the steering changed the text, and left no hook behind
+    # the side-by-side: same seed on both sides, so no steering (coeff 0) gives the same text twice
+    idle = interp.steering(model, tok, " Love", " Hate and fury", layer=layer, coeff=0.0)
+    same = interp.steer_text(model, tok, idle, "I hate you because you are", 10, samples=2, seed=3, top=4)
+    assert same.plain == same.steered and same.plain[0] != same.plain[1] and all(b == a for _, b, a in same.raised)
+    result = interp.steer_text(model, tok, steering, "I hate you because you are", 12, samples=1, temperature=0.0, top=4)
+    assert result.steered == [tok.decode(ours[len(prompt):])] and result.plain == [tok.decode(plain[len(prompt):])]
+    gains = [after - before for _, before, after in result.raised]
+    assert len(gains) == 4 and gains == sorted(gains, reverse=True) and gains[0] > 0
+
+
 @pytest.mark.parametrize(("call", "message"), [
+    (lambda m, t: interp.steering(m, t, "Love", "Hate", layer=L), "layer 3 does not exist"),
+    (lambda m, t: interp.steering(m, t, "", "", layer=0), "give a text to steer"),
+    (lambda m, t: interp.steer_text(m, t, interp.steering(m, t, " Love is all we need", layer=0), "Hi", 3), "steer a prompt of at least 6"),
     (lambda m, t: interp.patching(m, t, CLEAN, "When Mary went", " Mary", " John"), "same number of tokens"),
     (lambda m, t: interp.patching(m, t, CLEAN, CORRUPT, " Marylebone", " John"), "give one token"),
     (lambda m, t: interp.patch(m, [1, 2], [1, 2], interp.logit_diff(1), point="mlp.out", by="head"), "has no heads"),

@@ -404,3 +404,25 @@ def test_cli_mistakes_are_one_line_and_exit_2(checkpoint, gpt2_vocab_path, tmp_p
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()  # nothing written for a mistake
+
+
+def test_cli_steer_prints_the_steering_and_both_continuations(model, checkpoint, gpt2_vocab_path, tokenizer, capsys):
+    common = ["--model", str(checkpoint), "--tokenizer", str(gpt2_vocab_path), "--prompt", "I hate you because", "--plus", " Love",
+              "--minus", " Hate", "--layer", "1", "--coeff", "6", "--max-new-tokens", "8", "--device", "cpu"]
+    code, printed, _ = run_cli(capsys, "steer", *common, "--num-samples", "2", "--seed", "4", "--top", "3")
+    assert code == 0
+    steering = interp.steering(model, tokenizer, " Love", " Hate", layer=1, coeff=6)
+    expected = interp.steer_text(model, tokenizer, steering, "I hate you because", 8, samples=2, seed=4, top=3)
+    assert printed == views.steering_text(expected)
+    lines = printed.splitlines()
+    assert lines[0] == "steering: +6 x (' Love' - ' Hate') at h.1.resid_pre, added to the prompt's first 2 positions (<|endoftext|> first)"
+    assert len(re.findall(r"^  \S+ +\d+\.\d\d% -> +\d+\.\d\d%$", printed, re.M)) == 3
+    assert [line[:11] for line in lines if line.startswith(("unsteered", "steered"))] == ["unsteered: ", "steered:   "] * 2
+    assert "sample 2:" in lines and all(line.startswith(("unsteered: I hate you because", "steered:   I hate you because", "  ", "sample",
+                                                         "steering", "next token", " " * 11)) or not line for line in lines)
+    for extra, message in [(["--layer", "2"], "layer 2 does not exist: this model has layers 0..1"),
+                           (["--num-samples", "0"], "--num-samples must be at least 1"),
+                           (["--temperature", "-1"], "temperature"),
+                           (["--plus", " Love is all you need and more"], "steer a prompt of at least 8 tokens")]:
+        code, _, err = run_cli(capsys, "steer", *common, *extra)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)

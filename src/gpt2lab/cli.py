@@ -364,6 +364,40 @@ def _attribute(args: argparse.Namespace) -> None:
     print(f"\nWrote:\n  {png}  (the {min(args.top, len(result))} largest components, and every head)")
 
 
+def _steer_args(p: argparse.ArgumentParser) -> None:
+    _interp_model_args(p)
+    p.add_argument("--prompt", required=True, help="the text to continue, steered and not ('I hate you because')")
+    p.add_argument("--plus", required=True, help="the text whose residual stream is added ('Love')")
+    p.add_argument("--minus", default="", help="the text whose stream is subtracted ('Hate'; default: spaces)")
+    p.add_argument("--layer", type=int, default=6, help="the block whose input (h.L.resid_pre) is steered (default 6)")
+    p.add_argument("--coeff", type=float, default=5.0, help="how much of plus - minus is added (default 5)")
+    p.add_argument("--max-new-tokens", type=int, default=40, metavar="N", help="tokens each continuation adds at most (default 40)")
+    p.add_argument("--num-samples", type=int, default=1, metavar="N", help="pairs of continuations, seeds S, S + 1, ... (default 1)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="each pair's two sides sample from the same seed (default 0)")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 = greedy (default 1.0)")
+    p.add_argument("--top-p", type=float, metavar="P", help="sample from the smallest set of tokens whose probability reaches P")
+    p.add_argument("--top", type=int, default=5, metavar="N", help="the next tokens listed that the steering raised most (default 5)")
+    p.add_argument("--no-eot", dest="eot", action="store_false", help="do not begin the prompts with <|endoftext|>")
+
+
+@command("steer", "activation steering (ActAdd): add plus - minus to the residual stream and continue the prompt with and "
+                  "without it", _steer_args)
+def _steer(args: argparse.Namespace) -> None:
+    from . import interp
+    from .sampling import GenerationSettings
+    from .views.interp import steering_text
+
+    GenerationSettings(args.temperature, None, args.top_p)  # checked before the model is loaded
+    _at_least_one(args.num_samples, "--num-samples")
+    _at_least_one(args.top, "--top")
+    _at_least_one(args.max_new_tokens, "--max-new-tokens")
+    model, tokenizer = _interp_model(args)
+    steering = interp.steering(model, tokenizer, args.plus, args.minus, args.layer, args.coeff, prepend_eot=args.eot)
+    result = interp.steer_text(model, tokenizer, steering, args.prompt, args.max_new_tokens, samples=args.num_samples, seed=args.seed,
+                               top=args.top, temperature=args.temperature, top_p=args.top_p)
+    print(steering_text(result), end="")
+
+
 # ---------------------------------------------------------------------------------------------
 # tokenizer: train / encode / decode
 # ---------------------------------------------------------------------------------------------
@@ -883,7 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     # the order a newcomer meets them in
     journey = ["demo", "generate", "chat", "compare", "tokenizer", "prepare", "train", "runs", "eval", "explain", "attention", "lens", "patch",
-               "attribute", "trace", "experiment"]
+               "steer", "attribute", "trace", "experiment"]
     for name in sorted(COMMANDS, key=lambda n: journey.index(n) if n in journey else len(journey)):
         help_text, add_arguments, run = COMMANDS[name]
         p = sub.add_parser(name, help=help_text, description=help_text)

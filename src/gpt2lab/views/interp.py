@@ -38,7 +38,7 @@ from .html import asset, check_element_id, fill_page, script_json
 from .plots import DPI, MAX_TICK_LABELS, _cmap, _figure, _label, _norm, _save
 
 if TYPE_CHECKING:
-    from ..interp import Attribution, Lens, Patching
+    from ..interp import Attribution, Lens, Patching, SteeredText
 
 DIVERGING = "RdBu"  # high = blue = towards the clean run; the page's interp.js uses the same end colours
 ANNOTATE_MAX_COLUMNS = 24  # write each cell's token / value into the PNG up to this many columns...
@@ -472,7 +472,29 @@ def _write_page(data: dict[str, Any], path: Path, element_id: str) -> Path:
     return atomic_write_bytes(path, page.encode("utf-8"))
 
 
+# ---------------------------------------------------------------------------------------------
+# activation steering
+# ---------------------------------------------------------------------------------------------
+
+
+def steering_text(result: SteeredText) -> str:
+    """The steering, the next tokens it raised most, then each sample unsteered and steered, one under the other."""
+    st = result.steering
+    n = st.vector.size(0)
+    lines = [f"steering: {st.coeff:+g} x ({st.plus!r} - {st.minus!r}) at {st.point}, added to the prompt's first {n} positions"
+             + (" (<|endoftext|> first)" if st.eot is not None else ""),
+             "next token after the prompt, most raised by the steering:"]
+    lines += [f"  {_short(token, 16):<16} {before:8.2%} -> {after:7.2%}" for token, before, after in result.raised]
+    indent = "\n" + " " * len("unsteered: ")  # a continuation's later lines stay under its first
+    for i, (plain, steered) in enumerate(zip(result.plain, result.steered, strict=True)):
+        lines += ["", *([f"sample {i + 1}:"] if len(result.plain) > 1 else []),
+                  "unsteered: " + (result.prompt + plain).replace("\n", indent),
+                  "steered:   " + (result.prompt + steered).replace("\n", indent)]
+    return "\n".join(lines) + "\n"
+
+
 __all__ = [
+    "steering_text",
     "plot_lens", "save_lens", "lens_fragment", "lens_text", "lens_data", "lens_size",
     "plot_patching", "save_patching", "patching_fragment", "patching_text", "patching_data", "patching_size",
     "plot_attribution", "attribution_html", "attribution_text", "attribution_size", "map_size",
