@@ -52,3 +52,28 @@ def test_pipeline_agrees_with_matched_settings_and_greedy_but_not_with_a_plain_l
 def test_empty_prompt_starts_from_endoftext(hf_wide, gpt2_vocab_path):
     c = compare(hf_wide[1], "", tokenizer=str(gpt2_vocab_path), max_new_tokens=5, run_pipeline=False)
     assert c.prompt_ids == [50256] and c.greedy_same and c.pipeline_sampled is None
+
+
+def test_an_adapter_is_compared_merged_on_both_sides(comparison, hf_wide, gpt2_vocab_path, tmp_path):
+    """A LoRA adapter: gpt2lab merges it into the base, PEFT into transformers' model; the two agree."""
+    import copy
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    hf, base_dir = hf_wide
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, task_type="CAUSAL_LM")
+    peft = get_peft_model(copy.deepcopy(hf), lora)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.05)
+    peft.save_pretrained(tmp_path / "adapter")
+    config = tmp_path / "adapter" / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": str(base_dir)}))
+    c = compare(tmp_path / "adapter", "The capital of France is", tokenizer=Tokenizer.from_file(gpt2_vocab_path), max_new_tokens=10,
+                run_pipeline=False)
+    assert all(d <= 1e-4 for _, d in c.hidden_deltas) and c.logits_delta <= 1e-4 and c.greedy_same
+    assert [p for (_, p), _ in c.top5] != [p for (_, p), _ in comparison.top5]  # the adapter changed the model

@@ -368,7 +368,5 @@ def test_adapter_mistakes(hf_tiny, tmp_path):
     for load in (resolve_checkpoint_dir, GPT2Classifier.from_pretrained):  # what needs a whole model says so
         with pytest.raises(CheckpointError, match="is a LoRA adapter .*not a whole model"):
             load(tmp_path / "fine")
-    r = cli("compare", "--model", tmp_path / "fine", "--prompt", "a")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is a LoRA adapter" in r.stderr, r.stderr
     r = cli("explain", "--model", tmp_path / "fine")  # the shape is the base's
     assert r.returncode == 0 and f"checkpoint {tmp_path / 'fine'}" in r.stdout, r.stderr

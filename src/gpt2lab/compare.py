@@ -155,7 +155,8 @@ def compare(
     """Run gpt2lab and transformers on the same checkpoint and prompt; see ``Comparison``.
 
     Args:
-        model: a checkpoint directory or a hub id (both libraries read the same files).
+        model: a checkpoint directory or a hub id (both libraries read the same files); or a LoRA adapter, which
+            gpt2lab merges into its base and PEFT merges into transformers' (needs peft).
         prompt: the text; empty starts from ``<|endoftext|>``.
         tokenizer: a ``Tokenizer``, a vocabulary path, or None for the model's own (else GPT-2's).
         max_new_tokens: length of the continuations.
@@ -169,19 +170,26 @@ def compare(
     from .generate import encode_prompts, generate_text
     from .model import GPT2
     from .tokenizer import Tokenizer
-    from .weights import resolve_checkpoint_dir
+    from .weights import resolve_model
 
-    directory = resolve_checkpoint_dir(model)
+    directory, adapters = resolve_model(model)  # a LoRA adapter: its base, and the adapters on it
+    if adapters:
+        try:
+            from peft import PeftModel
+        except ImportError:
+            raise GPT2LabError("comparing a LoRA adapter needs PEFT, which puts it on transformers' side: pip install peft") from None
     if tokenizer is None:
         tokenizer = Tokenizer.from_pretrained(directory if any(directory.glob("vocab.json")) else str(model))
     elif not isinstance(tokenizer, Tokenizer):
         tokenizer = Tokenizer.from_file(tokenizer)
-    ours = GPT2.from_pretrained(directory).eval()
+    ours = GPT2.from_pretrained(model).eval()  # (an adapter merged in by gpt2lab.lora)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its progress bars and pad-token notices are explained in the report instead
     hf_logging.disable_progress_bar()
     try:
         theirs = GPT2LMHeadModel.from_pretrained(directory, dtype=torch.float32).eval()
+        for adapter in adapters:  # merged in by PEFT, as gpt2lab merged them on its side
+            theirs = PeftModel.from_pretrained(theirs, str(adapter)).merge_and_unload().eval()
         if tokenizer.n_vocab > ours.config.vocab_size:
             raise GPT2LabError(f"the tokenizer has {tokenizer.n_vocab} tokens but the model only {ours.config.vocab_size}; "
                                "pass the model's tokenizer")
