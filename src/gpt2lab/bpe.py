@@ -28,6 +28,8 @@ from bisect import bisect_left
 from collections.abc import Collection
 from functools import lru_cache
 
+import numpy as np
+
 # The third-party ``regex`` module (already a dependency of tiktoken) because GPT-2's pattern needs
 # Unicode classes (\p{L} letters, \p{N} numbers) that Python's built-in ``re`` does not have.
 import regex
@@ -125,6 +127,14 @@ def unknown_to_tiktoken() -> dict[int, int]:
     return {ord(c): 0xFFFF for c in regex.findall(r"\P{Cn}", theirs)}
 
 
+@lru_cache(maxsize=1)
+def _is_unknown_to_tiktoken() -> np.ndarray:
+    """``unknown_to_tiktoken``'s code points as a table: entry c is True for each (0x110000 bools, 1.1 MB)."""
+    table = np.zeros(0x110000, dtype=bool)
+    table[list(unknown_to_tiktoken())] = True
+    return table
+
+
 class Pretokenizer:
     """Step 1 of the module docstring: a pattern's pieces of a text, as tiktoken cuts them.
 
@@ -137,14 +147,17 @@ class Pretokenizer:
     def __init__(self, pattern: str):
         self.regex = regex.compile(pattern)
         self.unknown = unknown_to_tiktoken()
+        self.is_unknown = _is_unknown_to_tiktoken()
 
     def findall(self, text: str) -> list[str]:
         # ASCII is in every Unicode version: the common case costs nothing more (and a non-str gets regex's TypeError)
         if not isinstance(text, str) or text.isascii():
             return self.regex.findall(text)
-        masked = text.translate(self.unknown)
-        if masked == text:
+        # other text is looked up in the table, a few ms a million characters: a copy is masked only when it needs one
+        code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (len(text),)
+        if not self.is_unknown[code_points].any():
             return self.regex.findall(text)
+        masked = text.translate(self.unknown)
         return [text[m.start() : m.end()] for m in self.regex.finditer(masked)]
 
 
