@@ -330,7 +330,11 @@ def test_an_adapter_loads_as_its_merged_model(hf_tiny, tiny_data, tmp_path):
                           progress=False)
     tok.save(base)
     peft = peft_adapter(hf, tmp_path / "adapter", str(base))
+    torch.manual_seed(11)
     model = GPT2.from_pretrained(tmp_path / "adapter")
+    drawn_after = torch.rand(3)
+    torch.manual_seed(11)
+    assert torch.equal(drawn_after, torch.rand(3))  # loading drew nothing from the caller's random state
     assert not lora_layers(model) and not model.training
     with torch.no_grad():
         assert (model(IDS) - peft(IDS).logits).abs().max() <= 1e-4

@@ -326,8 +326,10 @@ def from_pretrained(
         from .lora import load_adapter, merge_lora
 
         model = from_pretrained(directory, dtype, device, build=build)
-        for adapter in adapters:
-            model = merge_lora(load_adapter(model, adapter))
+        # (attaching draws A's initial values, which the file's replace: the caller's random state is left as it was)
+        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            for adapter in adapters:
+                model = merge_lora(load_adapter(model, adapter))
         return model.eval()
     config = GPT2Config.from_json_file(directory / "config.json")
     files = weight_files(directory)
