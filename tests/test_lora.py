@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -374,3 +375,36 @@ def test_adapter_mistakes(hf_tiny, tmp_path):
             load(tmp_path / "fine")
     r = cli("explain", "--model", tmp_path / "fine")  # the shape is the base's
     assert r.returncode == 0 and f"checkpoint {tmp_path / 'fine'}" in r.stdout, r.stderr
+
+
+def test_an_adapter_from_the_hub_cache(hf_tiny, tmp_path):
+    """A hub id naming an adapter (here from the local cache, offline) loads like its directory: the base it names,
+    also a hub id, with the adapter merged in; its tokenizer is the base's."""
+    import os
+    import subprocess
+    import sys
+
+    from gpt2lab import Tokenizer
+
+    hf, base_dir = hf_tiny
+    hub = tmp_path / "hub"
+    tok = Tokenizer.train(["a tiny corpus for a tiny vocabulary " * 30 + "".join(chr(c) for c in range(256, 1500))], 1000, progress=False)
+
+    def cached(repo: str, fill) -> Path:
+        snapshot = hub / f"models--someone--{repo}" / "snapshots" / "c0ffee"
+        fill(snapshot)
+        (hub / f"models--someone--{repo}" / "refs").mkdir()
+        (hub / f"models--someone--{repo}" / "refs" / "main").write_text("c0ffee")
+        return snapshot
+
+    cached("tiny-base", lambda d: (shutil.copytree(base_dir, d), tok.save(d)))
+    adapter = cached("tiny-lora", lambda d: peft_adapter(hf, d, "someone/tiny-base"))
+    code = ("import torch; from gpt2lab import GPT2, Tokenizer; m = GPT2.from_pretrained('someone/tiny-lora'); "
+            f"print(m(torch.tensor({IDS.tolist()})).sum().item()); print(len(Tokenizer.from_pretrained('someone/tiny-lora').mergeable_ranks))")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    total, ranks = out.stdout.split()
+    with torch.no_grad():
+        expected = merge_lora(load_adapter(GPT2.from_pretrained(base_dir), adapter))(IDS).sum().item()
+    assert float(total) == pytest.approx(expected, rel=1e-5) and int(ranks) == len(tok.mergeable_ranks) != 50257

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .bpe import ENDOFTEXT, GPT2_PATTERN, PythonBPE, bpe_merge, special_token_regex
 from .bpe_train import count_pieces, learn_bpe, train_bpe
 from .errors import TokenizerError
-from .files import adapter_base, looks_like_path, run_model_dir
+from .files import ADAPTER_CONFIG, adapter_base, looks_like_path, run_model_dir
 from .vocab_files import (
     GPT2_VOCAB_SHA256,
     HOW_TO_GET_GPT2,
@@ -36,6 +36,7 @@ from .vocab_files import (
     bytes_to_unicode,
     find_vocab_files,
     hub_cache_dir,
+    hub_cached_file,
     ranks_from_vocab_and_merges,
     read_tiktoken_ranks,
     read_tokenizer_json,
@@ -462,6 +463,8 @@ class Tokenizer:
             raise TokenizerError(f"no such model directory or tokenizer file: {name_or_path}")
         elif (cached := hub_cache_dir(str(name_or_path))) is not None:
             return cls.from_file(cached, backend=backend)
+        elif (adapter := hub_cached_file(str(name_or_path), ADAPTER_CONFIG)) is not None and (base := adapter_base(adapter.parent)):
+            return cls.from_pretrained(base, backend=backend)  # an adapter from the hub, without tokenizer files: its base's
         return cls.gpt2(backend=backend)
 
     # -- saving ---------------------------------------------------------------------------------

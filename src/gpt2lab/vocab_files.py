@@ -366,22 +366,28 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("GPT2LAB_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def hub_cache_dir(repo_id: str) -> Path | None:
-    """The snapshot directory of ``repo_id`` in the local Hugging Face cache, if it holds tokenizer files."""
+def hub_cached_file(repo_id: str, filename: str) -> Path | None:
+    """``filename`` of the hub repository ``repo_id`` in the local Hugging Face cache, if it is there."""
     if not repo_id or Path(repo_id).is_absolute() or repo_id.count("/") > 1:
         return None
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover
         return None
+    try:
+        # the environment is read here, not when huggingface_hub was imported
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=os.environ.get("HF_HUB_CACHE") or None)
+    except Exception:  # an id the hub library rejects: not a hub name
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def hub_cache_dir(repo_id: str) -> Path | None:
+    """The snapshot directory of ``repo_id`` in the local Hugging Face cache, if it holds tokenizer files."""
     for name in ("tokenizer.json", "vocab.json"):
-        try:
-            # the environment is read here, not when huggingface_hub was imported
-            found = try_to_load_from_cache(repo_id, name, cache_dir=os.environ.get("HF_HUB_CACHE") or None)
-        except Exception:  # an id the hub library rejects: not a hub name
-            return None
-        if isinstance(found, str) and find_vocab_files(Path(found).parent) is not None:
-            return Path(found).parent
+        found = hub_cached_file(repo_id, name)
+        if found is not None and find_vocab_files(found.parent) is not None:
+            return found.parent
     return None
 
 
