@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import HOSTILE, errors_in, open_page  # noqa: E402  (browser fixtures live in conftest)
 from gpt2lab import interp
@@ -31,7 +32,7 @@ def pages(model, tokenizer, tmp_path_factory) -> dict[str, Path]:
     notebook.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>notebook</title></head><body>"
                         + "".join(f"<div class='output'>{frag}</div>" for frag in (
                             hostile_lens()._repr_html_(), patching._repr_html_(), lens._repr_html_(),
-                            interp.attribution(model, tokenizer, CLEAN, " Mary", " John")._repr_html_()))
+                            interp.attribution(model, tokenizer, CLEAN, " Mary", " John")._repr_html_(), hostile_steering()._repr_html_()))
                         + "</body></html>", encoding="utf-8")
     return {
         "lens": views.save_lens(lens, out / "lens")["html"],
@@ -41,6 +42,13 @@ def pages(model, tokenizer, tmp_path_factory) -> dict[str, Path]:
         "hostile_patching": views.save_patching(hostile_patching(), out / "hostile_patching")["html"],
         "notebook": notebook,
     }
+
+
+def hostile_steering() -> interp.SteeredText:
+    """A steering result whose prompt, continuations and tokens are all markup."""
+    steering = interp.Steering(vector=torch.zeros(2, 4), layer=1, coeff=5.0, plus="<b>model", minus="</table>", eot=50256)
+    return interp.SteeredText(steering, HOSTILE, plain=['</td><img src=y onerror="window.__pwned=3">'], steered=[" & {{JS}}"],
+                              raised=[(HOSTILE, 0.01, 0.5)])
 
 
 def open_view(driver, path: Path) -> list[dict]:
@@ -223,6 +231,10 @@ def test_notebook_fragments_share_a_page_each_working_on_its_own(driver, pages):
     assert driver.find_elements("css selector", ".g2l-interp img") == []
     assert len(driver.find_elements("css selector", ".g2l-attribution img")) == 1
     assert driver.execute_script("const i = document.querySelector('.g2l-attribution img'); return i.complete && i.naturalWidth") == 1450
+    # the steering's texts are text: the prompt and both continuations as written, in a table of two columns
+    steered = driver.execute_script("return [...document.querySelectorAll('.g2l-steering td')].map(e => e.textContent)")
+    assert HOSTILE + '</td><img src=y onerror="window.__pwned=3">' in steered and HOSTILE + " & {{JS}}" in steered
+    assert views.visible(HOSTILE) in steered and not driver.find_elements("css selector", ".g2l-steering img, .g2l-steering b b")
     # hovering in the second view (patching) changes only its own readout
     hover(driver, cell(driver, 0, 9, view=1))
     infos = driver.execute_script("return [...document.querySelectorAll('.g2l-info')].map(e => e.textContent)")

@@ -544,6 +544,11 @@ class SteeredText:
     steered: list[str]
     raised: list[tuple[str, float, float]]  # (token, probability unsteered, steered), most raised first
 
+    def _repr_html_(self) -> str:
+        from .views.interp import steering_html
+
+        return steering_html(self)
+
 
 def steer_text(model: GPT2, tokenizer: Any, steering: Steering, prompt: str, max_new_tokens: int = 40, *, samples: int = 1,
                seed: int = 0, top: int = 5, **settings: Any) -> SteeredText:

@@ -493,8 +493,23 @@ def steering_text(result: SteeredText) -> str:
     return "\n".join(lines) + "\n"
 
 
+def steering_html(result: SteeredText) -> str:
+    """``SteeredText._repr_html_``: the raised tokens, then each sample's two continuations side by side
+    (every text escaped; no script needed)."""
+    st = result.steering
+    cell = "<td style='white-space:pre-wrap;vertical-align:top;text-align:left'>"
+    raised = "".join(f"<tr><td>{html.escape(visible(token))}</td><td>{before:.2%}</td><td>{after:.2%}</td></tr>"
+                     for token, before, after in result.raised)
+    samples = "".join(f"<tr>{cell}<b>{html.escape(result.prompt)}</b>{html.escape(plain)}</td>"
+                      f"{cell}<b>{html.escape(result.prompt)}</b>{html.escape(steered)}</td></tr>"
+                      for plain, steered in zip(result.plain, result.steered, strict=True))
+    return (f"<div class='g2l-steering'><p>{html.escape(f'{st.coeff:+g} x ({st.plus!r} - {st.minus!r}) at {st.point}')}</p>"
+            f"<table><tr><th>next token</th><th>unsteered</th><th>steered</th></tr>{raised}</table>"
+            f"<table><tr><th>unsteered</th><th>steered</th></tr>{samples}</table></div>")
+
+
 __all__ = [
-    "steering_text",
+    "steering_text", "steering_html",
     "plot_lens", "save_lens", "lens_fragment", "lens_text", "lens_data", "lens_size",
     "plot_patching", "save_patching", "patching_fragment", "patching_text", "patching_data", "patching_size",
     "plot_attribution", "attribution_html", "attribution_text", "attribution_size", "map_size",
