@@ -486,7 +486,9 @@ class Steering:
         """``model`` with the steering on: the first forward pass (a prompt, or ``generate``'s prefill)
         gets ``coeff * vector`` added to its first n positions at ``point``; later passes (one token at
         a time, reading the cache the steered prompt left) run as they are, which is what adding to
-        the front of every full recomputation gives. The prompt needs at least n tokens.
+        the front of every full recomputation gives. The prompt needs at least n tokens; a batch is
+        steered row by row at the same positions, so its prompts should be of one length (left padding
+        would put the first positions of a shorter prompt on its padding).
 
         A generation that outgrows the context slides its window off the front positions, and the
         steering with them.
