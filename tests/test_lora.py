@@ -54,7 +54,7 @@ def peft_model(base_dir, adapter_dir):
     return PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base_dir), str(adapter_dir)).eval()
 
 
-def peft_adapter(hf, directory, base: str | None, seed: int = 2, rank: int = 2, targets=("c_attn", "c_proj")):
+def peft_adapter(hf, directory, base: str | None, seed: int = 2, rank: int = 2, targets=("c_attn", "c_proj"), safe: bool = True):
     """An adapter PEFT writes itself (random B, so it changes the function), naming ``base``; returns PEFT's model."""
     from peft import LoraConfig, get_peft_model
 
@@ -65,7 +65,7 @@ def peft_adapter(hf, directory, base: str | None, seed: int = 2, rank: int = 2, 
         for name, p in peft.named_parameters():
             if "lora_B" in name:
                 p.normal_(0.0, 0.2)
-    peft.save_pretrained(directory)
+    peft.save_pretrained(directory, safe_serialization=safe)  # (safe=False: adapter_model.bin, as PEFT wrote before safetensors)
     config = json.loads((directory / ADAPTER_CONFIG).read_text())
     (directory / ADAPTER_CONFIG).write_text(json.dumps({**config, "base_model_name_or_path": base}))
     return peft.eval()
@@ -370,6 +370,13 @@ def test_adapter_mistakes(hf_tiny, tmp_path):
     with pytest.raises(CheckpointError, match="names no base model"):
         GPT2.from_pretrained(tmp_path / "nameless")
     peft_adapter(hf, tmp_path / "fine", str(base_dir))
+    peft_adapter(hf, tmp_path / "pickled", str(base_dir), safe=False)  # the same adapter in an older PEFT's pickle
+    assert (tmp_path / "pickled" / "adapter_model.bin").is_file() and not (tmp_path / "pickled" / ADAPTER_WEIGHTS).exists()
+    with torch.no_grad():
+        assert torch.equal(GPT2.from_pretrained(tmp_path / "pickled")(IDS), GPT2.from_pretrained(tmp_path / "fine")(IDS))
+    (tmp_path / "pickled" / "adapter_model.bin").unlink()
+    with pytest.raises(CheckpointError, match="has no adapter weights: expected adapter_model.safetensors"):
+        GPT2.from_pretrained(tmp_path / "pickled")
     for load in (resolve_checkpoint_dir, GPT2Classifier.from_pretrained):  # what needs a whole model says so
         with pytest.raises(CheckpointError, match="is a LoRA adapter .*not a whole model"):
             load(tmp_path / "fine")

@@ -54,6 +54,7 @@ BLOCK_MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 TARGET_NAMES = ("c_attn", "c_proj", "c_fc", "attn.c_proj", "mlp.c_proj")  # what --lora-targets offers
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_PICKLE = "adapter_model.bin"  # what PEFT wrote before safetensors (read with weights_only=True)
 PEFT_PREFIX = "base_model.model."  # PEFT's keys: its PeftModel -> LoraModel -> our module names
 
 
@@ -346,7 +347,7 @@ def load_adapter(model: GPT2, directory: str | os.PathLike) -> GPT2:
     ``model``, in place; ``merge_lora`` afterwards folds it in. Raises ``CheckpointError`` for what
     this LoRA does not implement (DoRA, rsLoRA, per-layer ranks, trained biases) or shapes that do
     not fit the model."""
-    from .weights import read_safetensors
+    from .weights import iter_checkpoint
 
     directory = Path(directory)
     try:
@@ -363,7 +364,10 @@ def load_adapter(model: GPT2, directory: str | os.PathLike) -> GPT2:
     targets = config["target_modules"]
     apply_lora(model, int(config["r"]), float(config["lora_alpha"]), [targets] if isinstance(targets, str) else targets,
                float(config.get("lora_dropout", 0.0)))
-    state = {k.removeprefix(PEFT_PREFIX).replace(".default.", "."): v for k, v in read_safetensors(directory / ADAPTER_WEIGHTS).items()}
+    weights = next((directory / name for name in (ADAPTER_WEIGHTS, ADAPTER_PICKLE) if (directory / name).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{directory} has no adapter weights: expected {ADAPTER_WEIGHTS} (or an older PEFT's {ADAPTER_PICKLE})")
+    state = {k.removeprefix(PEFT_PREFIX).replace(".default.", "."): v for k, v in iter_checkpoint([weights])}
     state = {k.replace(".modules_to_save.", "."): v for k, v in state.items()}
     own = lora_state_dict(model)
     if head is not None:
@@ -388,4 +392,4 @@ def describe(model: nn.Module) -> str:
 
 __all__ = ["LoRALinear", "apply_lora", "merge_lora", "merged_copy", "base_fingerprint", "lora_state_dict", "lora_layers",
            "lora_settings", "check_lora_settings", "trainable_parameters", "save_adapter", "load_adapter", "peft_config", "describe",
-           "DEFAULT_TARGETS", "TARGET_NAMES", "BLOCK_MATRICES", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS"]
+           "DEFAULT_TARGETS", "TARGET_NAMES", "BLOCK_MATRICES", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "ADAPTER_PICKLE"]

@@ -198,7 +198,8 @@ def _download(repo_id: str) -> Path:
     try:
         snapshot = Path(snapshot_download(repo_id, allow_patterns=HUB_ALLOW))
         if not any(snapshot.glob("*.safetensors")):  # older repositories only have the pickle
-            snapshot = Path(snapshot_download(repo_id, allow_patterns=HUB_ALLOW + ["pytorch_model*.bin", "pytorch_model.bin.index.json"]))
+            snapshot = Path(snapshot_download(repo_id, allow_patterns=HUB_ALLOW + ["pytorch_model*.bin", "pytorch_model.bin.index.json",
+                                                                                   "adapter_model.bin"]))  # (an older PEFT's adapter)
     except Exception as err:  # the hub library raises many types; all mean "could not get it"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
