@@ -34,6 +34,13 @@ def ids_of(tokenizer, text):
     return torch.tensor([tokenizer.encode(text)])
 
 
+@pytest.fixture(scope="module")
+def tok_ids(setup):
+    """The IOI prompts' ids (1, 14) each."""
+    tok = setup[2]
+    return ids_of(tok, CLEAN), ids_of(tok, CORRUPT)
+
+
 # our name -> (TransformerLens name, TL tensor -> our layout)
 def _heads_first(t):
     return t.permute(0, 2, 1, 3)  # TL keeps (B, T, H, D); ours (B, H, T, D)
@@ -210,8 +217,52 @@ def test_result_objects_from_text(setup):
     assert p.by == "position" and p.scores.shape == (L, n)
     assert float(p.normalised[0, 9]) == pytest.approx(1.0, abs=1e-4)  # restoring " John" at position 9 restores the run
     assert interp.patching(model, tok, CLEAN, CORRUPT, " Mary", " John", point="attn.z", progress=False).by == "head"
+    estimated = interp.patching(model, tok, CLEAN, CORRUPT, " Mary", " John", method="gradient")
+    assert estimated.method == "gradient" and estimated.scores.shape == p.scores.shape and estimated.clean_metric == p.clean_metric
+    assert estimated.what == "attribution patching (gradient estimate)" and p.what == "activation patching"
     attr = interp.attribution(model, tok, CLEAN, " Mary", " John")
     assert attr.labels["answer"] == " Mary" and sum(attr.values()) == pytest.approx(attr.total, abs=TOL)
+
+
+@pytest.mark.parametrize(("point", "by", "cells"), [("resid_pre", "position", [(0, 3), (1, 9), (2, 13)]),
+                                                    ("attn.z", "head", [(1, 2), (2, 0)]), ("mlp.post", "position", [(2, 9)])])
+def test_attribution_patching_is_the_first_order_step_of_patching(setup, tok_ids, point, by, cells):
+    """Each entry is the metric's derivative along the straight line from the corrupt to the clean value of
+    that piece (at the corrupt end) plus the corrupt metric: checked against central differences in float64."""
+    import copy
+
+    model, _, tok, _ = setup
+    clean, corrupt = tok_ids
+    model64 = copy.deepcopy(model).double()
+    mary, john = tok.encode(" Mary")[0], tok.encode(" John")[0]
+
+    def metric(logits):  # logit_diff's, kept in float64 (logit_diff reads the logits in float32)
+        return (logits[:, -1, mary] - logits[:, -1, john]).mean()
+
+    trainable_before = [p.requires_grad for p in model64.parameters()]
+    estimate = interp.attribution_patch(model64, clean, corrupt, metric, point=point, by=by)
+    assert estimate.shape == (L, corrupt.size(1) if by == "position" else H)
+    assert [p.requires_grad for p in model64.parameters()] == trainable_before and not model64.points.fns
+    assert all(p.grad is None for p in model64.parameters())  # no gradient was made for the weights
+    with torch.no_grad():
+        _, cache = model64.run_with_cache(clean, names=[f"h.{layer}.{point}" for layer, _ in cells])
+        corrupt_metric = float(metric(model64(corrupt)))
+
+        def along(layer: int, slot: int, alpha: float) -> float:
+            def move(x, name):
+                x, source = x.clone(), cache[name]
+                index = (slice(None), slot) if by == "head" or point != "attn.z" else (slice(None), slice(None), slot)
+                x[index] += alpha * (source[index] - x[index])
+                return x
+
+            with model64.hooks({f"h.{layer}.{point}": move}):
+                return float(metric(model64(corrupt)))
+
+        for layer, slot in cells:
+            h = 1e-4
+            slope = (along(layer, slot, h) - along(layer, slot, -h)) / (2 * h)
+            assert float(estimate[layer, slot]) - corrupt_metric == pytest.approx(slope, rel=1e-4, abs=1e-6), (layer, slot)
+    assert (estimate - corrupt_metric).abs().max() > 1e-3  # the estimates say something: not all the corrupt run's metric
 
 
 def test_steering_equals_actadd_on_transformer_lens(setup):
@@ -268,6 +319,8 @@ def test_steering_equals_actadd_on_transformer_lens(setup):
     (lambda m, t: interp.ablate(m, [1, 2], [(0, 0)], how="random"), "how must be"),
     (lambda m, t: interp.logit_attribution(m, [[1, 2], [3, 4]], 1), "one sequence"),
     (lambda m, t: interp.logit_lens(m, [SHAPE["vocab_size"]]), "outside"),
+    (lambda m, t: interp.attribution_patch(m, [1, 2], [3, 4], lambda logits: 0.5), "needs a metric that returns a tensor"),
+    (lambda m, t: interp.patching(m, t, CLEAN, CORRUPT, " Mary", " John", method="fast"), "method must be 'exact'"),
 ])
 def test_mistakes_are_input_errors(setup, call, message):
     model, _, tok, _ = setup

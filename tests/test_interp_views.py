@@ -357,6 +357,16 @@ def test_cli_patch_prints_metrics_and_top_entries_and_writes_png_and_page(checkp
     assert (out / "patching.png").is_file() and str(out / "patching.png") in printed
 
 
+def test_cli_patch_by_gradient_says_it_estimates(checkpoint, gpt2_vocab_path, tmp_path, capsys):
+    code, printed, _ = run_cli(capsys, "patch", "--model", str(checkpoint), "--tokenizer", str(gpt2_vocab_path), "--clean", CLEAN,
+                               "--corrupt", CORRUPT, "--answer", " Mary", "--wrong", " John", "--method", "gradient", "--top", "3",
+                               "--out", str(tmp_path / "g"))
+    assert code == 0
+    assert "attribution patching (gradient estimate) resid_pre by position: 2 layers x 14 positions" in printed
+    data = page_data((tmp_path / "g" / "patching.html").read_text(encoding="utf-8"), "gpt2lab-patching")
+    assert data["title"].endswith("Attribution patching (gradient estimate): resid_pre by position")
+
+
 def test_cli_patch_shows_a_progress_bar_on_a_long_sweep(checkpoint, gpt2_vocab_path, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(interp, "TOKENS_PER_BATCH", 14)  # one patched run per forward: 2 layers x 14 positions
     code, _, err = run_cli(capsys, "patch", "--model", str(checkpoint), "--tokenizer", str(gpt2_vocab_path), "--clean", CLEAN,

@@ -321,6 +321,8 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
                    "attn.out, mlp.out, mlp.pre, mlp.post, attn.z, attn.q, attn.k, attn.v, attn.scores, attn.probs, ln_1.scale, ln_2.scale")
     p.add_argument("--by", choices=("position", "head"), help="one position at a time, or one head over every position "
                    "(default: head on the attn.* points, position elsewhere)")
+    p.add_argument("--method", choices=("exact", "gradient"), default="exact", help="exact: a forward pass per entry (default); "
+                   "gradient: every entry estimated from one backward pass (attribution patching: fast, first-order)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="entries listed in the terminal, most restoring first (default 10)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for patching.png and patching.html")
 
@@ -333,7 +335,7 @@ def _patch(args: argparse.Namespace) -> None:
     _at_least_one(args.top, "--top")
     model, tokenizer = _interp_model(args)
     result = interp.patching(model, tokenizer, args.clean, args.corrupt, args.answer, args.wrong, point=args.point, by=args.by,
-                             model_name=str(args.model))
+                             method=args.method, model_name=str(args.model))
     print(patching_text(result, n=args.top), end="")
     paths = save_patching(result, args.out)
     print(f"\nWrote:\n  {paths['png']}  (heat map, normalised: 0 = corrupt run, 1 = clean run)\n"

@@ -129,6 +129,21 @@ def _split_point(point: str) -> tuple[str, tuple[int, int | None]]:
     return kind, POINT_AXES[kind]
 
 
+def _patch_inputs(model: GPT2, clean_idx: torch.Tensor | Sequence[int], corrupt_idx: torch.Tensor | Sequence[int], point: str,
+                  by: str) -> tuple[str, int, torch.Tensor, torch.Tensor]:
+    """(the point's kind, the axis a map entry is taken along, clean (B, T), corrupt (B, T)), checked."""
+    kind, (pos_axis, head_axis) = _split_point(point)
+    clean, corrupt = _as_batch(model, clean_idx), _as_batch(model, corrupt_idx)
+    if clean.shape != corrupt.shape:
+        raise InputError(f"clean and corrupt inputs must have the same shape, got {tuple(clean.shape)} and {tuple(corrupt.shape)}: "
+                         "patching swaps positions one for one")
+    if by not in ("position", "head"):
+        raise InputError(f"by must be 'position' or 'head', got {by!r}")
+    if by == "head" and head_axis is None:
+        raise InputError(f"{kind!r} has no heads; patch by='head' on attn.q, attn.k, attn.v, attn.scores, attn.probs or attn.z")
+    return kind, pos_axis if by == "position" or head_axis is None else head_axis, clean, corrupt
+
+
 def patch(
     model: GPT2,
     clean_idx: torch.Tensor | Sequence[int],
@@ -150,18 +165,9 @@ def patch(
     Clean and corrupt must have the same shape (B, T). Runs are stacked along the batch, several
     patches per forward; ``progress`` shows a bar (default: when the sweep takes several forwards).
     """
-    kind, (pos_axis, head_axis) = _split_point(point)
-    clean, corrupt = _as_batch(model, clean_idx), _as_batch(model, corrupt_idx)
-    if clean.shape != corrupt.shape:
-        raise InputError(f"clean and corrupt inputs must have the same shape, got {tuple(clean.shape)} and {tuple(corrupt.shape)}: "
-                         "patching swaps positions one for one")
-    if by not in ("position", "head"):
-        raise InputError(f"by must be 'position' or 'head', got {by!r}")
-    if by == "head" and head_axis is None:
-        raise InputError(f"{kind!r} has no heads; patch by='head' on attn.q, attn.k, attn.v, attn.scores, attn.probs or attn.z")
+    kind, axis, clean, corrupt = _patch_inputs(model, clean_idx, corrupt_idx, point, by)
     L, B, T = model.config.n_layer, clean.size(0), clean.size(1)
     n_slots = T if by == "position" else model.config.n_head
-    axis = pos_axis if by == "position" or head_axis is None else head_axis
     per_forward = max(1, min(n_slots, TOKENS_PER_BATCH // (B * T)))
     chunks = [list(range(s, min(s + per_forward, n_slots))) for s in range(0, n_slots, per_forward)]
     result = torch.empty(L, n_slots)
@@ -189,6 +195,60 @@ def patch(
                 bar.update(1)
         bar.close()
     return result
+
+
+def attribution_patch(
+    model: GPT2,
+    clean_idx: torch.Tensor | Sequence[int],
+    corrupt_idx: torch.Tensor | Sequence[int],
+    metric: Metric,
+    point: str = "resid_pre",
+    by: str = "position",
+) -> torch.Tensor:
+    """Attribution patching (Nanda, 2023): ``patch``'s map estimated from one backward pass.
+
+    Restoring a piece's clean value a_clean into the corrupt run changes the metric by about
+    (a_clean - a_corrupt) . d metric / d a, the gradient taken on the corrupt run: a first-order
+    Taylor step. One forward of each input and one backward give every entry of every layer, where
+    ``patch`` runs a forward per entry. Exact where the metric is linear in the piece, otherwise an
+    estimate: good for a small difference, for a first look at a large model, or for choosing which
+    entries to ``patch`` exactly. Same shape and meaning as ``patch``'s result: the corrupt run's
+    metric plus the estimated change. ``metric`` must return a tensor (the gradient flows through it).
+    """
+    kind, axis, clean, corrupt = _patch_inputs(model, clean_idx, corrupt_idx, point, by)
+    names = [f"h.{i}.{kind}" for i in range(model.config.n_layer)]
+    with _inspecting(model):
+        _, clean_cache = model.run_with_cache(clean, names=names)
+    kept: dict[str, torch.Tensor] = {}
+
+    def start(x: torch.Tensor, name: str) -> torch.Tensor:  # the stream becomes the leaf the gradient flows back to
+        return x.detach().requires_grad_()
+
+    def keep(x: torch.Tensor, name: str) -> None:
+        if x.requires_grad and not x.is_leaf:
+            x.retain_grad()
+        kept[name] = x
+
+    was_training, trainable = model.training, [p.requires_grad for p in model.parameters()]
+    model.eval().requires_grad_(False)  # gradients for the activations only: none is made for the weights
+    try:
+        with torch.enable_grad(), model.hooks({"h.0.resid_pre": start}), model.hooks(dict.fromkeys(names, keep)):
+            value = metric(model(corrupt))
+            if not isinstance(value, torch.Tensor) or not value.requires_grad:
+                raise InputError("attribution patching needs a metric that returns a tensor computed from the logits (the gradient "
+                                 "flows back through it), such as interp.logit_diff")
+            value.backward()
+    finally:
+        for parameter, flag in zip(model.parameters(), trainable, strict=True):
+            parameter.requires_grad_(flag)
+        model.train(was_training)
+    result = torch.empty(len(names), corrupt.size(1) if by == "position" else model.config.n_head)  # (L, T) or (L, H)
+    for layer, name in enumerate(names):
+        act = kept[name]
+        grad = act.grad if act.grad is not None else torch.zeros_like(act)  # (a piece the metric never reads: no gradient)
+        change = (clean_cache[name] - act.detach()).double() * grad.double()  # the point's shape
+        result[layer] = change.sum(dim=[d for d in range(change.dim()) if d != axis]).float().cpu()
+    return float(value.detach()) + result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +438,12 @@ class Patching:
     corrupt_metric: float
     metric_name: str = "logit difference"
     model_name: str = ""
+    method: str = "exact"  # "gradient": the scores are attribution patching's first-order estimates
+
+    @property
+    def what(self) -> str:
+        """How the map was made, in words: "activation patching" or "attribution patching (gradient estimate)"."""
+        return "activation patching" if self.method == "exact" else "attribution patching (gradient estimate)"
 
     @property
     def normalised(self) -> torch.Tensor:
@@ -410,14 +476,18 @@ def patching(
     point: str = "resid_pre",
     by: str | None = None,
     *,
+    method: str = "exact",
     progress: bool | None = None,
     model_name: str = "",
 ) -> Patching:
     """``patch`` with the metric logit(answer) - logit(wrong) at the last position, from text.
 
     ``answer`` / ``wrong`` are single tokens (text such as ``" Mary"``, or ids). ``by`` defaults to
-    ``"head"`` on the per-head points and ``"position"`` elsewhere.
+    ``"head"`` on the per-head points and ``"position"`` elsewhere. ``method="gradient"`` estimates the
+    map by ``attribution_patch`` (one backward pass) instead of running ``patch``'s forward per entry.
     """
+    if method not in ("exact", "gradient"):
+        raise InputError(f"method must be 'exact' (a run per entry) or 'gradient' (attribution patching), got {method!r}")
     clean_ids, corrupt_ids = token_ids(tokenizer, clean, model), token_ids(tokenizer, corrupt, model)
     if len(clean_ids) != len(corrupt_ids):
         raise InputError(f"the clean text is {len(clean_ids)} tokens and the corrupt one {len(corrupt_ids)}: "
@@ -429,11 +499,14 @@ def patching(
     with _inspecting(model):
         clean_metric = float(metric(model(_as_batch(model, clean_ids), last_logits_only=True)))
         corrupt_metric = float(metric(model(_as_batch(model, corrupt_ids), last_logits_only=True)))
-    scores = patch(model, clean_ids, corrupt_ids, metric, point=kind, by=by, progress=progress)
+    if method == "exact":
+        scores = patch(model, clean_ids, corrupt_ids, metric, point=kind, by=by, progress=progress)
+    else:
+        scores = attribution_patch(model, clean_ids, corrupt_ids, metric, point=kind, by=by)
     name = _namer(tokenizer)
     return Patching(clean_tokens=[name(i) for i in clean_ids], corrupt_tokens=[name(i) for i in corrupt_ids], point=kind, by=by,
                     scores=scores, clean_metric=clean_metric, corrupt_metric=corrupt_metric,
-                    metric_name=f"logit({name(answer_id)!r}) - logit({name(wrong_id)!r})", model_name=model_name)
+                    metric_name=f"logit({name(answer_id)!r}) - logit({name(wrong_id)!r})", model_name=model_name, method=method)
 
 
 def attribution(model: GPT2, tokenizer: Any, text_or_ids: str | Sequence[int] | torch.Tensor, answer: str | int,
@@ -599,7 +672,7 @@ def _single_token(tokenizer: Any, token: str | int, what: str) -> int:
 
 
 __all__ = [
-    "logit_lens", "patch", "ablate", "logit_attribution", "logit_diff",
+    "logit_lens", "patch", "attribution_patch", "ablate", "logit_attribution", "logit_diff",
     "Lens", "lens", "Patching", "patching", "Attribution", "attribution", "Steering", "steering", "SteeredText",
     "steer_text", "POINT_AXES",
 ]

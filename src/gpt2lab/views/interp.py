@@ -276,7 +276,7 @@ def plot_patching(p: Patching, path: str | Path) -> Path:
                 text = f"{values[layer, j]:.2f}".replace("-0.00", "0.00")
                 ax.text(j, layer, text, ha="center", va="center", fontsize=cell_fs, color=_ink_for(cmap(norm(values[layer, j]))))
         fig.colorbar(im, cax=cax, label="normalised: 0 = corrupt run, 1 = clean run")
-        what = f"activation patching: {p.point} restored from the clean run, by {p.by}"
+        what = f"{p.what}: {p.point} restored from the clean run, by {p.by}"
         fig.suptitle(_named(p.model_name, what) + f"\nmetric {p.metric_name}: clean {p.clean_metric:.3f}, corrupt {p.corrupt_metric:.3f}",
                      fontsize=11)
         return _save(fig, path)
@@ -287,7 +287,7 @@ def patching_data(p: Patching) -> dict[str, Any]:
     scores, normalised = p.scores.float(), p.normalised.float()
     return {
         "kind": "patching",
-        "title": _named(p.model_name, f"Activation patching: {p.point} by {p.by}"),
+        "title": _named(p.model_name, f"{p.what[0].upper()}{p.what[1:]}: {p.point} by {p.by}"),
         "model": p.model_name,
         "point": p.point,
         "by": p.by,
@@ -326,7 +326,7 @@ def patching_text(p: Patching, n: int = 10) -> str:
     normalised = p.normalised
     flat = sorted(((float(normalised[i, j]), i, j) for i in range(normalised.size(0)) for j in range(normalised.size(1))), reverse=True)
     lines = [f"metric {p.metric_name}: clean {p.clean_metric:.4f}, corrupt {p.corrupt_metric:.4f}",
-             f"patching {p.point} by {p.by}: {normalised.size(0)} layers x {normalised.size(1)} {p.by}s; "
+             f"{'patching' if p.method == 'exact' else p.what} {p.point} by {p.by}: {normalised.size(0)} layers x {normalised.size(1)} {p.by}s; "
              "normalised 0 = corrupt run, 1 = clean run", ""]
     for value, layer, j in flat[:n]:
         if p.by == "position":
