@@ -1,5 +1,5 @@
-"""Interpretability on the hook points: logit lens, activation patching, head ablation, logit attribution,
-activation steering.
+"""Interpretability on the hook points: logit lens, activation and attribution patching, head ablation,
+logit attribution, activation steering.
 
     >>> from gpt2lab import GPT2, Tokenizer
     >>> from gpt2lab import interp
@@ -10,6 +10,7 @@ activation steering.
     >>> diff = interp.logit_diff(mary, john)                          # metric: logit(Mary) - logit(John), last position
     >>> interp.patch(model, clean, corrupt, diff).shape               # (L, T): restore one layer x position at a time
     >>> interp.patch(model, clean, corrupt, diff, point="attn.z", by="head").shape   # (L, H)
+    >>> interp.attribution_patch(model, clean, corrupt, diff).shape   # (L, T) again, estimated from one backward
     >>> interp.logit_attribution(model, clean, mary, john)["h.9.attn.h9"]            # one head's direct effect
     >>> interp.logit_lens(model, clean).shape                         # (L + 1, B, T, V)
     >>> love = interp.steering(model, tok, "Love", "Hate", layer=6, coeff=5)   # ActAdd: steer what it writes
@@ -17,10 +18,11 @@ activation steering.
     ...     model.generate(torch.tensor([love.prompt_ids(tok, "I hate you because")]), 30)
 
 Every function runs the model through ``model.run_with_cache`` and ``model.hooks`` (``gpt2lab.hooks``),
-under ``torch.no_grad`` and in eval mode (the model's mode is restored). Numerics are the model's own:
+under ``torch.no_grad`` (``attribution_patch``: with gradients for the activations, none for the weights)
+and in eval mode (the model's mode is restored). Numerics are the model's own:
 no LayerNorm folding, no weight centring, so results are those of the released weights.
 
-The result objects (``lens``, ``patching``, ``attribution``, ``steering``) add what a person wants to look at: token
+The result objects (``lens``, ``patching``, ``attribution``, ``steer_text``) add what a person wants to look at: token
 names, top predictions, baselines; they draw themselves as PNGs and pages (``gpt2lab.views.interp``) and
 show in a notebook by themselves (``_repr_html_``).
 """
