@@ -217,9 +217,17 @@ def test_result_objects_from_text(setup):
     assert p.by == "position" and p.scores.shape == (L, n)
     assert float(p.normalised[0, 9]) == pytest.approx(1.0, abs=1e-4)  # restoring " John" at position 9 restores the run
     assert interp.patching(model, tok, CLEAN, CORRUPT, " Mary", " John", point="attn.z", progress=False).by == "head"
-    estimated = interp.patching(model, tok, CLEAN, CORRUPT, " Mary", " John", method="gradient")
+    estimated = interp.patching(model, tok, CLEAN, CORRUPT, " Mary", " John", method="gradient", check=2)
     assert estimated.method == "gradient" and estimated.scores.shape == p.scores.shape and estimated.clean_metric == p.clean_metric
-    assert estimated.what == "attribution patching (gradient estimate)" and p.what == "activation patching"
+    assert estimated.what == "attribution patching (gradient estimate)" and p.what == "activation patching" and p.checked == []
+    # the two largest estimated moves, run exactly: patch's own entries there
+    moves = (estimated.scores - estimated.corrupt_metric).abs()
+    assert [(layer, j) for layer, j, _ in estimated.checked] == [divmod(int(i), n) for i in moves.flatten().argsort(descending=True)[:2]]
+    assert [value for *_, value in estimated.checked] == pytest.approx([float(p.scores[layer, j]) for layer, j, _ in estimated.checked],
+                                                                       abs=1e-5)
+    cells = [(0, 9), (2, 13), (1, 0)]
+    assert interp.patch_cells(model, ids_of(tok, CLEAN), ids_of(tok, CORRUPT), interp.logit_diff(tok.encode(" Mary")[0],
+                              tok.encode(" John")[0]), cells) == pytest.approx([float(p.scores[c]) for c in cells], abs=1e-5)
     attr = interp.attribution(model, tok, CLEAN, " Mary", " John")
     assert attr.labels["answer"] == " Mary" and sum(attr.values()) == pytest.approx(attr.total, abs=TOL)
 
@@ -321,6 +329,7 @@ def test_steering_equals_actadd_on_transformer_lens(setup):
     (lambda m, t: interp.logit_lens(m, [SHAPE["vocab_size"]]), "outside"),
     (lambda m, t: interp.attribution_patch(m, [1, 2], [3, 4], lambda logits: 0.5), "needs a metric that returns a tensor"),
     (lambda m, t: interp.patching(m, t, CLEAN, CORRUPT, " Mary", " John", method="fast"), "method must be 'exact'"),
+    (lambda m, t: interp.patch_cells(m, [1, 2], [3, 4], interp.logit_diff(1), [(0, 2)]), r"cell \(0, 2\) is outside the 3 x 2 map"),
 ])
 def test_mistakes_are_input_errors(setup, call, message):
     model, _, tok, _ = setup

@@ -363,6 +363,9 @@ def test_cli_patch_by_gradient_says_it_estimates(checkpoint, gpt2_vocab_path, tm
                                "--out", str(tmp_path / "g"))
     assert code == 0
     assert "attribution patching (gradient estimate) resid_pre by position: 2 layers x 14 positions" in printed
+    checked = printed.split("the 3 largest estimates, run exactly (patch_cells):\n")[1].split("\n\n")[0].splitlines()
+    assert len(checked) == 3 and all(re.match(r"  layer  \d, position +\d+ .* estimate +-?\d+\.\d{4}   exact +-?\d+\.\d{4}$", line)
+                                          for line in checked), checked
     data = page_data((tmp_path / "g" / "patching.html").read_text(encoding="utf-8"), "gpt2lab-patching")
     assert data["title"].endswith("Attribution patching (gradient estimate): resid_pre by position")
 

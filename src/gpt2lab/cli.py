@@ -323,6 +323,8 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
                    "(default: head on the attn.* points, position elsewhere)")
     p.add_argument("--method", choices=("exact", "gradient"), default="exact", help="exact: a forward pass per entry (default); "
                    "gradient: every entry estimated from one backward pass (attribution patching: fast, first-order)")
+    p.add_argument("--check", type=int, default=3, metavar="N", help="with --method gradient: run the N largest estimates exactly "
+                   "and print both (default 3; 0 = none)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="entries listed in the terminal, most restoring first (default 10)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for patching.png and patching.html")
 
@@ -333,9 +335,11 @@ def _patch(args: argparse.Namespace) -> None:
     from .views.interp import patching_text, save_patching
 
     _at_least_one(args.top, "--top")
+    if args.check < 0:
+        raise UsageError(f"--check must be 0 or more, got {args.check}")
     model, tokenizer = _interp_model(args)
     result = interp.patching(model, tokenizer, args.clean, args.corrupt, args.answer, args.wrong, point=args.point, by=args.by,
-                             method=args.method, model_name=str(args.model))
+                             method=args.method, check=args.check, model_name=str(args.model))
     print(patching_text(result, n=args.top), end="")
     paths = save_patching(result, args.out)
     print(f"\nWrote:\n  {paths['png']}  (heat map, normalised: 0 = corrupt run, 1 = clean run)\n"

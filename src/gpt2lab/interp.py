@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,35 +168,76 @@ def patch(
     patches per forward; ``progress`` shows a bar (default: when the sweep takes several forwards).
     """
     kind, axis, clean, corrupt = _patch_inputs(model, clean_idx, corrupt_idx, point, by)
-    L, B, T = model.config.n_layer, clean.size(0), clean.size(1)
-    n_slots = T if by == "position" else model.config.n_head
-    per_forward = max(1, min(n_slots, TOKENS_PER_BATCH // (B * T)))
-    chunks = [list(range(s, min(s + per_forward, n_slots))) for s in range(0, n_slots, per_forward)]
-    result = torch.empty(L, n_slots)
+    L = model.config.n_layer
+    n_slots = clean.size(1) if by == "position" else model.config.n_head
+    forwards = L * -(-n_slots // _runs_per_forward(clean))  # (ceiling division)
     with _inspecting(model):
-        _, clean_cache = model.run_with_cache(clean, names=[f"h.{i}.{kind}" for i in range(L)])
-        bar = tqdm(total=L * len(chunks), desc=f"patching {kind} by {by}", unit="run", leave=False,
-                   disable=not progress if progress is not None else L * len(chunks) < 8)
-        for layer in range(L):
-            source = clean_cache[f"h.{layer}.{kind}"]
-            for slots in chunks:
-                n = len(slots)
-
-                def restore(x: torch.Tensor, name: str, slots: list[int] = slots, source: torch.Tensor = source) -> torch.Tensor:
-                    x = x.clone().unflatten(0, (len(slots), B))  # (n, B, ...): one patched run per slot
-                    for j, s in enumerate(slots):
-                        index: list[int | slice] = [slice(None)] * x.dim()
-                        index[0], index[axis + 1] = j, s  # axis + 1: the batch axis is now two
-                        x[tuple(index)] = source[tuple(index[1:])]
-                    return x.flatten(0, 1)
-
-                with model.hooks({f"h.{layer}.{kind}": restore}):
-                    logits = model(corrupt.repeat(n, 1))  # (n B, T, V)
-                for j, s in enumerate(slots):
-                    result[layer, s] = float(metric(logits[j * B : (j + 1) * B]))
-                bar.update(1)
+        bar = tqdm(total=forwards, desc=f"patching {kind} by {by}", unit="run", leave=False,
+                   disable=not progress if progress is not None else forwards < 8)
+        values = _patched_metrics(model, clean, corrupt, metric, kind, axis, {layer: list(range(n_slots)) for layer in range(L)}, bar)
         bar.close()
+    result = torch.empty(L, n_slots)
+    for (layer, slot), value in values.items():
+        result[layer, slot] = value
     return result
+
+
+def patch_cells(
+    model: GPT2,
+    clean_idx: torch.Tensor | Sequence[int],
+    corrupt_idx: torch.Tensor | Sequence[int],
+    metric: Metric,
+    cells: Sequence[tuple[int, int]],
+    point: str = "resid_pre",
+    by: str = "position",
+) -> list[float]:
+    """``patch``'s entries at ``cells`` only, (layer, position or head) each: what to run to check a few
+    entries of an ``attribution_patch`` map exactly."""
+    kind, axis, clean, corrupt = _patch_inputs(model, clean_idx, corrupt_idx, point, by)
+    n_slots = clean.size(1) if by == "position" else model.config.n_head
+    plan: dict[int, list[int]] = {}
+    for layer, slot in cells:
+        if not (0 <= layer < model.config.n_layer and 0 <= slot < n_slots):
+            raise InputError(f"cell ({layer}, {slot}) is outside the {model.config.n_layer} x {n_slots} map")
+        plan.setdefault(layer, []).append(slot)
+    with _inspecting(model):
+        values = _patched_metrics(model, clean, corrupt, metric, kind, axis, plan, None)
+    return [values[(layer, slot)] for layer, slot in cells]
+
+
+def _runs_per_forward(clean: torch.Tensor) -> int:
+    """Patched runs stacked along the batch of one forward: about ``TOKENS_PER_BATCH`` tokens."""
+    return max(1, TOKENS_PER_BATCH // clean.numel())
+
+
+def _patched_metrics(model: GPT2, clean: torch.Tensor, corrupt: torch.Tensor, metric: Metric, kind: str, axis: int,
+                     plan: dict[int, list[int]], bar: Any) -> dict[tuple[int, int], float]:
+    """``metric`` of the corrupt run with the clean ``h.{layer}.{kind}`` restored at one slot (a position or
+    a head, along ``axis``), for each slot of each layer in ``plan``; several runs stacked per forward."""
+    B = clean.size(0)
+    per_forward = _runs_per_forward(clean)
+    _, clean_cache = model.run_with_cache(clean, names=[f"h.{layer}.{kind}" for layer in plan])
+    values: dict[tuple[int, int], float] = {}
+    for layer, all_slots in plan.items():
+        source = clean_cache[f"h.{layer}.{kind}"]
+        for start in range(0, len(all_slots), per_forward):
+            slots = all_slots[start : start + per_forward]
+
+            def restore(x: torch.Tensor, name: str, slots: list[int] = slots, source: torch.Tensor = source) -> torch.Tensor:
+                x = x.clone().unflatten(0, (len(slots), B))  # (n, B, ...): one patched run per slot
+                for j, s in enumerate(slots):
+                    index: list[int | slice] = [slice(None)] * x.dim()
+                    index[0], index[axis + 1] = j, s  # axis + 1: the batch axis is now two
+                    x[tuple(index)] = source[tuple(index[1:])]
+                return x.flatten(0, 1)
+
+            with model.hooks({f"h.{layer}.{kind}": restore}):
+                logits = model(corrupt.repeat(len(slots), 1))  # (n B, T, V)
+            for j, s in enumerate(slots):
+                values[(layer, s)] = float(metric(logits[j * B : (j + 1) * B]))
+            if bar is not None:
+                bar.update(1)
+    return values
 
 
 def attribution_patch(
@@ -441,6 +482,7 @@ class Patching:
     metric_name: str = "logit difference"
     model_name: str = ""
     method: str = "exact"  # "gradient": the scores are attribution patching's first-order estimates
+    checked: list[tuple[int, int, float]] = field(default_factory=list)  # (layer, slot, exact score) of estimates run exactly
 
     @property
     def what(self) -> str:
@@ -479,6 +521,7 @@ def patching(
     by: str | None = None,
     *,
     method: str = "exact",
+    check: int = 3,
     progress: bool | None = None,
     model_name: str = "",
 ) -> Patching:
@@ -486,7 +529,8 @@ def patching(
 
     ``answer`` / ``wrong`` are single tokens (text such as ``" Mary"``, or ids). ``by`` defaults to
     ``"head"`` on the per-head points and ``"position"`` elsewhere. ``method="gradient"`` estimates the
-    map by ``attribution_patch`` (one backward pass) instead of running ``patch``'s forward per entry.
+    map by ``attribution_patch`` (one backward pass) instead of running ``patch``'s forward per entry,
+    and then runs the ``check`` entries it estimates to move the metric most exactly (``checked``).
     """
     if method not in ("exact", "gradient"):
         raise InputError(f"method must be 'exact' (a run per entry) or 'gradient' (attribution patching), got {method!r}")
@@ -501,14 +545,20 @@ def patching(
     with _inspecting(model):
         clean_metric = float(metric(model(_as_batch(model, clean_ids), last_logits_only=True)))
         corrupt_metric = float(metric(model(_as_batch(model, corrupt_ids), last_logits_only=True)))
+    checked: list[tuple[int, int, float]] = []
     if method == "exact":
         scores = patch(model, clean_ids, corrupt_ids, metric, point=kind, by=by, progress=progress)
     else:
         scores = attribution_patch(model, clean_ids, corrupt_ids, metric, point=kind, by=by)
+        largest = (scores - corrupt_metric).abs().flatten().argsort(descending=True)[: max(check, 0)].tolist()
+        cells = [divmod(int(i), scores.size(1)) for i in largest]  # (layer, slot), the largest estimated moves first
+        exact = patch_cells(model, clean_ids, corrupt_ids, metric, cells, point=kind, by=by)
+        checked = [(layer, slot, value) for (layer, slot), value in zip(cells, exact, strict=True)]
     name = _namer(tokenizer)
     return Patching(clean_tokens=[name(i) for i in clean_ids], corrupt_tokens=[name(i) for i in corrupt_ids], point=kind, by=by,
                     scores=scores, clean_metric=clean_metric, corrupt_metric=corrupt_metric,
-                    metric_name=f"logit({name(answer_id)!r}) - logit({name(wrong_id)!r})", model_name=model_name, method=method)
+                    metric_name=f"logit({name(answer_id)!r}) - logit({name(wrong_id)!r})", model_name=model_name, method=method,
+                    checked=checked)
 
 
 def attribution(model: GPT2, tokenizer: Any, text_or_ids: str | Sequence[int] | torch.Tensor, answer: str | int,
@@ -674,7 +724,7 @@ def _single_token(tokenizer: Any, token: str | int, what: str) -> int:
 
 
 __all__ = [
-    "logit_lens", "patch", "attribution_patch", "ablate", "logit_attribution", "logit_diff",
+    "logit_lens", "patch", "patch_cells", "attribution_patch", "ablate", "logit_attribution", "logit_diff",
     "Lens", "lens", "Patching", "patching", "Attribution", "attribution", "Steering", "steering", "SteeredText",
     "steer_text", "POINT_AXES",
 ]

@@ -328,14 +328,19 @@ def patching_text(p: Patching, n: int = 10) -> str:
     lines = [f"metric {p.metric_name}: clean {p.clean_metric:.4f}, corrupt {p.corrupt_metric:.4f}",
              f"{'patching' if p.method == 'exact' else p.what} {p.point} by {p.by}: {normalised.size(0)} layers x {normalised.size(1)} {p.by}s; "
              "normalised 0 = corrupt run, 1 = clean run", ""]
+
+    def where(j: int) -> str:
+        if p.by == "head":
+            return f"head {j}"
+        text = f"position {j:>3} {_short(p.clean_tokens[j], 14)}"
+        return text + (f" (corrupt {_short(p.corrupt_tokens[j], 14)})" if p.clean_tokens[j] != p.corrupt_tokens[j] else "")
+
     for value, layer, j in flat[:n]:
-        if p.by == "position":
-            where = f"position {j:>3} {_short(p.clean_tokens[j], 14)}"
-            if p.clean_tokens[j] != p.corrupt_tokens[j]:
-                where += f" (corrupt {_short(p.corrupt_tokens[j], 14)})"
-        else:
-            where = f"head {j}"
-        lines.append(f"  layer {layer:>2}, {where:<44} normalised {value:7.3f}   metric {float(p.scores[layer, j]):8.4f}")
+        lines.append(f"  layer {layer:>2}, {where(j):<44} normalised {value:7.3f}   metric {float(p.scores[layer, j]):8.4f}")
+    if p.checked:
+        lines += ["", f"the {len(p.checked)} largest estimates, run exactly (patch_cells):"]
+        lines += [f"  layer {layer:>2}, {where(j):<44} estimate {float(p.scores[layer, j]):8.4f}   exact {exact:8.4f}"
+                  for layer, j, exact in p.checked]
     return "\n".join(lines) + "\n"
 
 
