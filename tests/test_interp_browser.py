@@ -28,6 +28,7 @@ def pages(model, tokenizer, tmp_path_factory) -> dict[str, Path]:
     lens = interp.lens(model, tokenizer, text, top_k=4, model_name="<b>tiny</b>")
     patching = interp.patching(model, tokenizer, CLEAN, CORRUPT, " Mary", " John", model_name="tiny")
     heads = interp.patching(model, tokenizer, CLEAN, CORRUPT, " Mary", " John", point="attn.z")
+    estimated = interp.patching(model, tokenizer, CLEAN, CORRUPT, " Mary", " John", method="gradient")
     notebook = out / "notebook.html"  # as a notebook would show three results, one after another
     notebook.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>notebook</title></head><body>"
                         + "".join(f"<div class='output'>{frag}</div>" for frag in (
@@ -39,6 +40,7 @@ def pages(model, tokenizer, tmp_path_factory) -> dict[str, Path]:
         "hostile_lens": views.save_lens(hostile_lens(), out / "hostile_lens")["html"],
         "patching": views.save_patching(patching, out / "patching")["html"],
         "heads": views.save_patching(heads, out / "heads")["html"],
+        "estimated": views.save_patching(estimated, out / "estimated")["html"],
         "hostile_patching": views.save_patching(hostile_patching(), out / "hostile_patching")["html"],
         "notebook": notebook,
     }
@@ -213,6 +215,18 @@ def test_patching_by_head_reads_out_the_head(driver, pages):
     assert info.startswith("layer 1, head 2  \u00b7  h.1.attn.z restored")
     assert f"normalised {data['normalised'][1][2]:.3f}" in info
     assert errors_in(driver.get_log("browser")) == []
+
+
+def test_a_gradient_estimate_says_so_and_an_exact_map_does_not(driver, pages):
+    for name, estimated in (("estimated", True), ("patching", False)):
+        open_view(driver, pages[name])
+        assert data_of(driver)["estimated"] is estimated
+        sub = driver.execute_script("return document.querySelector('.g2l-sub').textContent")
+        assert ("an estimate from gradients (attribution patching)" in sub) is estimated
+        hover(driver, cell(driver, 0, 0))
+        info = driver.execute_script("return document.querySelector('.g2l-info').textContent")
+        assert ("metric (estimated) " in info) is estimated and f"{data_of(driver)['scores'][0][0]:.4f}" in info
+        assert errors_in(driver.get_log("browser")) == []
 
 
 # ---------------------------------------------------------------------------------------------

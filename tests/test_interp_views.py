@@ -354,6 +354,7 @@ def test_cli_patch_prints_metrics_and_top_entries_and_writes_png_and_page(checkp
     assert len(re.findall(r"^  layer  \d, head \d", printed, re.M)) == 3
     data = page_data((out / "patching.html").read_text(encoding="utf-8"), "gpt2lab-patching")
     assert data["by"] == "head" and data["point"] == "attn.z" and data["rows"] == 2 and data["cols"] == 4
+    assert data["estimated"] is False
     assert (out / "patching.png").is_file() and str(out / "patching.png") in printed
 
 
@@ -367,7 +368,7 @@ def test_cli_patch_by_gradient_says_it_estimates(checkpoint, gpt2_vocab_path, tm
     assert len(checked) == 3 and all(re.match(r"  layer  \d, position +\d+ .* estimate +-?\d+\.\d{4}   exact +-?\d+\.\d{4}$", line)
                                           for line in checked), checked
     data = page_data((tmp_path / "g" / "patching.html").read_text(encoding="utf-8"), "gpt2lab-patching")
-    assert data["title"].endswith("Attribution patching (gradient estimate): resid_pre by position")
+    assert data["title"].endswith("Attribution patching (gradient estimate): resid_pre by position") and data["estimated"] is True
 
 
 def test_cli_patch_shows_a_progress_bar_on_a_long_sweep(checkpoint, gpt2_vocab_path, tmp_path, capsys, monkeypatch):

@@ -158,7 +158,8 @@ window.GPT2LabInterp = window.GPT2LabInterp || (function () {
     var byPos = d.by === "position";
     function colour(v) { var t = Math.max(-1, Math.min(1, v / d.limit)); return ramp(t >= 0 ? POS : NEG, Math.abs(t)); }
     root.appendChild(el("div", "g2l-sub", "metric " + d.metric + ": clean " + d.clean_metric.toFixed(4) + ", corrupt " +
-      d.corrupt_metric.toFixed(4) + " \u00b7 each cell: the corrupt run with " + d.point + " of one layer " +
+      d.corrupt_metric.toFixed(4) + " \u00b7 each cell: " + (d.estimated ? "an estimate from gradients (attribution patching) of " : "") +
+      "the corrupt run with " + d.point + " of one layer " +
       (byPos ? "at one position" : "for one head (every position)") + " taken from the clean run \u00b7 hover a cell, click to pin"));
     var clean = textLine("clean", d.clean_visible, d.clean, d.differs), corrupt = textLine("corrupt", d.corrupt_visible, d.corrupt, d.differs);
     root.appendChild(clean.el); root.appendChild(corrupt.el);
@@ -181,7 +182,7 @@ window.GPT2LabInterp = window.GPT2LabInterp || (function () {
         if (r === null) { info.textContent = "Hover over a cell."; return; }
         var where = byPos ? "position " + c + " " + d.clean_visible[c] + (d.differs[c] ? " (corrupt: " + d.corrupt_visible[c] + ")" : "") : "head " + c;
         info.textContent = "layer " + r + ", " + where + "  \u00b7  h." + r + "." + d.point + " restored\n" +
-          "metric " + d.scores[r][c].toFixed(4) + "  \u00b7  normalised " + d.normalised[r][c].toFixed(3) + "  (0 = corrupt run, 1 = clean run)";
+          "metric " + (d.estimated ? "(estimated) " : "") + d.scores[r][c].toFixed(4) + "  \u00b7  normalised " + d.normalised[r][c].toFixed(3) + "  (0 = corrupt run, 1 = clean run)";
       }
     });
     root.appendChild(map.el);

@@ -291,6 +291,7 @@ def patching_data(p: Patching) -> dict[str, Any]:
         "model": p.model_name,
         "point": p.point,
         "by": p.by,
+        "estimated": p.method != "exact",
         "metric": p.metric_name,
         "clean_metric": p.clean_metric,
         "corrupt_metric": p.corrupt_metric,
