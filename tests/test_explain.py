@@ -291,7 +291,7 @@ def test_cli_text_md_and_repr(tmp_path, capsys):
         (["--model", "gpt5"], "neither a preset"),
         (["--from-repr", "{missing}"], "No such file"),
         (["--from-repr", "{garbage}"], "no module tree found"),
-        (["--from-repr", "{binary}"], "not a text file"),
+        (["--from-repr", "{binary}"], "is not UTF-8 text; paste the output of print(model) into a text file"),
         (["--model", "gpt2", "--seq-len", "0"], "--seq-len"),
         (["--model", "gpt2", "--from-repr", "{garbage}"], "not both"),
     ],
