@@ -17,14 +17,12 @@ import torch
 from .errors import ConfigError
 
 DEFAULT_DEVICE = "auto"
-DEVICE_HELP = "auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32, "float32": torch.float32,
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
 }
-DTYPE_CHOICES = ("fp32", "bf16", "fp16")  # the names the command line offers
 
 
 def mps_available() -> bool:

@@ -1,7 +1,8 @@
 """Tokens for people: ids from text or ids, each token's exact text, whitespace made visible.
 
 One place for what every looking-inside view (attention, trace, lens, patching, attribution) and the
-command line need, so a token looks the same in the terminal, a PNG and a page.
+command line need, so a token looks the same in the terminal, a PNG and a page. torch is imported
+where a function needs it: ``gpt2lab tokenizer encode`` shows tokens without loading it.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from .errors import InputError
-from .streaming import token_bytes_fn
 
 if TYPE_CHECKING:
+    import torch
+
     from .model import GPT2
 
 # Whitespace and invisible characters drawn as symbols, so " the" and "the" look different.
@@ -46,6 +46,8 @@ def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     hidden. Without a tokenizer, tokens are shown by id (``#464``); an id the vocabulary has no text
     for (a padded embedding row) likewise.
     """
+    from .streaming import token_bytes_fn
+
     if tokenizer is None:
         return [f"#{i}" for i in ids]
     token_bytes = token_bytes_fn(tokenizer)
@@ -67,6 +69,8 @@ def token_ids(
 ) -> list[int]:
     """One sequence of ids from text (``<|endoftext|>`` in it means the token) or from ids (a list,
     a (T,) or (1, T) tensor); with ``model``, checked against its context and vocabulary."""
+    import torch
+
     if isinstance(text_or_ids, str):
         if tokenizer is None:
             raise InputError("text needs a tokenizer; pass one, or pass token ids instead")

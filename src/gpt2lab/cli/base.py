@@ -39,6 +39,9 @@ class UsageError(GPT2LabError):
 MODEL_HELP = ("a checkpoint directory (config.json + weights) or a training run's, a LoRA adapter's (PEFT's adapter_config.json: "
               "merged into the base model it names), or a hub id such as gpt2")
 TOKENIZER_HELP = "a vocabulary file or directory (default: the model's own, else GPT-2's)"
+# --device and --dtype as the commands offer them; gpt2lab.devices reads the names (it imports torch: not here)
+DEVICE_HELP = "auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 
 
 def model_and_tokenizer(args: argparse.Namespace, **load: Any) -> tuple[GPT2, Tokenizer]:

@@ -7,8 +7,18 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..devices import DEFAULT_DEVICE, DEVICE_HELP
-from .base import MODEL_HELP, TOKENIZER_HELP, UsageError, at_least_one, command, model_and_tokenizer, model_for_lab, model_options, read_text
+from .base import (
+    DEVICE_HELP,
+    MODEL_HELP,
+    TOKENIZER_HELP,
+    UsageError,
+    at_least_one,
+    command,
+    model_and_tokenizer,
+    model_for_lab,
+    model_options,
+    read_text,
+)
 
 if TYPE_CHECKING:
     from ..model import GPT2
@@ -181,7 +191,7 @@ def _attention(args: argparse.Namespace) -> None:
 def _interp_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--tokenizer", metavar="PATH", help=TOKENIZER_HELP)
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def _interp_model(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..devices import DEFAULT_DEVICE, DEVICE_HELP, DTYPE_CHOICES
-from .base import MODEL_HELP, TOKENIZER_HELP, UsageError, command, model_and_tokenizer, read_prompt
+from .base import DEVICE_HELP, DTYPE_CHOICES, MODEL_HELP, TOKENIZER_HELP, UsageError, command, model_and_tokenizer, read_prompt
 
 # ---------------------------------------------------------------------------------------------
 # demo
@@ -53,7 +52,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="make sampling reproducible")
     p.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations to write, one after another (default 1)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights' precision (default fp32)")
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step with CUDA graphs (for GPUs: slow to start, and slower than the default on a CPU)")
 
@@ -125,7 +124,7 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, metavar="P", help="sample from the smallest set of tokens whose probability reaches P")
     p.add_argument("--seed", type=int, metavar="S", help="make the answers reproducible")
     p.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES, help="weights' precision (default fp32)")
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 @command("chat", "talk to an instruction-tuned model in the template prepare --format instruct trains; streamed, "

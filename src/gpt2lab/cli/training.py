@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..devices import DEFAULT_DEVICE, DEVICE_HELP, DTYPE_CHOICES
-from .base import MODEL_HELP, UsageError, command
+from .base import DEVICE_HELP, DTYPE_CHOICES, MODEL_HELP, UsageError, command
 
 # ---------------------------------------------------------------------------------------------
 # prepare / train / eval
@@ -95,13 +94,11 @@ _SHAPE_FIELDS = ("n_layer", "n_head", "n_embd")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from ..train.config import TRAIN_TASKS
-
     p.add_argument("--data", required=True, metavar="DATA_DIR|FILE",
                    help="a directory written by gpt2lab prepare; with --task classify, a .csv or .jsonl file")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="where the checkpoint, model/, metrics.jsonl and loss.png go")
     for flag, dest, kind, help_text in _TRAIN_OPTIONS:
-        choices = ["auto", *DTYPE_CHOICES] if dest == "dtype" else list(TRAIN_TASKS) if dest == "task" else None
+        choices = ["auto", *DTYPE_CHOICES] if dest == "dtype" else None  # (--task: TrainConfig checks it)
         p.add_argument(flag, dest=dest, type=kind, default=None, help=help_text, choices=choices)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--activation-checkpointing", action="store_true", default=None,
@@ -177,7 +174,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, help="how far each window moves (default: block-size / 2)")
     p.add_argument("--batch-size", type=int, help="windows (with --task: sequences) per forward pass (default 4; with --task 16)")
     p.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="autocast precision (default fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
