@@ -153,3 +153,11 @@ def test_every_benchmark_imports_names_that_exist(path):
 def test_gpu_check_says_in_one_line_that_it_needs_a_gpu(capsys):
     assert script("gpu_check").main() == 1
     assert capsys.readouterr().out == "no CUDA device\n"
+
+
+def test_bench_startup_runs_every_side_and_they_print_the_same_ids(monkeypatch, capsys):
+    """Not a GPU script, but quick: its sides agree on the ids (it checks that itself) and each prints a time."""
+    out = run_main("bench_startup", ["--repeat", "1"], monkeypatch, capsys)
+    assert re.search(r"^gpt2lab --help +\d+\.\d{3} s$", out, re.M)
+    assert re.search(r"^gpt2lab tokenizer encode --ids +\d+\.\d{3} s$", out, re.M)
+    assert len(re.findall(r"^  .* \d+\.\d{3} s   gpt2lab \d+\.\d\dx its speed$", out, re.M)) == 3
