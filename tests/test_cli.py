@@ -41,6 +41,15 @@ def test_every_command_is_listed_in_the_journeys_order_and_has_its_own_help(caps
         assert shown.startswith(f"usage: gpt2lab {name} ") and " ".join(help_text.split()) in shown
 
 
+def test_version_prints_the_packages_version(capsys):
+    from gpt2lab import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"gpt2lab {__version__}\n"
+    assert "--version" in build_parser().format_help()
+
+
 @pytest.mark.parametrize("name", sorted(LOADING))
 def test_a_tokenizer_larger_than_the_model_is_one_line_exit_2(name, hf_tiny, gpt2_vocab_path, tmp_path, capsys):
     _, model_dir = hf_tiny  # 1,000 tokens; GPT-2's vocabulary has 50,257

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import __version__
 from ..errors import GPT2LabError
 from . import inside, models, tokenizer, training  # noqa: F401  (each registers its commands)
 from .base import COMMANDS, MODEL_HELP, UsageError, command
@@ -23,6 +24,7 @@ __all__ = ["COMMANDS", "MODEL_HELP", "UsageError", "build_parser", "command", "m
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt2lab", description="A GPT-2 you can read, run, train and look inside.")
+    parser.add_argument("--version", action="version", version=f"gpt2lab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # the order a newcomer meets them in
