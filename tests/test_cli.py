@@ -15,6 +15,7 @@ LOADING = {
     "chat": [],
     "attention": ["--text", "hi", "--out", "{out}"],
     "lens": ["--text", "hi", "--out", "{out}"],
+    "answer": ["--prompt", "hi", "--answer", " there"],
     "patch": ["--clean", "a b", "--corrupt", "a c", "--answer", " b", "--wrong", " c", "--out", "{out}"],
     "attribute": ["--text", "hi", "--answer", " b", "--out", "{out}"],
     "steer": ["--prompt", "hi", "--plus", "Love"],
@@ -31,7 +32,7 @@ def one_line_error(capsys) -> str:
 def test_every_command_is_listed_in_the_journeys_order_and_has_its_own_help(capsys):
     listed = build_parser().format_help()
     order = [m[1] for m in re.finditer(r"^    (\w+)\b", listed, re.M)]  # the command column, top to bottom
-    assert sorted(order) == sorted(COMMANDS) and len(order) == 17
+    assert sorted(order) == sorted(COMMANDS) and len(order) == 18
     assert order[:3] == ["demo", "generate", "chat"] and order.index("train") < order.index("lens") < order.index("experiment")
     for name, (help_text, _, _) in COMMANDS.items():
         with pytest.raises(SystemExit) as exit_:

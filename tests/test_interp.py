@@ -336,3 +336,56 @@ def test_mistakes_are_input_errors(setup, call, message):
     with pytest.raises(InputError, match=message):
         call(model, tok)
     assert not model.points.fns and not model.training
+
+
+def test_check_answer_equals_transformer_lens_test_prompt(setup):
+    """TransformerLens's ``test_prompt`` prints what ``check_answer`` returns: the same tokens, ranks, top
+    predictions, logits and probabilities (read from its printout), each answer token read with the earlier ones
+    in the input; the per-block ranks equal the ranks in TL's own logit lens (``accumulated_resid``)."""
+    import ast
+    import contextlib
+    import io
+    import re
+
+    from transformer_lens.utilities import test_prompt
+
+    model, bridge, tok, _ = setup
+    answer = " Mary and John"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), torch.no_grad():
+        test_prompt(CLEAN, answer, bridge, prepend_space_to_answer=False, top_k=5)
+    text = printed.getvalue()
+    check = interp.check_answer(model, tok, CLEAN, answer, top_k=5)
+    assert f"Tokenized prompt: {check.prompt_tokens}" in text and f"Tokenized answer: {check.answer_tokens}" in text
+    assert ast.literal_eval(text.split("Ranks of the answer tokens: ")[1].strip()) == list(zip(check.answer_tokens, check.ranks))
+    answers = re.findall(r"Rank: (\d+) +Logit: +(-?\d+\.\d\d) Prob: +(\d+\.\d\d)%", text)
+    tops = re.findall(r"Top (\d+)th token\. Logit: +(-?\d+\.\d\d) Prob: +(\d+\.\d\d)% Token: \|(.*)\|", text)
+    assert len(answers) == 3 and len(tops) == 15
+    for a in range(3):
+        assert int(answers[a][0]) == check.ranks[a] and answers[a][1] == f"{check.logits[a]:.2f}" and answers[a][2] == f"{100 * check.probs[a]:.2f}"
+        assert [(t, f"{logit:.2f}", f"{100 * p:.2f}") for t, logit, p in check.top[a]] == [(t, lg, pr) for _, lg, pr, t in tops[5 * a : 5 * a + 5]]
+    # the exact figures against TL's logits, and the lens ranks against its accumulated_resid
+    ids = torch.tensor([[50256, *tok.encode(CLEAN), *tok.encode(answer)]])
+    P = ids.size(1) - 3
+    with torch.no_grad():
+        logits, cache = bridge.run_with_cache(ids)
+        lensed = bridge.unembed(cache.accumulated_resid(apply_ln=True))[:, 0, P - 1 : -1]  # (L + 1, A, V)
+    targets = ids[0, P:]
+    torch.testing.assert_close(torch.tensor(check.logits), logits[0, P - 1 : -1].gather(-1, targets[:, None])[:, 0], atol=TOL, rtol=0)
+    torch.testing.assert_close(torch.tensor(check.probs), logits[0, P - 1 : -1].softmax(-1).gather(-1, targets[:, None])[:, 0],
+                               atol=1e-6, rtol=1e-4)
+    theirs = (lensed > lensed.gather(-1, targets.expand(L + 1, 3)[..., None])).sum(-1)  # (L + 1, A)
+    assert check.layer_ranks.shape == (L + 1, 3) and torch.equal(check.layer_ranks, theirs)
+    assert check.layer_ranks[-1].tolist() == check.ranks
+
+
+def test_check_answer_without_eot_and_its_errors(setup):
+    model, _, tok, _ = setup
+    plain = interp.check_answer(model, tok, CLEAN, " Mary", prepend_eot=False)
+    assert plain.prompt_tokens[0] == "When" and len(plain.top[0]) == 10
+    first = interp.check_answer(model, tok, "", " Mary")  # just <|endoftext|>: what the model writes first
+    assert first.prompt_tokens == ["<|endoftext|>"] and first.answer_tokens == [" Mary"]
+    with pytest.raises(InputError, match="the answer is empty"):
+        interp.check_answer(model, tok, CLEAN, "")
+    with pytest.raises(InputError, match="more than|at most"):
+        interp.check_answer(model, tok, CLEAN, " Mary" * 200)

@@ -440,3 +440,51 @@ def test_cli_steer_prints_the_steering_and_both_continuations(model, checkpoint,
                            (["--plus", " Love is all you need and more"], "steer a prompt of at least 8 tokens")]:
         code, _, err = run_cli(capsys, "steer", *common, *extra)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+
+
+# ---------------------------------------------------------------------------------------------
+# answer check: the report and gpt2lab answer
+# ---------------------------------------------------------------------------------------------
+
+
+def greedy_answer(model, tokenizer, prompt: str, n: int) -> str:
+    """The n tokens greedy decoding writes after <|endoftext|> + prompt, as text."""
+    ids = torch.tensor([[50256, *tokenizer.encode(prompt)]])
+    return tokenizer.decode(model.generate(ids, n, temperature=0.0)[0, ids.size(1):].tolist())
+
+
+def test_answer_report_of_what_the_model_writes_and_of_something_else(model, tokenizer):
+    written = greedy_answer(model, tokenizer, CLEAN, 2)
+    check = interp.check_answer(model, tokenizer, CLEAN, written, top_k=3, model_name="tiny")
+    assert check.ranks == [0, 0] and check.layer_ranks[-1].tolist() == [0, 0]
+    text = check.to_text()
+    assert text.startswith("model: tiny\nprompt (15 tokens): <|endoftext|>|When|\u2423Mary|")
+    rows = re.findall(r"^ +(\d+)  (\S+) +(-?\d+\.\d\d) +(\d+\.\d\d)%(  <- the answer)?$", text, re.M)
+    assert len(rows) == 6 and [r[0] for r in rows] == ["0", "1", "2"] * 2
+    assert [bool(r[4]) for r in rows] == [True, False, False] * 2  # the answer is the top row, marked
+    assert float(rows[0][3]) == pytest.approx(100 * check.probs[0], abs=0.006) and float(rows[0][3]) > float(rows[1][3])
+    assert text.count("its rank after each block (logit lens): embed ") == 2 and ", 2 (out) 0\n" in text
+    assert text.endswith("Every answer token is the model's top prediction: greedy decoding writes this answer.\n")
+    assert repr(check) == text.rstrip("\n")  # what a notebook shows
+    # a token it does not write first: its rank, and no mark in a top 3 it is not in
+    other = interp.check_answer(model, tokenizer, CLEAN, " cat", top_k=3)
+    assert other.ranks[0] > 2 and "<- the answer" not in other.to_text() and f"rank {other.ranks[0]:,}, " in other.to_text()
+    assert other.to_text().endswith("0 of 1 answer tokens are the model's top prediction: greedy decoding writes something else.\n")
+    # a word without its space after a prompt that ends in a word, not what the model writes: the hint
+    assert "(The answer starts without a space." in interp.check_answer(model, tokenizer, CLEAN, "zebra").to_text()
+    assert "(The answer starts without a space." not in other.to_text()
+
+
+def test_cli_answer_prints_the_report_and_refuses_bad_options(checkpoint, gpt2_vocab_path, model, tokenizer, capsys):
+    written = greedy_answer(model, tokenizer, CLEAN, 1)
+    code, printed, _ = run_cli(capsys, "answer", "--model", str(checkpoint), "--tokenizer", str(gpt2_vocab_path), "--prompt", CLEAN,
+                               "--answer", written, "--top-k", "4")
+    assert code == 0 and printed.startswith(f"model: {checkpoint}\nprompt (15 tokens): <|endoftext|>|When|")
+    assert len(re.findall(r"^ +\d  \S+ +-?\d+\.\d\d", printed, re.M)) == 4 and "  <- the answer" in printed
+    code, printed, _ = run_cli(capsys, "answer", "--model", str(checkpoint), "--tokenizer", str(gpt2_vocab_path), "--prompt", CLEAN,
+                               "--answer", written, "--no-eot")
+    assert code == 0 and "prompt (14 tokens): When|" in printed
+    for bad, said in ((["--top-k", "0"], "--top-k must be at least 1"), (["--answer", ""], "--answer is empty")):
+        argv = ["--answer", written, *bad] if bad[0] != "--answer" else bad
+        code, _, err = run_cli(capsys, "answer", "--model", str(checkpoint), "--tokenizer", str(gpt2_vocab_path), "--prompt", CLEAN, *argv)
+        assert code == 2 and said in err and err.count("\n") == 1

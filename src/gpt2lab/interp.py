@@ -13,6 +13,7 @@ logit attribution, activation steering.
     >>> interp.attribution_patch(model, clean, corrupt, diff).shape   # (L, T) again, estimated from one backward
     >>> interp.logit_attribution(model, clean, mary, john)["h.9.attn.h9"]            # one head's direct effect
     >>> interp.logit_lens(model, clean).shape                         # (L + 1, B, T, V)
+    >>> print(interp.check_answer(model, tok, "The Eiffel Tower is in", " Paris"))  # rank, probability, top 10
     >>> love = interp.steering(model, tok, "Love", "Hate", layer=6, coeff=5)   # ActAdd: steer what it writes
     >>> with love.applied(model):
     ...     model.generate(torch.tensor([love.prompt_ids(tok, "I hate you because")]), 30)
@@ -22,7 +23,7 @@ under ``torch.no_grad`` (``attribution_patch``: with gradients for the activatio
 and in eval mode (the model's mode is restored). Numerics are the model's own:
 no LayerNorm folding, no weight centring, so results are those of the released weights.
 
-The result objects (``lens``, ``patching``, ``attribution``, ``steer_text``) add what a person wants to look at: token
+The result objects (``lens``, ``check_answer``, ``patching``, ``attribution``, ``steer_text``) add what a person wants to look at: token
 names, top predictions, baselines; they draw themselves as PNGs and pages (``gpt2lab.views.interp``) and
 show in a notebook by themselves (``_repr_html_``).
 """
@@ -466,6 +467,70 @@ def lens(model: GPT2, tokenizer: Any, text_or_ids: str | Sequence[int] | torch.T
                 top_tokens=top_tokens, model_name=model_name)
 
 
+@dataclass(repr=False)
+class AnswerCheck:
+    """How a model does on a prompt whose answer is known: TransformerLens's ``test_prompt``, returned
+    rather than printed, with the logit lens added. Each answer token is read where the model predicts
+    it, with the answer's earlier tokens already in the input (teacher forcing): its rank (0 = the
+    model's top prediction), logit and probability, the top predictions there, and its rank after
+    every block (``layer_ranks``: where in the network the answer comes up)."""
+
+    prompt_tokens: list[str]
+    answer_tokens: list[str]
+    answer_ids: list[int]
+    ranks: list[int]  # per answer token, at the output
+    logits: list[float]
+    probs: list[float]
+    top: list[list[tuple[str, float, float]]]  # per answer token: (token, logit, probability), most likely first
+    layer_ranks: torch.Tensor  # (L + 1, A): after the embeddings (row 0), after each block; row L is the output
+    model_name: str = ""
+
+    def to_text(self) -> str:
+        from .views.interp import answer_text
+
+        return answer_text(self)
+
+    def __repr__(self) -> str:  # a notebook shows the report
+        return self.to_text().rstrip("\n")
+
+
+def check_answer(model: GPT2, tokenizer: Any, prompt: str, answer: str, top_k: int = 10, *, prepend_eot: bool = True,
+                 model_name: str = "") -> AnswerCheck:
+    """Does the model continue ``prompt`` with ``answer``, and how surely: an ``AnswerCheck``.
+
+    ``answer`` may be several tokens; a word after a space starts with the space (``" Mary"``).
+    ``prepend_eot`` starts the prompt with ``<|endoftext|>``, as TransformerLens's ``test_prompt`` starts
+    GPT-2's with its BOS (the same token). One forward pass of prompt + answer gives every figure.
+    """
+    if not answer:
+        raise InputError("the answer is empty: give the text the prompt should continue with (' Mary')")
+    head = [int(tokenizer.eot_token)] if prepend_eot else []
+    prompt_ids = head + token_ids(tokenizer, prompt, min_tokens=0 if prepend_eot else 1)
+    answer_ids = [int(i) for i in tokenizer.encode(answer)]
+    idx = _as_batch(model, prompt_ids + answer_ids)  # (1, P + A), checked against the context and vocabulary
+    L, P, A = model.config.n_layer, len(prompt_ids), len(answer_ids)
+    names = [f"h.{i}.resid_pre" for i in range(L)] + [f"h.{L - 1}.resid_post"]
+    with _inspecting(model):
+        _, cache = model.run_with_cache(idx, names=names, last_logits_only=True)
+        # the logit lens at the A positions that predict the answer tokens; the last row is the model's output
+        streams = torch.stack([cache[n][0, P - 1 : P + A - 1] for n in names])  # (L + 1, A, C)
+        lensed = model.lm_head(model.transformer.ln_f(streams)).float()  # (L + 1, A, V)
+    target = torch.tensor(answer_ids, device=lensed.device)  # (A,)
+    answer_logits = lensed.gather(-1, target.expand(L + 1, A)[..., None])  # (L + 1, A, 1)
+    layer_ranks = (lensed > answer_logits).sum(-1).cpu()  # (L + 1, A): tokens scored above the answer
+    out = lensed[-1]  # (A, V)
+    probs = out.softmax(-1)  # (A, V)
+    top = probs.topk(min(top_k, probs.size(-1)), dim=-1)
+    name = _namer(tokenizer)
+    return AnswerCheck(
+        prompt_tokens=[name(i) for i in prompt_ids], answer_tokens=[name(i) for i in answer_ids], answer_ids=answer_ids,
+        ranks=layer_ranks[-1].tolist(), logits=answer_logits[-1, :, 0].tolist(),
+        probs=probs.gather(-1, target[:, None])[:, 0].tolist(),
+        top=[[(name(i), float(out[a, i]), float(p)) for i, p in zip(ids, ps)]
+             for a, (ids, ps) in enumerate(zip(top.indices.tolist(), top.values.tolist()))],
+        layer_ranks=layer_ranks, model_name=model_name)
+
+
 @dataclass
 class Patching:
     """A patching map with what it needs to be read: the tokens, the metric on the clean and the corrupt
@@ -725,6 +790,6 @@ def _single_token(tokenizer: Any, token: str | int, what: str) -> int:
 
 __all__ = [
     "logit_lens", "patch", "patch_cells", "attribution_patch", "ablate", "logit_attribution", "logit_diff",
-    "Lens", "lens", "Patching", "patching", "Attribution", "attribution", "Steering", "steering", "SteeredText",
+    "Lens", "lens", "AnswerCheck", "check_answer", "Patching", "patching", "Attribution", "attribution", "Steering", "steering", "SteeredText",
     "steer_text", "POINT_AXES",
 ]

@@ -2,7 +2,7 @@
 
 Each module here registers the commands of one part of the journey (``models``: demo, generate,
 chat, compare; ``tokenizer``; ``training``: prepare, train, eval, runs; ``inside``: explain, trace,
-attention, lens, patch, ...); ``base`` holds what they share. A user's mistake (a ``GPT2LabError``,
+attention, lens, answer, patch, ...); ``base`` holds what they share. A user's mistake (a ``GPT2LabError``,
 a missing file, a bad value) is printed as one line on stderr with exit code 2; no traceback.
 """
 
@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # the order a newcomer meets them in
-    journey = ["demo", "generate", "chat", "compare", "tokenizer", "prepare", "train", "runs", "eval", "explain", "attention", "lens", "patch",
-               "steer", "attribute", "trace", "experiment"]
+    journey = ["demo", "generate", "chat", "compare", "tokenizer", "prepare", "train", "runs", "eval",
+               "explain", "attention", "lens", "answer", "patch", "steer", "attribute", "trace", "experiment"]
     for name in sorted(COMMANDS, key=lambda n: journey.index(n) if n in journey else len(journey)):
         help_text, add_arguments, run = COMMANDS[name]
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -1,4 +1,4 @@
-"""Commands that look inside a model: explain, trace, experiment, attention, and lens / patch /
+"""Commands that look inside a model: explain, trace, experiment, attention, and lens / answer / patch /
 attribute / steer over the hook points (``gpt2lab.interp``)."""
 
 from __future__ import annotations
@@ -223,6 +223,28 @@ def _lens(args: argparse.Namespace) -> None:
     paths = save_lens(result, args.out)
     print(f"\nWrote:\n  {paths['png']}  (heat map: top prediction per block and position)\n"
           f"  {paths['html']}  (interactive page, open in a browser: hover a cell for its top {args.top_k})")
+
+
+def _answer_args(p: argparse.ArgumentParser) -> None:
+    _interp_model_args(p)
+    p.add_argument("--prompt", required=True, help="the text the answer should follow ('The Eiffel Tower is in')")
+    p.add_argument("--answer", required=True, help="the continuation to check, one or more tokens (a word after a space starts "
+                   "with the space: ' Paris')")
+    p.add_argument("--top-k", type=int, default=10, metavar="K", help="predictions listed at each answer token (default 10)")
+    p.add_argument("--no-eot", dest="eot", action="store_false", help="do not begin the prompt with <|endoftext|>")
+
+
+@command("answer", "does the model continue a prompt with this answer: its rank, logit and probability per token, the top "
+                   "predictions, and its rank after each block (logit lens)", _answer_args)
+def _answer(args: argparse.Namespace) -> None:
+    from .. import interp
+
+    at_least_one(args.top_k, "--top-k")
+    if not args.answer:
+        raise UsageError("--answer is empty: give the text the prompt should continue with (' Paris')")
+    model, tokenizer = _interp_model(args)
+    print(interp.check_answer(model, tokenizer, args.prompt, args.answer, top_k=args.top_k, prepend_eot=args.eot,
+                              model_name=str(args.model)).to_text(), end="")
 
 
 def _patch_args(p: argparse.ArgumentParser) -> None:

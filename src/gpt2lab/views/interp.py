@@ -38,7 +38,7 @@ from .html import asset, check_element_id, fill_page, script_json
 from .plots import DPI, MAX_TICK_LABELS, _cmap, _figure, _label, _norm, _save
 
 if TYPE_CHECKING:
-    from ..interp import Attribution, Lens, Patching, SteeredText
+    from ..interp import AnswerCheck, Attribution, Lens, Patching, SteeredText
 
 DIVERGING = "RdBu"  # high = blue = towards the clean run; the page's interp.js uses the same end colours
 ANNOTATE_MAX_COLUMNS = 24  # write each cell's token / value into the PNG up to this many columns...
@@ -205,6 +205,46 @@ def lens_text(lens: Lens, positions: int = 6, width: int = 14) -> str:
         lines.append(labels[layer].rjust(label_w) + "  " + row.rstrip())
     shown = "the last " + str(len(cols)) if len(cols) < T else "all " + str(T)
     lines.append(f"\n(rows: blocks applied, output on top; {shown} positions; each cell the top next-token prediction and its probability)")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# answer check
+# ---------------------------------------------------------------------------------------------
+
+
+def _percent(p: float) -> str:
+    return f"{100 * p:6.2f}%" if p >= 5e-5 else f"{100 * p:.1e}%"
+
+
+def answer_text(check: AnswerCheck) -> str:
+    """The terminal report of an ``AnswerCheck``: the tokens, then per answer token its rank, logit and
+    probability, the top predictions there, and its rank after each block."""
+    n_p, n_a = len(check.prompt_tokens), len(check.answer_tokens)
+    lines = [f"model: {check.model_name}"] if check.model_name else []
+    lines += [f"prompt ({n_p} token{'s' * (n_p != 1)}): " + "|".join(visible(t) for t in check.prompt_tokens),
+              f"answer ({n_a} token{'s' * (n_a != 1)}): " + "|".join(visible(t) for t in check.answer_tokens)]
+    L = check.layer_ranks.size(0) - 1
+    labels = _lens_row_labels(L)
+    width = max(12, *(len(_short(t, 24)) for row in check.top for t, _, _ in row))
+    for a, token in enumerate(check.answer_tokens):
+        lines += ["", f"{_short(token, 24)} (answer token {a + 1} of {n_a}): rank {check.ranks[a]:,}, logit {check.logits[a]:.2f}, "
+                      f"probability {_percent(check.probs[a]).strip()}",
+                  f"  {'rank':>4}  {'token':<{width}}  {'logit':>7}  probability"]
+        for r, (t, logit, p) in enumerate(check.top[a]):
+            mark = "  <- the answer" if r == check.ranks[a] else ""
+            lines.append(f"  {r:>4}  {_short(t, 24):<{width}}  {logit:7.2f}  {_percent(p)}{mark}")
+        ranks = check.layer_ranks[:, a].tolist()
+        lines.append("  its rank after each block (logit lens): " + ", ".join(f"{labels[i]} {ranks[i]:,}" for i in range(L + 1)))
+    first = [r == 0 for r in check.ranks]
+    lines.append("")
+    if all(first):
+        lines.append("Every answer token is the model's top prediction: greedy decoding writes this answer.")
+    else:
+        lines.append(f"{sum(first)} of {n_a} answer tokens are the model's top prediction: greedy decoding writes something else.")
+    prompt_end = check.prompt_tokens[-1] if check.prompt_tokens else ""
+    if check.ranks[0] != 0 and not check.answer_tokens[0][:1].isspace() and not prompt_end[-1:].isspace():
+        lines.append("(The answer starts without a space. A word after a space is one token with its space: ' Paris', not 'Paris'.)")
     return "\n".join(lines) + "\n"
 
 
