@@ -1,12 +1,13 @@
 """The demo (what `make demo` runs) in its fast mode: report, browser check, falling loss, samples."""
 
+import re
 import subprocess
 import sys
 
 import pytest
 
 from conftest import errors_in, open_page
-from gpt2lab.demo import run_demo, stdlib_sources
+from gpt2lab.demo import LENS_TEXT, run_demo, stdlib_sources
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,9 @@ def test_demo_trains_and_the_loss_falls(demo):
     start, end = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert end < start - 0.5, (start, end)
     assert "Corpus:" in printed and "Vocabulary: learned" in printed and "Training 40 steps" in printed
+    assert re.search(r"^8\. Inside it, through the hook points \(gpt2lab.interp\): after 'def add\(a, b\):\\n    return a \+' the model "
+                     r"ranks ' b' [\d,]+ \(0 = first\), probability \d+\.\d%; its rank after the embeddings and each block: "
+                     r"[\d,]+, [\d,]+, [\d,]+\.$", printed, re.M)
 
 
 @pytest.mark.slow
@@ -58,6 +62,12 @@ def test_demo_report_in_a_real_browser(demo, driver):
     rows = driver.execute_script("return document.querySelectorAll('#samples tr').length")
     assert rows == len(result.samples) + 2  # header, the samples, the final one
     assert driver.execute_script("return document.querySelector('#attn canvas') !== null")
+    # the logit lens of the trained model, interactive, and the check of the expected next token under it
+    assert driver.execute_script("return document.querySelector('#lens').getAttribute('data-ready')") == "1"
+    data = driver.execute_script("return document.getElementById('lens').gpt2labInterp.data")
+    assert "".join(data["tokens"]) == LENS_TEXT and data["rows"] == 3  # the embeddings and the two blocks of the fast demo
+    check = driver.execute_script("return document.getElementById('answer-check').textContent")
+    assert "answer (1 token): \u2423b" in check and "its rank after each block (logit lens): embed " in check
 
 
 @pytest.mark.slow

@@ -5,7 +5,9 @@ the hub) it explains them, generates from them and shows their attention. Otherw
 small GPT-2 from scratch on a corpus every machine has, the Python standard library's own source
 files: trains a byte-level BPE vocabulary on them, prepares the token files, trains for a bounded
 number of minutes, samples ``def `` at a few checkpoints so the learning is visible, and looks at
-the attention of the result. Everything lands in one self-contained ``report.html`` plus PNGs.
+the attention of the result and, through the hook points, at what each block would predict (the
+logit lens) and how surely it gives the expected next token. Everything lands in one self-contained
+``report.html`` plus PNGs.
 
 Every step is a public API call, so this file is also a tour of the Python interface.
 """
@@ -34,6 +36,7 @@ from .model import GPT2
 
 PROMPT = "def "
 ATTENTION_TEXT = "def add(a, b):\n    return a + b\n"
+LENS_TEXT, LENS_ANSWER = "def add(a, b):\n    return a +", " b"  # what the trained model should say next, and does it
 
 
 @dataclass
@@ -239,6 +242,27 @@ def run_demo(
     return result
 
 
+def _look_inside(model: GPT2, tokenizer, text: str, answer: str, out: Path, say: Callable[[str], None], number: int) -> tuple[str, list[Path]]:
+    """The logit lens of ``text`` (saved to ``out/lens``) and the check of ``answer`` after it; said in a
+    few lines, and returned as the report's section with the files written."""
+    from . import interp
+    from .views.interp import lens_fragment, save_lens
+
+    lens = interp.lens(model, tokenizer, text, top_k=5)
+    files = save_lens(lens, out / "lens")
+    check = interp.check_answer(model, tokenizer, text, answer, top_k=5)
+    blocks = check.layer_ranks[:, 0].tolist()
+    say(f"{number}. Inside it, through the hook points (gpt2lab.interp): after {text!r} the model ranks {answer!r} "
+        f"{check.ranks[0]:,} (0 = first), probability {check.probs[0]:.1%}; its rank after the embeddings and each block: "
+        f"{', '.join(f'{r:,}' for r in blocks)}.\n   The logit lens: {files['html']} (and {files['png']})")
+    e = html.escape
+    section = (f"<p>What the model would predict if it stopped after each block (rows), at each token (columns): the logit lens. "
+               f"Hover a cell for its top 5.</p>{lens_fragment(lens, element_id='lens')}"
+               f"<p>And how surely it continues <code>{e(repr(text))}</code> with <code>{e(repr(answer))}</code> "
+               f"(<code>interp.check_answer</code>, <code>gpt2lab answer</code>):</p><pre id=\"answer-check\">{e(check.to_text())}</pre>")
+    return section, list(files.values())
+
+
 def _pretrained_demo(name: str, out: Path, say: Callable[[str], None]) -> DemoResult:
     from .attention import attention
     from .tokenizer import Tokenizer
@@ -259,10 +283,12 @@ def _pretrained_demo(name: str, out: Path, say: Callable[[str], None]) -> DemoRe
     result = attention(model, tokenizer, "When Mary and John went to the store, John gave a drink to Mary")
     files = save_attention(result, out / "attention")
     say("\n3. Attention written (one page, PNGs).")
+    inside, inside_files = _look_inside(model, tokenizer, "When Mary and John went to the store, John gave a drink to", " Mary",
+                                        out, say, 4)
     report = _write_report(out / "report.html", title=f"gpt2lab demo: {name}", explanation=short_explanation(model.config),
                            loss_png=None, samples=samples, attention_fragment=fragment(result, element_id="attn"),
-                           notes=[f"Weights: {directory}"])
-    return DemoResult(out=out, report=report, mode="pretrained", samples=samples, files=[report, *files.values()])
+                           inside_html=inside, notes=[f"Weights: {directory}"])
+    return DemoResult(out=out, report=report, mode="pretrained", samples=samples, files=[report, *files.values(), *inside_files])
 
 
 def _training_demo(out: Path, minutes: float, settings: DemoSettings, say: Callable[[str], None]) -> DemoResult:
@@ -351,6 +377,7 @@ def _training_demo(out: Path, minutes: float, settings: DemoSettings, say: Calla
     attn = attention(trained, tokenizer, ATTENTION_TEXT)
     attn_files = save_attention(attn, out / "attention")
     say("7. Attention of the trained model on a small function: see the report (and attention/).")
+    inside, inside_files = _look_inside(trained, tokenizer, LENS_TEXT, LENS_ANSWER, out, say, 8)
 
     report = _write_report(
         out / "report.html",
@@ -359,11 +386,12 @@ def _training_demo(out: Path, minutes: float, settings: DemoSettings, say: Calla
         loss_png=run_dir / "loss.png",
         samples=samples + [{"step": result.step, "val_loss": result.val_loss, "text": final, "final": True}],
         attention_fragment=fragment(attn, element_id="attn"),
+        inside_html=inside,
         notes=[f"Corpus: {len(files):,} files, {size / 1e6:.1f} MB; vocabulary {tokenizer.n_vocab:,} tokens",
                f"Training: {result.step} steps of {settings.batch_size} x {settings.block_size} tokens; "
                f"loss {losses[0]:.2f} -> {losses[-1]:.2f}"],
     )
-    files_out = [report, run_dir / "loss.png", run_dir / "model", *attn_files.values()]
+    files_out = [report, run_dir / "loss.png", run_dir / "model", *attn_files.values(), *inside_files]
     return DemoResult(out=out, report=report, mode="trained", samples=samples, losses=losses, files=files_out)
 
 
@@ -384,7 +412,7 @@ img.loss{max-width:100%;height:auto} .muted{color:#667085} li{margin:2px 0}
 
 
 def _write_report(path: Path, *, title: str, explanation: str, loss_png: Path | None, samples: list[dict],
-                  attention_fragment, notes: list[str]) -> Path:
+                  attention_fragment, inside_html: str, notes: list[str]) -> Path:
     """One self-contained page: every byte inline (the PNG as a data: URL), nothing fetched."""
     e = html.escape
     head, *parts = explanation.splitlines()
@@ -412,6 +440,7 @@ def _write_report(path: Path, *, title: str, explanation: str, loss_png: Path | 
 {loss_html}
 <h2>Samples along the way</h2><section><table id="samples"><tr><th>when</th><th>val loss</th><th>text</th></tr>{"".join(rows)}</table></section>
 <h2>Attention</h2><section>{attention_fragment.fragment_html}</section>
+<h2>Inside: the logit lens</h2><section>{inside_html}</section>
 </main></body></html>
 """
     return atomic_write_bytes(path, page.encode("utf-8"))
