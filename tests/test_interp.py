@@ -380,11 +380,19 @@ def test_check_answer_equals_transformer_lens_test_prompt(setup):
 
 
 def test_check_answer_without_eot_and_its_errors(setup):
+    import re
+
     model, _, tok, _ = setup
     plain = interp.check_answer(model, tok, CLEAN, " Mary", prepend_eot=False)
     assert plain.prompt_tokens[0] == "When" and len(plain.top[0]) == 10
     first = interp.check_answer(model, tok, "", " Mary")  # just <|endoftext|>: what the model writes first
     assert first.prompt_tokens == ["<|endoftext|>"] and first.answer_tokens == [" Mary"]
+    from gpt2lab import Tokenizer
+
+    bare = Tokenizer(tok.mergeable_ranks, {})  # GPT-2's merges, no special tokens
+    with pytest.raises(InputError, match=re.escape("no <|endoftext|> to begin the prompt with: pass prepend_eot=False (gpt2lab answer --no-eot)")):
+        interp.check_answer(model, bare, CLEAN, " Mary")
+    assert interp.check_answer(model, bare, CLEAN, " Mary", prepend_eot=False).ranks == plain.ranks
     with pytest.raises(InputError, match="the answer is empty"):
         interp.check_answer(model, tok, CLEAN, "")
     with pytest.raises(InputError, match="more than|at most"):

@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import kernels
-from .errors import InputError
+from .errors import GPT2LabError, InputError
 from .tokens import token_ids, token_texts
 
 if TYPE_CHECKING:
@@ -504,7 +504,13 @@ def check_answer(model: GPT2, tokenizer: Any, prompt: str, answer: str, top_k: i
     """
     if not answer:
         raise InputError("the answer is empty: give the text the prompt should continue with (' Mary')")
-    head = [int(tokenizer.eot_token)] if prepend_eot else []
+    head: list[int] = []
+    if prepend_eot:
+        try:
+            head = [int(tokenizer.eot_token)]
+        except GPT2LabError:
+            raise InputError("this vocabulary has no <|endoftext|> to begin the prompt with: pass prepend_eot=False "
+                             "(gpt2lab answer --no-eot)") from None
     prompt_ids = head + token_ids(tokenizer, prompt, min_tokens=0 if prepend_eot else 1)
     answer_ids = [int(i) for i in tokenizer.encode(answer)]
     idx = _as_batch(model, prompt_ids + answer_ids)  # (1, P + A), checked against the context and vocabulary
