@@ -111,13 +111,22 @@ def logit_lens(model: GPT2, idx: torch.Tensor | Sequence[int]) -> torch.Tensor:
     each stream goes through ``ln_f`` with its statistics recomputed on that stream (not the final
     stream's scale), then the LM head. The last entry is the model's own output.
     """
-    idx = _as_batch(model, idx)
+    with _inspecting(model):
+        return _unembed(model, _lens_streams(model, _as_batch(model, idx)))  # (L + 1, B, T, V)
+
+
+def _lens_streams(model: GPT2, idx: torch.Tensor) -> torch.Tensor:
+    """The residual stream before each block and after the last: (L + 1, B, T, C), what the lens reads."""
     L = model.config.n_layer
     names = [f"h.{i}.resid_pre" for i in range(L)] + [f"h.{L - 1}.resid_post"]
-    with _inspecting(model):
-        _, cache = model.run_with_cache(idx, names=names, last_logits_only=True)
-        streams = torch.stack([cache[n] for n in names])  # (L + 1, B, T, C)
-        return model.lm_head(model.transformer.ln_f(streams))  # (L + 1, B, T, V)
+    _, cache = model.run_with_cache(idx, names=names, last_logits_only=True)
+    return torch.stack([cache[n] for n in names])
+
+
+def _unembed(model: GPT2, streams: torch.Tensor) -> torch.Tensor:
+    """Streams (..., C) read as the output reads the last one: ``ln_f`` on each stream's own statistics, then
+    the LM head: (..., V)."""
+    return model.lm_head(model.transformer.ln_f(streams))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,12 +524,10 @@ def check_answer(model: GPT2, tokenizer: Any, prompt: str, answer: str, top_k: i
     answer_ids = [int(i) for i in tokenizer.encode(answer)]
     idx = _as_batch(model, prompt_ids + answer_ids)  # (1, P + A), checked against the context and vocabulary
     L, P, A = model.config.n_layer, len(prompt_ids), len(answer_ids)
-    names = [f"h.{i}.resid_pre" for i in range(L)] + [f"h.{L - 1}.resid_post"]
     with _inspecting(model):
-        _, cache = model.run_with_cache(idx, names=names, last_logits_only=True)
         # the logit lens at the A positions that predict the answer tokens; the last row is the model's output
-        streams = torch.stack([cache[n][0, P - 1 : P + A - 1] for n in names])  # (L + 1, A, C)
-        lensed = model.lm_head(model.transformer.ln_f(streams)).float()  # (L + 1, A, V)
+        streams = _lens_streams(model, idx)[:, 0, P - 1 : P + A - 1]  # (L + 1, A, C)
+        lensed = _unembed(model, streams).float()  # (L + 1, A, V)
     target = torch.tensor(answer_ids, device=lensed.device)  # (A,)
     answer_logits = lensed.gather(-1, target.expand(L + 1, A)[..., None])  # (L + 1, A, 1)
     layer_ranks = (lensed > answer_logits).sum(-1).cpu()  # (L + 1, A): tokens scored above the answer
