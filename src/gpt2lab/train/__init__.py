@@ -10,7 +10,9 @@ One job per module:
 
     config.py       TrainConfig (everything that defines a run), TrainResult, the resume rule
     run.py          train(config): the trainer for the run's task, run and closed
-    trainer.py      Trainer: set-up, the optimizer step, evaluation, saving
+    trainer.py      Trainer: set-up, what a task changes, evaluation, metrics (the step and saving mixed in)
+    step.py         OptimizerStep: one optimizer step on the device, its loss read back, the lr schedule
+    saving.py       Saving: checkpoint.pt written and restored, model/, adapter/ and best/
     loop.py         the loop around the steps: when to read the loss, log, evaluate, save, stop
     classify.py     ClassifyTrainer: --task classify (a labelled file, a new head, val_acc)
     optim.py        the learning-rate schedule (warmup, cosine) and AdamW's parameter groups

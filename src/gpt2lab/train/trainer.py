@@ -1,58 +1,45 @@
-"""``Trainer``: one run's set-up, its optimizer step, evaluation and saving, as methods (``train.run.train``
+"""``Trainer``: one run's set-up, evaluation and the loop's pieces, as methods (``train.run.train``
 builds, runs and closes one; the loop that drives them, ``Trainer.run``, is ``train.loop``).
 
-One optimizer step, the habits of a serious run included:
+A trainer is three parts, one module each, so that each reads on its own:
 
-    for each of grad_accum micro-batches:       # a big batch, a micro-batch at a time
-        logits = model(x)                       # under autocast (bf16/fp16) when asked
-        loss = cross_entropy(logits, y) / grad_accum
-        loss.backward()                         # DDP averages gradients over ranks on the last one
-    clip the gradient norm to grad_clip
-    lr = warmup then cosine (``lr_at``)
-    AdamW step (weight decay on matrices only; the fused kernel when there is one)
+    trainer.py   Trainer: set-up (data, model, padding, LoRA, FSDP, compile, DDP), what a task changes,
+                 evaluation, metrics, status, close
+    step.py      OptimizerStep: one optimizer step on the device, its loss read back, the lr schedule
+    saving.py    Saving: checkpoint.pt written and restored, the model as users see it, model/ and best/
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .. import kernels
 from ..batches import IGNORE_INDEX, BatchSampler, TokenData, eval_starts, open_data, windows
 from ..compatibility import check_data_fits_model, check_same_tokenizer, check_window_fits_model
 from ..config import GPT2Config
-from ..devices import attention_kernels, autocast, parse_dtype, pick_device
+from ..devices import autocast, parse_dtype, pick_device
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluate import token_losses
-from ..files import atomic_write_bytes, run_model_dir
 from ..flops import flops_per_token, peak_flops
-from ..lora import apply_lora, base_fingerprint, describe, lora_state_dict, merged_copy, save_adapter
+from ..lora import apply_lora, base_fingerprint, describe
 from ..model import GPT2
 from .checkpoint import (
     ADAPTER_DIR,
     BEST_DIR,
     CHECKPOINT,
-    CHECKPOINT_FORMAT,
     METRICS,
     MODEL_DIR,
     PLOT,
     load_checkpoint,
-    rng_state,
     seed_everything,
-    set_rng_state,
-    tensor_bytes,
-    write_checkpoint,
-    write_failure,
 )
 from .config import MACHINE_SWITCHES, TrainConfig, TrainResult, resumed_config
 from .dashboards import Dashboards
@@ -62,16 +49,18 @@ from .loop import run_loop
 from .loss import LanguageModelLoss
 from .memory import checkpoint_blocks
 from .metrics import MetricsLog
-from .optim import lr_at, make_optimizer
+from .optim import make_optimizer
 from .plots import plot_metrics
-from .sharded import everyone_model_state, full_model_state, full_optimizer_state, load_full_state, peak_memory, shard_model
+from .saving import Saving
+from .sharded import peak_memory, shard_model
 from .signals import StopFlag
 from .status import FAILED, FINISHED, INTERRUPTED, RUNNING, STATUS, STOPPED_EARLY, check_not_running, error_line, write_status
-from .vocab import VOCAB_KEYS, pad_moments, pad_vocabulary, padded_state, real_vocab_model, real_vocab_moments, real_vocab_state
+from .step import OptimizerStep
+from .vocab import pad_vocabulary
 
 log = logging.getLogger(__name__)
 
-class Trainer:
+class Trainer(OptimizerStep, Saving):
     """One training run. ``train(config)`` is ``Trainer(config).run()``; the pieces are methods so a
     notebook can build a trainer, look at ``trainer.model``, and call ``run``. (``--task classify``
     runs are ``train.classify.ClassifyTrainer``; ``trainer_class(config)`` picks.)"""
@@ -339,238 +328,6 @@ class Trainer:
         config.n_layer, config.n_head, config.n_embd = model.config.n_layer, model.config.n_head, model.config.n_embd
         return model
 
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        opt_state = ckpt["optimizer"]
-        pad_moments(opt_state, self.wte_index, self.model.config.vocab_size)
-        if self.config.fsdp:  # every rank read the whole checkpoint and keeps its own shards of it
-            load_full_state(self.model, self.optimizer, padded_state(ckpt["model"], self.model.config.vocab_size), opt_state)
-        else:
-            self._load_model_state(ckpt["model"])
-            self.optimizer.load_state_dict(opt_state)
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.sampler.load_state_dict(ckpt["sampler"])
-        self.step = self.last_saved = int(ckpt["step"])
-        self.elapsed = float(ckpt.get("elapsed", 0.0))
-        best = ckpt.get("best")  # (checkpoints from before keep_best have none)
-        self.best = (int(best[0]), float(best[1])) if best else None
-        self.evals_since_best = int(ckpt.get("evals_since_best", 0))
-        if self.config.keep_best and not ckpt["train_config"].get("keep_best"):  # turned on now: best/ starts with this run
-            self.best, self.evals_since_best = None, 0  # (read from the checkpoint: every rank decides alike)
-        states = ckpt["rng"]
-        if self.dist.world_size == len(states):
-            set_rng_state(states[self.dist.rank], self.device)
-        else:  # resumed on a different number of processes: batches stay exact, dropout cannot
-            seed_everything(self.config.seed + self.dist.rank + 7919 * self.step)
-
-    # -- state with the real vocabulary ---------------------------------------------------------------
-
-    def _model_state(self) -> dict[str, torch.Tensor]:
-        """What the checkpoint stores of the model: every tensor (real vocabulary), or a LoRA run's adapters only."""
-        state = lora_state_dict(self.model) if self.lora_base is not None else self.model.state_dict()
-        return self._real_vocab_state(state)
-
-    def _real_vocab_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``state`` on the CPU, its vocabulary rows cut to the real vocabulary."""
-        return {k: v.detach().cpu() for k, v in real_vocab_state(state, self.vocab).items()}
-
-    def _load_model_state(self, state: dict[str, torch.Tensor]) -> None:
-        own = self.model.state_dict()
-        with torch.no_grad():
-            for k, v in state.items():
-                if k not in own:
-                    raise CheckpointError(f"the checkpoint has a tensor {k!r} this model does not")
-                if k in VOCAB_KEYS:
-                    own[k].zero_()
-                    own[k][: v.size(0)].copy_(v)
-                else:
-                    own[k].copy_(v)
-
-    def _optimizer_state(self, state: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The optimizer's state dict, the embedding's moments cut to the real vocabulary.
-        ``state``: the full one an FSDP run gathered (``sharded.full_optimizer_state``)."""
-        state = real_vocab_moments(self.optimizer.state_dict() if state is None else state, self.wte_index, self.vocab)
-        # a recorded step's learning rate is a device tensor: the file keeps a plain number, as any run's
-        return {**state, "param_groups": [{**g, "lr": float(g["lr"]), "capturable": False} for g in state["param_groups"]]}
-
-    def _plain_model(self, state: dict[str, torch.Tensor]) -> GPT2:
-        """A plain (unsharded) model of the real vocabulary holding ``state``: an FSDP run's model as users see it."""
-        with torch.device("meta"):
-            model = self._model_from_config(self.model_config)
-        model.load_state_dict(real_vocab_state(state, self.vocab), assign=True)
-        model.tie_weights()
-        return model.train(self.model.training)
-
-    def lr_at(self, step: int) -> float:
-        """The learning rate of optimizer step ``step`` under this run's schedule (``optim.lr_at``)."""
-        cfg = self.config
-        assert cfg.min_lr is not None and cfg.warmup_steps is not None and cfg.lr_decay_steps is not None  # resolved()
-        return lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.lr_decay_steps)
-
-    # -- one step --------------------------------------------------------------------------------
-
-    def train_step(self) -> float:
-        """One optimizer step; returns its mean training loss (over every rank). Reading the loss
-        waits for the device: the training loop itself calls ``train_step_no_sync`` and reads the
-        loss only at the steps it logs (``read_loss``)."""
-        self.train_step_no_sync()
-        return self.read_loss()
-
-    def train_step_no_sync(self) -> torch.Tensor:
-        """One optimizer step that never waits for the device; returns its loss as a () tensor.
-
-        A non-finite loss or gradient must not reach the weights, yet looking at it from the host would stall
-        the GPU every step. So the step is skipped on the device: the fused AdamW kernel takes a
-        ``found_inf`` flag (GradScaler's mechanism) and leaves weights, moments and step count
-        untouched when it is set; fp16's GradScaler already skips steps with non-finite gradients.
-        Only an optimizer without that flag (no fused kernel) reads the flag, and on a CPU that read
-        costs nothing. The first bad step is remembered on the device and ``read_loss`` raises
-        ``TrainingError`` for it, before any checkpoint is written (checkpoint steps read the loss).
-        With ``cuda_graph`` the step's device work is a replayed recording (``train.graphed``).
-        """
-        cfg = self.config
-        lr = self.lr_at(self.step)
-        if not (self.forward_model.training and self.model.training):  # a walk over every module: only when needed
-            self.forward_model.train()
-        batches = [self.sampler.next_batch() for _ in range(cfg.grad_accum)]  # (x, y) pairs, still on the host
-        shares = self._micro_batch_shares([y for _, y in batches])  # (grad_accum,) on the device
-        step_loss = self.graphed(batches, shares, lr) if self.graphed is not None else self.plain_step(batches, shares, lr)
-        self.step += 1
-        self.lr = lr
-        self._last_loss = step_loss
-        return step_loss
-
-    def plain_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], shares: torch.Tensor, lr: float) -> torch.Tensor:
-        """One optimizer step from host batches, each operation launched from Python; returns its loss ()."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        step_loss = self.step_on_device([self.to_device(*batch) for batch in batches], shares)
-        self.optimizer.zero_grad(set_to_none=True)
-        return step_loss
-
-    def step_on_device(self, batches: list[tuple[torch.Tensor, ...]], shares: torch.Tensor) -> torch.Tensor:
-        """A step's device work, from batches already on the device: forward and backward of each
-        micro-batch, the mean loss over ranks, the non-finite bookkeeping, clipping and the AdamW
-        update at the optimizer's current lr. Reads no Python number that changes from step to step
-        and never waits for the device, so it can be recorded as a CUDA graph (``train.graphed``).
-        Leaves the gradients in ``.grad``; returns the step's loss ()."""
-        cfg = self.config
-        loss_sum = torch.zeros((), device=self.device)
-        for micro, (x, y) in enumerate(batches):  # (B, T) each
-            last = micro == len(batches) - 1
-            # DDP averages gradients across ranks in backward; only the last micro-batch needs it
-            # (forward_model is the DDP wrapper whenever dist is enabled without fsdp); FSDP2 likewise
-            # keeps unsharded gradients on each rank until the last one reduce-scatters them
-            ddp = self.dist.enabled and not cfg.fsdp
-            if cfg.fsdp:
-                cast(Any, self.model).set_requires_gradient_sync(last)
-            sync = cast(Any, self.forward_model).no_sync() if ddp and not last else contextlib.nullcontext()
-            with sync:
-                with autocast(self.device, self.dtype), attention_kernels(self.device):
-                    loss = self._loss(x, y)
-                scaled = loss * shares[micro]
-                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-            loss_sum += loss.detach() * shares[micro]
-        step_loss = loss_sum  # (): this rank's part of the step's mean, times the number of ranks
-        if self.dist.enabled:  # the mean over ranks: a NaN on any rank makes every rank skip the step
-            import torch.distributed as dist
-
-            dist.all_reduce(step_loss)
-            step_loss /= self.dist.world_size
-        if self.scaler is not None:  # fp16: the gradients at their true size before they are measured
-            self.scaler.unscale_(self.optimizer)
-        # the gradient's global norm (): what clipping measures, taken on every step (one reduction over the
-        # gradients) and logged as grad_norm: a norm that climbs is the first sign of a run going unstable
-        norm = torch.nn.utils.get_total_norm([p.grad for p in self.trained_parameters if p.grad is not None])
-        if hasattr(norm, "full_tensor"):  # FSDP2: each rank holds its shards' part, a DTensor
-            norm = cast(Any, norm).full_tensor()
-        self._grad_norm.copy_(norm)  # in place: a recording reads it there
-        nonfinite = ~torch.isfinite(step_loss)  # () bool, on the device
-        if self.scaler is None:  # (fp16's scaler skips non-finite gradients itself, a normal event at its scale's edge)
-            nonfinite |= ~torch.isfinite(norm)
-        self._device_step += 1  # this step's number, counted where a recorded step can read it
-        first_bad = nonfinite & (self._bad_step < 0)  # ()
-        torch.where(first_bad, self._device_step, self._bad_step, out=self._bad_step)  # in place: a recording reads it there
-        torch.where(first_bad, step_loss, self._bad_loss, out=self._bad_loss)
-        torch.where(first_bad, norm, self._bad_norm, out=self._bad_norm)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grads_with_norm_(self.trained_parameters, cfg.grad_clip, norm)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        elif self.optimizer.defaults.get("fused"):
-            opt = cast(Any, self.optimizer)
-            opt.found_inf = nonfinite.float()  # the fused kernel skips the update where this is 1
-            try:
-                self.optimizer.step()
-            finally:
-                del opt.found_inf
-        elif not nonfinite.item():
-            self.optimizer.step()
-        return step_loss.detach()
-
-    def _micro_batch_shares(self, targets: list[torch.Tensor]) -> torch.Tensor:
-        """Each micro-batch's weight in the step's loss (grad_accum,): its counted targets over the
-        whole step's, across every rank, times the number of ranks (DDP averages over them).
-
-        The step's loss is then the mean over all its targets, as one large batch would make it,
-        even when micro-batches hold different numbers of them (instruction data counts responses
-        only); with every target counted, each weight is 1 / grad_accum. The counts are taken on
-        the host, from the batches before they move; across ranks they are summed on the device
-        (no wait)."""
-        counts = torch.tensor([float((y != IGNORE_INDEX).sum()) for y in targets])  # (grad_accum,)
-        if not self.dist.enabled:
-            return self.to_device(counts / counts.sum().clamp(min=1))[0]
-        import torch.distributed as dist
-
-        counts = self.to_device(counts)[0]
-        total = counts.sum()  # ()
-        dist.all_reduce(total)
-        return counts * self.dist.world_size / total.clamp(min=1)
-
-    def to_device(self, *batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """A batch on the training device without making the host wait: to a GPU from pinned
-        (page-locked) memory, a copy the host only queues, so it can go on to queue the step's
-        kernels (from ordinary memory the host would wait for the whole queue to drain first)."""
-        if self.device.type != "cuda":
-            return batch
-        return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in batch)
-
-    def read_loss(self) -> float:
-        """The loss of the latest step, read from the device (a host sync); raises ``TrainingError``
-        if any step since the last read had a non-finite loss (that step was skipped)."""
-        return self.read_snapshot(self.loss_snapshot())
-
-    def loss_snapshot(self) -> tuple[torch.Tensor, Any]:
-        """The latest step's loss and gradient norm and the non-finite bookkeeping (5,), on their way to the
-        host: on a GPU a copy into pinned memory queued behind the step, with an event that marks it done
-        (no wait here)."""
-        values = torch.stack([self._last_loss, self._grad_norm, self._bad_step.float(), self._bad_loss, self._bad_norm])  # (5,)
-        if self.device.type != "cuda":
-            return values, None
-        host = torch.empty(5, pin_memory=True)
-        host.copy_(values, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        return host, done
-
-    def read_snapshot(self, snapshot: tuple[torch.Tensor, Any]) -> float:
-        """A snapshot's loss (waiting for that step alone, not for work queued after it), its gradient norm
-        kept in ``grad_norm``; raises ``TrainingError`` if a step up to it had a non-finite loss or gradient."""
-        values, done = snapshot
-        if done is not None:
-            done.synchronize()
-        last_loss, self.grad_norm, bad_step, bad_loss, bad_norm = values.tolist()
-        if bad_step >= 0:
-            self.optimizer.zero_grad(set_to_none=True)
-            what = f"the loss became {bad_loss}" if not math.isfinite(bad_loss) else f"the gradient norm became {bad_norm} (loss {bad_loss:.4f})"
-            raise TrainingError(
-                f"{what} at step {int(bad_step)}; stopped before it reached the weights. "
-                f"The last good checkpoint is {self.run_dir / CHECKPOINT} (step {self.last_saved}); "
-                "lower --lr, lengthen --warmup-steps or clip harder (--grad-clip), then --resume"
-            )
-        return last_loss
-
     def stop_requested(self) -> bool:
         """Whether any rank was asked to stop (Ctrl-C, SIGTERM). With several processes this is a
         collective, so every rank must call it at the same steps (``run`` does, at read steps)."""
@@ -683,126 +440,6 @@ class Trainer:
             # plain decoding: a GPU's default would record a CUDA graph for this one short call
             return generate_text(model, self.sample_tokenizer, cfg.sample, cfg.sample_tokens, seed=cfg.seed, static_cache=False,
                                  **PREVIEW_SAMPLING)
-
-    @contextlib.contextmanager
-    def model_to_read(self) -> Iterator[GPT2]:
-        """The model as users see it (``export_model``), in eval mode, to score or sample inside the
-        ``with`` block. Afterwards the packed copies a CPU made of its weights are dropped (the next
-        step makes them stale: their memory is freed now) and the training model is training again."""
-        model = self.export_model().eval()
-        try:
-            yield model
-        finally:
-            kernels.unpack(model)
-            self.model.train()
-
-    def adapter_base_name(self) -> str:
-        """The base model ``run/adapter`` names: ``--init`` as given for a hub id, and for a local one the
-        absolute path of its model directory (a run's ``model/``), which PEFT, reading the name as it
-        stands, and ``GPT2.from_pretrained`` find from any working directory."""
-        init = self.config.init
-        return str(run_model_dir(init).resolve()) if Path(init).expanduser().exists() else init
-
-    def export_model(self) -> GPT2:
-        """The model as users see it: real vocabulary (views of the trained weights, no copy). An FSDP
-        run gathers a whole copy into every rank's CPU memory instead (the devices stay full of the
-        training state; a collective: every rank calls it)."""
-        if self.config.fsdp:
-            return self._plain_model(everyone_model_state(self.model))
-        return real_vocab_model(self.model, self.vocab)
-
-    # -- saving ----------------------------------------------------------------------------------
-
-    def save_checkpoint(self) -> None:
-        """Write checkpoint.pt (atomically) and model/; every rank calls this (RNG states are gathered)."""
-        states = [rng_state(self.device)]
-        if self.dist.enabled:
-            import torch.distributed as dist
-
-            states = [{} for _ in range(self.dist.world_size)]  # filled by the gather
-            dist.all_gather_object(states, rng_state(self.device))
-        # FSDP: every rank sends its shards, rank 0 receives the whole state on its CPU
-        full_model, full_optimizer = None, None
-        if self.config.fsdp:
-            full_model, full_optimizer = full_model_state(self.model), full_optimizer_state(self.model, self.optimizer)
-        if not self.dist.is_main:
-            self.last_saved = self.step
-            return
-        ckpt = {
-            "format": CHECKPOINT_FORMAT,
-            "step": self.step,
-            "model": self._model_state() if full_model is None else self._real_vocab_state(full_model),
-            "model_config": self.model_config.to_dict(),
-            "optimizer": self._optimizer_state(full_optimizer),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "sampler": self.sampler.state_dict(),
-            "rng": states,
-            "train_config": asdict(self.config),
-            "data": self._data_record(),
-            "elapsed": self.elapsed,
-            "lora_base": self.lora_base,
-            "best": self.best,
-            "evals_since_best": self.evals_since_best,
-        }
-        path = self.run_dir / CHECKPOINT
-        try:
-            write_checkpoint(path, ckpt)
-        except (OSError, RuntimeError) as err:
-            self._write_failed(err, f"writing the checkpoint {path}", f"the previous checkpoint (step {self.last_saved}) is intact",
-                               needed=tensor_bytes(ckpt))
-        self.last_saved = self.step
-        try:
-            model = self._plain_model(ckpt["model"]) if self.config.fsdp else self.export_model()
-            self._write_model_dir(model, self.run_dir / MODEL_DIR)
-            if self.lora_base is not None:  # and apart, in PEFT's format (a classifier's: with its new head)
-                save_adapter(model, self.run_dir / ADAPTER_DIR, base_model_name_or_path=self.adapter_base_name())
-            self._plot()
-        except (OSError, RuntimeError) as err:
-            self._write_failed(err, f"writing {self.run_dir / MODEL_DIR}",
-                               f"the checkpoint of step {self.step} is saved whole and model/ keeps its earlier weights")
-
-    def _write_model_dir(self, model: GPT2, directory: Path) -> None:
-        """``model`` as a Hugging Face checkpoint in ``directory`` (each file atomically; a LoRA run's adapters
-        folded in), with the data's tokenizer files, so that generating from it uses the right vocabulary."""
-        merged_copy(model).save_pretrained(str(directory))
-        self._save_tokenizer(directory)
-
-    def _save_tokenizer(self, directory: Path) -> None:
-        """The data's tokenizer files into a model directory."""
-        src = self.data.directory / "tokenizer"
-        if src.is_dir():
-            for f in src.iterdir():
-                if f.is_file():
-                    atomic_write_bytes(directory / f.name, f.read_bytes())
-
-    def note_val_loss(self, val_loss: float) -> bool:
-        """Remember the lowest validation loss so far and the evaluations since it (the checkpoint keeps
-        both, so a resumed run compares with them); with ``keep_best``, write the model as it is now to
-        RUN/best/ when this loss is the lowest. Every rank calls this (an FSDP model is gathered); True
-        when this evaluation was the lowest."""
-        if self.best is not None and val_loss >= self.best[1]:
-            self.evals_since_best += 1
-            return False
-        self.best, self.evals_since_best = (self.step, val_loss), 0
-        if not self.config.keep_best:
-            return True
-        gathered = full_model_state(self.model) if self.config.fsdp else None  # on rank 0 only ({} elsewhere)
-        if self.dist.is_main:
-            model = self._plain_model(gathered) if gathered is not None else self.export_model()
-            try:
-                self._write_model_dir(model, self.run_dir / BEST_DIR)
-            except (OSError, RuntimeError) as err:
-                self._write_failed(err, f"writing {self.run_dir / BEST_DIR}", f"the checkpoint of step {self.last_saved} is intact")
-        return True
-
-    def _write_failed(self, err: OSError | RuntimeError, doing: str, kept: str, needed: int | None = None) -> NoReturn:
-        """A failed write (a full disk, most often) as one line that says what happened, what is
-        safe, and what to do; any other error goes on unchanged."""
-        reason = write_failure(err, self.run_dir, needed)
-        if reason is None:
-            raise err
-        advice = "free some space (or choose another --out)" if "disk space" in reason else "fix that"
-        raise TrainingError(f"{reason} while {doing}; {kept}. To go on, {advice}, then --resume") from None
 
     # -- metrics ---------------------------------------------------------------------------------
 
