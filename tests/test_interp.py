@@ -168,7 +168,7 @@ def test_patching_batches_several_runs_per_forward(setup, monkeypatch):
     clean, corrupt = ids_of(tok, CLEAN), ids_of(tok, CORRUPT)
     metric = interp.logit_diff(tok.encode(" Mary")[0], tok.encode(" John")[0])
     full = interp.patch(model, clean, corrupt, metric, progress=False)
-    monkeypatch.setattr(interp, "TOKENS_PER_BATCH", 3 * clean.size(1))  # three runs per forward, the last chunk shorter
+    monkeypatch.setattr(interp.intervene, "TOKENS_PER_BATCH", 3 * clean.size(1))  # three runs per forward, the last chunk shorter
     calls = []
     monkeypatch.setattr(model, "forward", lambda idx, *a, _f=model.forward, **k: calls.append(idx.size(0)) or _f(idx, *a, **k))
     chunked = interp.patch(model, clean, corrupt, metric, progress=False)

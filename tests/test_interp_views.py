@@ -372,7 +372,7 @@ def test_cli_patch_by_gradient_says_it_estimates(checkpoint, gpt2_vocab_path, tm
 
 
 def test_cli_patch_shows_a_progress_bar_on_a_long_sweep(checkpoint, gpt2_vocab_path, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(interp, "TOKENS_PER_BATCH", 14)  # one patched run per forward: 2 layers x 14 positions
+    monkeypatch.setattr(interp.intervene, "TOKENS_PER_BATCH", 14)  # one patched run per forward: 2 layers x 14 positions
     code, _, err = run_cli(capsys, "patch", "--model", str(checkpoint), "--tokenizer", str(gpt2_vocab_path), "--clean", CLEAN,
                            "--corrupt", CORRUPT, "--answer", " Mary", "--wrong", " John", "--out", str(tmp_path / "p"))
     assert code == 0
