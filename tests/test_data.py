@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import gpt2lab.data as data_mod
+import gpt2lab.sources
 from gpt2lab import hub
 from gpt2lab.data import DataError, open_data, prepare, val_ranges
 from gpt2lab.tokenizer import Tokenizer
@@ -86,7 +87,8 @@ def test_rerun_is_a_noop_until_the_input_changes(tmp_path, tok_path):
 @pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.multiprocess)])
 def test_streamed_chunks_and_workers_give_the_ids_of_the_whole_text(tmp_path, tok_path, monkeypatch, workers):
     # small chunks: a file is read, decoded (multi-byte characters cut across reads) and tokenised in ~40 pieces
-    monkeypatch.setattr(data_mod, "CHUNK_CHARS", 256)
+    monkeypatch.setattr(data_mod, "CHUNK_CHARS", 256)  # when workers pay off
+    monkeypatch.setattr(gpt2lab.sources, "CHUNK_CHARS", 256)  # how much of a file is read at a time
     f = tmp_path / "long.txt"
     f.write_text(CORPUS * 5, encoding="utf-8")
     prepare([f], tmp_path / "out", tokenizer=tok_path, val_fraction=0.0, num_workers=workers, progress=False)

@@ -151,7 +151,7 @@ def test_parquet_and_hub_records_give_the_same_data(tokenizer, gpt2_vocab_path, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import gpt2lab.data as data_mod
+    import gpt2lab.hub
 
     alpaca = [r for r in ALPACA if "instruction" in r]
     rows = [{"instruction": r["instruction"], "input": r.get("input"), "output": r["output"]} for r in alpaca]
@@ -161,7 +161,7 @@ def test_parquet_and_hub_records_give_the_same_data(tokenizer, gpt2_vocab_path, 
         assert (name, split) == ("tatsu-lab/alpaca", "train")  # the default split of an hf: name
         return rows
 
-    monkeypatch.setattr(data_mod, "_hf_dataset", stand_in_hub)
+    monkeypatch.setattr(gpt2lab.hub, "load_dataset", stand_in_hub)
     made = {}
     for name, source in (("jsonl", write_jsonl(tmp_path / "alpaca.jsonl", alpaca)), ("parquet", tmp_path / "alpaca.parquet"),
                          ("hf", "hf:tatsu-lab/alpaca")):
